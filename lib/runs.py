@@ -1,0 +1,124 @@
+"""Run folders: ``outputs/<study>/<config>__seed<k>/`` with params, env, metrics, history, figures, checkpoints.
+
+A finished run (one with ``metrics.json``) is never overwritten: writers merge into it, and
+`claim_run_dir` refuses to start a fresh training run over a finished one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lib.config import Settings
+from lib.paths import REPO_ROOT
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via a temporary file + rename, so a crash never leaves a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def prepare(settings: Settings, stage: str) -> Path:
+    """Create the run folder, write ``params.yaml`` (per stage) and ``env.json``; return the folder."""
+    run_dir = settings.resolved_run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    name = "params.yaml" if stage == "train" else f"params_{stage}.yaml"
+    atomic_write_text(run_dir / name, yaml.safe_dump(settings.to_dict(), sort_keys=False))
+    update_env(run_dir, {})
+    return run_dir
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
+def environment() -> dict[str, Any]:
+    import torch
+    import torchvision
+
+    cuda = torch.cuda.is_available()
+    return {
+        "commit": git_commit(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "cuda_available": cuda,
+        "gpu": torch.cuda.get_device_name(0) if cuda else "",
+        "gpu_count": torch.cuda.device_count() if cuda else 0,
+        "cpu_threads": torch.get_num_threads(),
+    }
+
+
+def update_env(run_dir: Path, extra: dict[str, Any]) -> dict[str, Any]:
+    """Merge `extra` (e.g. ``{"pretrained": "random init"}``) into ``env.json``."""
+    path = Path(run_dir) / "env.json"
+    env = json.loads(path.read_text()) if path.exists() else {}
+    env.update(environment())
+    env.update(extra)
+    atomic_write_text(path, json.dumps(env, indent=2, sort_keys=True))
+    return env
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    return value
+
+
+def read_metrics(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / "metrics.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Merge flat snake_case metrics (plain floats) into ``metrics.json``; return the merged dict."""
+    bad = [k for k in metrics if not k.replace("__", "_").replace("_", "").replace(".", "").isalnum() or k != k.lower()]
+    if bad:
+        raise ValueError(f"metric keys must be flat snake_case, got {bad}")
+    merged = read_metrics(run_dir)
+    merged.update({k: _plain(v) for k, v in metrics.items()})
+    atomic_write_text(Path(run_dir) / "metrics.json", json.dumps(merged, indent=2, sort_keys=True))
+    return merged
+
+
+def save_figure(fig, run_dir: Path, name: str) -> Path:
+    """Save a matplotlib Figure as ``figures/<name>.png`` (name like ``02_learning_curves``)."""
+    path = Path(run_dir) / "figures" / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
+def is_finished(run_dir: Path) -> bool:
+    return (Path(run_dir) / "metrics.json").exists()
