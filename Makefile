@@ -1,0 +1,46 @@
+# Two entry points, each doing its own idempotent set-up:  make demo  |  make test
+# Set-up: .venv with the pinned requirements (re-run only when requirements.txt/pyproject.toml change),
+# then the embedded-data packages (Debian fonts + Fashion-MNIST, npm emoji sets).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+GRID ?= params/grids/mini.yaml
+
+.PHONY: setup data demo study test test-fast lab strip clean-cache
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "setup: installing pinned requirements into $(VENV) (first time ~3 min)"
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt 2>&1 | grep -v "is ignored: it is neither" || true
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1 | grep -v "is ignored: it is neither" || true
+	$(PY) -c "import torch, torchvision, lib" && touch $(STAMP)
+
+setup: $(STAMP) data
+
+data:
+	@bash scripts/install_data.sh
+
+# The main job: the whole mini study (11 objectives x 2 seeds, glyph + emoji benchmarks) on the embedded data.
+demo: setup
+	$(PY) -m lib.sweep $(GRID)
+
+study: demo
+
+# The test suite: unit tests, notebook tests (papermill, asserting recorded metrics) and nbval over the notebooks.
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax notebooks || [ $$? -eq 5 ]  # 5 = no notebook collected
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not notebook" tests
+
+lab: setup
+	$(VENV)/bin/jupyter lab notebooks
+
+strip:
+	$(VENV)/bin/nbstripout notebooks/*.ipynb
+
+clean-cache:
+	rm -rf .cache

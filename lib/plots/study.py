@@ -1,0 +1,65 @@
+"""Study-level figures: loss shapes (05), per-benchmark bars and R^2 vs AUROC (summary). Data in, Figure out."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from scipy.stats import spearmanr
+
+
+def loss_shapes(curves: pd.DataFrame) -> plt.Figure:
+    """Three panels over p = probability of the correct class: raw loss, loss / loss(p_min), |dL/dp|.
+
+    `curves` has columns ``config, p, loss, grad`` (one row per config and p), as made by
+    ``lib.objectives``' ``loss_curve`` (see notebooks/05_loss_shapes).
+    """
+    curves = curves.copy()
+    curves["loss_normalised"] = curves["loss"] / curves.groupby("config")["loss"].transform("max")
+    curves["abs_grad"] = curves["grad"].abs()
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    panels = [("loss", "loss (raw)", "linear"), ("loss_normalised", "loss / max loss", "linear"),
+              ("abs_grad", "|dL/dp| (log)", "log")]
+    for ax, (column, label, scale) in zip(axes, panels):
+        sns.lineplot(data=curves, x="p", y=column, hue="config", ax=ax, legend=ax is axes[-1])
+        ax.set(xlabel="p (probability of the correct class)", ylabel=label, yscale=scale)
+    axes[0].set_ylim(0, min(curves["loss"].max(), 5.0))
+    sns.move_legend(axes[-1], "upper left", bbox_to_anchor=(1.02, 1), frameon=False)
+    fig.suptitle("Loss shapes of the relational objectives (ReSeND Fig. 4 style)")
+    fig.tight_layout()
+    return fig
+
+
+def benchmark_bars(df: pd.DataFrame, benchmarks: list[str], metric: str = "auroc", title: str = "") -> plt.Figure:
+    """Grouped bars: one group per benchmark, one bar per config, mean over seeds with std error bars."""
+    columns = [f"{metric}__{b}" for b in benchmarks if f"{metric}__{b}" in df.columns]
+    long = df.melt(id_vars=["config", "seed"], value_vars=columns, var_name="benchmark", value_name=metric)
+    long["benchmark"] = long["benchmark"].str.split("__", n=1).str[1]
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(columns) + 4), 4.2))
+    sns.barplot(data=long, x="benchmark", y=metric, hue="config", errorbar="sd", ax=ax)
+    ax.set(ylim=(0.4 if metric == "auroc" else 0, 1), title=title or metric, xlabel="")
+    if metric == "auroc":
+        ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax.tick_params(axis="x", rotation=20)
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def r2_vs_auroc(df: pd.DataFrame, auroc_column: str = "auroc__intra_avg") -> plt.Figure:
+    """Scatter of R^2 vs AUROC, one point per config (mean over seeds, std error bars), Spearman rho in the title.
+
+    `df` has one row per run with columns ``config, seed, r2`` and `auroc_column`.
+    """
+    stats = df.groupby("config", sort=False)[["r2", auroc_column]].agg(["mean", "std"]).fillna(0.0)
+    x, y = stats[("r2", "mean")], stats[(auroc_column, "mean")]
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    ax.errorbar(x, y, xerr=stats[("r2", "std")], yerr=stats[(auroc_column, "std")], fmt="o", capsize=3)
+    for name in stats.index:
+        ax.annotate(name, (x[name], y[name]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    rho = spearmanr(x, y).statistic if len(stats) >= 3 else np.nan
+    ax.set(xlabel="R² (class separation of pair representations)", ylabel=auroc_column.replace("__", " "),
+           title=f"R² vs AUROC over {len(stats)} configs: Spearman ρ = {rho:.2f}")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,170 @@
+"""The papermill sweep: every configuration x seed of a grid runs 02 -> 03 -> 04 into its own run folder.
+
+    python -m lib.sweep params/grids/mini.yaml [--dry-run] [--only bce,ce]
+
+A grid YAML holds: ``study``, ``preset``, ``seeds``, ``configs`` (names of params/objectives/*.yaml),
+``notebooks`` (stages, in order), ``overrides`` (flat settings for every run) and optionally
+``comparisons: {benchmarks: [...], seeds: [...]}`` (06_comparisons once per benchmark x seed, after the
+ReSeND runs). A stage whose executed notebook exists in the run folder is skipped, so a finished run is
+never redone or overwritten; a failed stage leaves FAILED.txt and its partial notebook, and the sweep
+goes on. The summary (lib.summary) is rebuilt at the end from the run folders alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from lib import config
+from lib.paths import NOTEBOOKS_DIR, OUTPUTS_DIR, PARAMS_DIR, REPO_ROOT
+
+GRID_KEYS = {"study", "preset", "seeds", "configs", "notebooks", "overrides", "comparisons"}
+STAGES = ("02_train", "03_evaluate", "04_r2")
+
+
+@dataclass
+class Job:
+    """One notebook stage of one run."""
+
+    run_dir: Path
+    notebook: str
+    params: dict[str, Any]
+    label: str = ""
+
+    @property
+    def output(self) -> Path:
+        return self.run_dir / f"{self.notebook}.ipynb"
+
+
+@dataclass
+class Grid:
+    study: str
+    preset: str
+    seeds: list[int]
+    configs: list[str]
+    notebooks: list[str] = field(default_factory=lambda: list(STAGES))
+    overrides: dict[str, Any] = field(default_factory=dict)
+    comparisons: dict[str, Any] = field(default_factory=dict)
+
+
+def load_grid(path: Path | str) -> Grid:
+    raw = config.load_yaml(path)
+    unknown = sorted(set(raw) - GRID_KEYS)
+    if unknown:
+        raise KeyError(f"unknown grid key(s) {unknown} in {path}: valid keys are {sorted(GRID_KEYS)}")
+    missing = sorted({"study", "preset", "seeds", "configs"} - set(raw))
+    if missing:
+        raise KeyError(f"grid {path} lacks {missing}: add them (see params/grids/mini.yaml)")
+    grid = Grid(**raw)
+    for name in grid.notebooks:
+        if not (NOTEBOOKS_DIR / f"{name}.ipynb").exists():
+            raise FileNotFoundError(f"grid {path} names notebook {name!r}, but notebooks/{name}.ipynb does not exist")
+    for name in grid.configs:
+        objective_values(name)  # fail before anything runs
+    config.resolve(grid.preset, **(grid.overrides or {}))
+    return grid
+
+
+def objective_values(name: str) -> dict[str, Any]:
+    path = PARAMS_DIR / "objectives" / f"{name}.yaml"
+    if not path.exists():
+        options = sorted(p.stem for p in (PARAMS_DIR / "objectives").glob("*.yaml"))
+        raise FileNotFoundError(f"unknown config {name!r}: choose from {', '.join(options)} (params/objectives/)")
+    values = config.load_yaml(path)
+    config._check_keys(values, str(path))
+    return values
+
+
+def plan(grid: Grid) -> list[Job]:
+    """Every (config, seed, stage) job of the grid, ReSeND runs first, then comparisons."""
+    jobs = []
+    study_dir = OUTPUTS_DIR / grid.study
+    for name in grid.configs:
+        for seed in grid.seeds:
+            run_dir = study_dir / f"{name}__seed{seed}"
+            params = {"preset": grid.preset, "study": grid.study, "config_name": name, "seed": seed,
+                      "run_dir": str(run_dir), **(grid.overrides or {}), **objective_values(name)}
+            config.resolve(**params)  # a bad combination fails here, not an hour in
+            jobs += [Job(run_dir, nb, params, f"{name}__seed{seed}") for nb in grid.notebooks]
+    comparisons = grid.comparisons or {}
+    for bench in comparisons.get("benchmarks", []):
+        for seed in comparisons.get("seeds", grid.seeds):
+            run_dir = study_dir / f"comparisons_{bench}__seed{seed}"
+            params = {"preset": grid.preset, "study": grid.study, "seed": seed, "run_dir": str(run_dir),
+                      "benchmark": bench, "resend_study": grid.study, **(grid.overrides or {})}
+            jobs.append(Job(run_dir, "06_comparisons", params, f"comparisons_{bench}__seed{seed}"))
+    return jobs
+
+
+def run_job(job: Job) -> str:
+    """Execute one stage with papermill; returns 'done', 'skipped' or 'failed' (FAILED.txt written)."""
+    import papermill
+
+    failed = job.run_dir / "FAILED.txt"
+    if job.output.exists() and not failed.exists():
+        return "skipped"
+    job.run_dir.mkdir(parents=True, exist_ok=True)
+    failed.unlink(missing_ok=True)  # a retry of a failed stage
+    try:
+        papermill.execute_notebook(
+            str(NOTEBOOKS_DIR / f"{job.notebook}.ipynb"), str(job.output), parameters=job.params,
+            kernel_name="python3", cwd=str(REPO_ROOT), progress_bar=False, log_output=False,
+        )
+        return "done"
+    except Exception as error:  # papermill keeps the partial notebook at job.output
+        message = f"{job.notebook} failed: {type(error).__name__}: {error}"
+        failed.write_text(message + "\n\n" + traceback.format_exc())
+        job.output.rename(job.output.with_suffix(".failed.ipynb")) if job.output.exists() else None
+        return "failed"
+
+
+def run_grid(grid: Grid, only: list[str] | None = None) -> dict[str, list[str]]:
+    jobs = [j for j in plan(grid) if not only or j.params.get("config_name") in only]
+    outcome: dict[str, list[str]] = {"done": [], "skipped": [], "failed": []}
+    failed_runs: set[Path] = set()
+    bar = tqdm(jobs, desc=f"sweep {grid.study}", unit="stage")
+    for job in bar:
+        bar.set_postfix_str(f"{job.label} {job.notebook}")
+        if job.run_dir in failed_runs:  # a later stage needs the earlier one
+            continue
+        result = run_job(job)
+        outcome[result].append(f"{job.label}/{job.notebook}")
+        if result == "failed":
+            failed_runs.add(job.run_dir)
+    return outcome
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("grid", help="params/grids/<name>.yaml")
+    parser.add_argument("--only", default="", help="comma list of configs to run (default: all)")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    args = parser.parse_args(argv)
+    grid = load_grid(args.grid)
+    if args.dry_run:
+        for job in plan(grid):
+            print(f"{job.run_dir.relative_to(REPO_ROOT)}  {job.notebook}")
+        return 0
+    start = time.perf_counter()
+    outcome = run_grid(grid, [c for c in args.only.split(",") if c] or None)
+    from lib import summary
+
+    paths = summary.write_summary(OUTPUTS_DIR / grid.study, paper=grid.preset == "paper")
+    minutes = (time.perf_counter() - start) / 60
+    print(f"sweep {grid.study}: {len(outcome['done'])} stages run, {len(outcome['skipped'])} skipped, "
+          f"{len(outcome['failed'])} failed in {minutes:.1f} min")
+    for item in outcome["failed"]:
+        print(f"  FAILED {item} (see its FAILED.txt)")
+    for path in paths:
+        print(f"  wrote {path.relative_to(REPO_ROOT)}")
+    return 1 if outcome["failed"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,101 @@
+"""Study summary from run folders, and the sweep's plan / skip / failure bookkeeping."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from lib import summary, sweep
+from lib.paths import PARAMS_DIR
+
+
+def _fake_run(study, name, metrics):
+    run = study / name
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps(metrics))
+
+
+@pytest.fixture
+def study(tmp_path):
+    # Two configs x two seeds, one intra and one cross benchmark; an unfinished run and a comparison folder.
+    for seed, (a, b) in enumerate([(0.70, 0.60), (0.74, 0.64)]):
+        _fake_run(tmp_path, f"mse_c10__seed{seed}", {"auroc__glyph_printed": a, "fpr95__glyph_printed": 0.5,
+                                                      "auroc__intra_avg": a, "fpr95__intra_avg": 0.5,
+                                                      "auroc__glyph_printed_to_handwritten": b,
+                                                      "auroc__cross_avg": b, "r2": 0.1})
+        _fake_run(tmp_path, f"ce__seed{seed}", {"auroc__glyph_printed": 0.6, "auroc__intra_avg": 0.6, "r2": 0.6})
+    (tmp_path / "bce__seed0").mkdir()  # no metrics.json: not finished, not summarised
+    _fake_run(tmp_path, "comparisons_glyph_printed__seed0", {"auroc__msp": 0.9})
+    return tmp_path
+
+
+def test_collect_keeps_finished_resend_runs_in_table_order(study):
+    df = summary.collect(study)
+    assert list(df["config"]) == ["mse_c10", "mse_c10", "ce", "ce"]  # ICIAP order, comparisons excluded
+
+
+def test_aggregate_mean_and_population_std(study):
+    agg = summary.aggregate(summary.collect(study))
+    assert agg.at["mse_c10", "auroc__glyph_printed"] == pytest.approx(0.72)  # (0.70 + 0.74) / 2
+    assert agg.at["mse_c10", "auroc__glyph_printed_std"] == pytest.approx(0.02)  # |0.70 - 0.72|
+    assert agg.at["ce", "n_seeds"] == 2
+
+
+def test_tables_and_csv_written(study):
+    paths = summary.write_summary(study)
+    names = {p.name for p in paths}
+    assert {"summary.csv", "tables.md", "auroc_intra.png", "r2_vs_auroc_intra.png"} <= names
+    tables = (study / "tables.md").read_text()
+    assert "| mse_c10 | 0.720 ± 0.020 / 0.500 ± 0.000 |" in tables
+    assert "## cross-domain" in tables and "glyph_printed_to_handwritten AUROC" in tables
+    assert len(pd.read_csv(study / "summary.csv")) == 4
+
+
+def test_paper_columns_side_by_side(study):
+    agg = summary.aggregate(summary.collect(study))
+    text = summary.table(agg, ["glyph_printed"], "intra", paper=True)
+    assert "paper R²" in text and "| 0.702 | 0.111 |" in text  # SPEC 9: mse c=10 avg .702, R² .111
+
+
+def test_spearman_needs_three_configs(study):
+    rho, n = summary.r2_auroc_correlation(summary.aggregate(summary.collect(study)))
+    assert n == 2 and rho != rho  # NaN with two points
+
+
+def test_plan_covers_configs_seeds_stages(tmp_path):
+    grid = sweep.load_grid(PARAMS_DIR / "grids" / "mini.yaml")
+    jobs = sweep.plan(grid)
+    assert len(jobs) == 11 * 2 * 3
+    first = jobs[0]
+    assert first.run_dir.name == "resend_eccv__seed0" and first.notebook == "02_train"
+    assert first.params["head"] == "fc" and first.params["preset"] == "mini"
+
+
+def test_grid_errors(tmp_path):
+    bad = tmp_path / "g.yaml"
+    bad.write_text("study: s\npreset: mini\nseeds: [0]\nconfigs: [mse_c7]\nnotebooks: []\n")
+    with pytest.raises(FileNotFoundError, match="unknown config 'mse_c7': choose from"):
+        sweep.load_grid(bad)
+    bad.write_text("study: s\npreset: mini\nseeds: [0]\nconfigs: [bce]\nnotebooks: []\nseed: 1\n")
+    with pytest.raises(KeyError, match=r"unknown grid key\(s\) \['seed'\]"):
+        sweep.load_grid(bad)
+
+
+@pytest.mark.notebook
+def test_failed_stage_is_recorded_and_finished_stage_skipped(tmp_path, monkeypatch):
+    import nbformat
+
+    nb_dir = tmp_path / "nbs"
+    nb_dir.mkdir()
+    for name, source in [("ok", "x = 1"), ("boom", "raise RuntimeError('deliberate')")]:
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("seed = 0", metadata={"tags": ["parameters"]}),
+                                             nbformat.v4.new_code_cell(source)])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, nb_dir / f"{name}.ipynb")
+    monkeypatch.setattr(sweep, "NOTEBOOKS_DIR", nb_dir)
+    run_dir = tmp_path / "run"
+    assert sweep.run_job(sweep.Job(run_dir, "ok", {"seed": 1})) == "done"
+    assert sweep.run_job(sweep.Job(run_dir, "ok", {"seed": 1})) == "skipped"
+    assert sweep.run_job(sweep.Job(run_dir, "boom", {"seed": 1})) == "failed"
+    assert "deliberate" in (run_dir / "FAILED.txt").read_text()
+    assert (run_dir / "boom.failed.ipynb").exists()  # the partial notebook stays
