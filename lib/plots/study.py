@@ -17,14 +17,18 @@ def loss_shapes(curves: pd.DataFrame) -> plt.Figure:
     """
     curves = curves.copy()
     curves["loss_normalised"] = curves["loss"] / curves.groupby("config")["loss"].transform("max")
-    curves["abs_grad"] = curves["grad"].abs()
+    curves["abs_grad"] = curves["grad"].abs().clip(lower=1e-4)  # below 1e-4 the push is nil; keep the axis readable
+    curves["family"] = curves["config"].str.extract(r"^(mse|bce|ce|hinge|resend)", expand=False).fillna("other")
+    palette = sns.color_palette("husl", curves["config"].nunique())
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
     panels = [("loss", "loss (raw)", "linear"), ("loss_normalised", "loss / max loss", "linear"),
               ("abs_grad", "|dL/dp| (log)", "log")]
     for ax, (column, label, scale) in zip(axes, panels):
-        sns.lineplot(data=curves, x="p", y=column, hue="config", ax=ax, legend=ax is axes[-1])
+        sns.lineplot(data=curves, x="p", y=column, hue="config", style="family", palette=palette, ax=ax,
+                     legend=ax is axes[-1])
         ax.set(xlabel="p (probability of the correct class)", ylabel=label, yscale=scale)
     axes[0].set_ylim(0, min(curves["loss"].max(), 5.0))
+    axes[2].set_ylim(1e-4, curves["abs_grad"].max() * 2)
     sns.move_legend(axes[-1], "upper left", bbox_to_anchor=(1.02, 1), frameon=False)
     fig.suptitle("Loss shapes of the relational objectives (ReSeND Fig. 4 style)")
     fig.tight_layout()
