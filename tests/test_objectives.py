@@ -1,0 +1,155 @@
+"""lib.objectives: hand-worked values for every registry entry, stable gradients, registry-wide properties."""
+
+import math
+
+import pytest
+import torch
+
+from lib import DIFFERENT, SAME, config, objectives
+from lib.paths import PARAMS_DIR
+
+LN2 = math.log(2)  # 0.693147
+LN3 = math.log(3)  # sigma(ln 3) = 3/4
+
+
+def one_logit(*xs):
+    return torch.tensor([[x] for x in xs], dtype=torch.float64)
+
+
+def targets(*ts):
+    return torch.tensor(ts)
+
+
+# (objective name, params, output, target, expected mean loss) -- arithmetic in the comments
+HAND_WORKED = [
+    # bce at x=0: -ln(1/2) = ln 2 for either label
+    ("bce", {}, one_logit(0.0, 0.0), targets(SAME, DIFFERENT), LN2),
+    # bce x=2 same: ln(1 + e^-2) = ln 1.135335 = 0.126928; different: ln(1 + e^2) = 2.126928; mean 1.126928
+    ("bce", {}, one_logit(2.0, 2.0), targets(SAME, DIFFERENT), (0.126928 + 2.126928) / 2),
+    # mse c=1 at x=0: y = 2*(1/2) - 1 = 0 -> same (0 - 1)^2 = 1, different (0 + 1)^2 = 1
+    ("mse", {"c": 1.0}, one_logit(0.0, 0.0), targets(SAME, DIFFERENT), 1.0),
+    # mse c=1 at x=ln 3: y = 2*(3/4) - 1 = 0.5 -> same (0.5 - 1)^2 = 0.25, different (0.5 + 1)^2 = 2.25; mean 1.25
+    ("mse", {"c": 1.0}, one_logit(LN3, LN3), targets(SAME, DIFFERENT), 1.25),
+    # mse c=10 at x=ln3/10: c*x = ln 3 -> y = 0.5 -> same 0.25
+    ("mse", {"c": 10.0}, one_logit(LN3 / 10), targets(SAME), 0.25),
+    # bce_focal gamma=3 at x=0: p_t = 1/2 -> (1/2)^3 * ln 2 = 0.125 * 0.693147 = 0.0866434
+    ("bce_focal", {"gamma": 3.0}, one_logit(0.0), targets(SAME), 0.125 * LN2),
+    # bce_focal x=ln 3 same: p_t = 3/4 -> (1/4)^3 * -ln(3/4) = 0.015625 * 0.2876821 = 0.00449503
+    ("bce_focal", {"gamma": 3.0}, one_logit(LN3), targets(SAME), 0.015625 * 0.2876821),
+    # bce_focal x=ln 3 different: p_t = 1/4 -> (3/4)^3 * ln 4 = 0.421875 * 1.386294 = 0.584843
+    ("bce_focal", {"gamma": 3.0}, one_logit(LN3), targets(DIFFERENT), 0.421875 * 1.3862944),
+    # ce logits [0, 0]: p = 1/2 -> ln 2
+    ("ce", {}, torch.zeros(1, 2, dtype=torch.float64), targets(SAME), LN2),
+    # ce logits [0, ln 3]: softmax = [1/4, 3/4]; same -> -ln .75 = 0.287682, different -> ln 4 = 1.386294
+    ("ce", {}, torch.tensor([[0.0, LN3]] * 2, dtype=torch.float64), targets(SAME, DIFFERENT), (0.2876821 + 1.3862944) / 2),
+    # ce_focal gamma=3, [0, ln 3] same: (1/4)^3 * 0.287682 = 0.00449503; different: (3/4)^3 * ln 4 = 0.584843
+    ("ce_focal", {"gamma": 3.0}, torch.tensor([[0.0, LN3]] * 2, dtype=torch.float64), targets(SAME, DIFFERENT),
+     (0.015625 * 0.2876821 + 0.421875 * 1.3862944) / 2),
+    # ce_focal gamma=0 is plain ce: [0, 0] -> ln 2
+    ("ce_focal", {"gamma": 0.0}, torch.zeros(1, 2, dtype=torch.float64), targets(DIFFERENT), LN2),
+    # hinge delta=1, x=0.3: same max(0, 1 - 0.3) = 0.7, different max(0, 1 + 0.3) = 1.3; mean 1.0
+    ("hinge", {"delta": 1.0}, one_logit(0.3, 0.3), targets(SAME, DIFFERENT), 1.0),
+    # hinge delta=1, x=2 same: max(0, 1 - 2) = 0
+    ("hinge", {"delta": 1.0}, one_logit(2.0), targets(SAME), 0.0),
+    # hinge delta=0.1, x=-0.5 different: max(0, 0.1 - 0.5) = 0; x=0.05 same: 0.1 - 0.05 = 0.05; mean 0.025
+    ("hinge", {"delta": 0.1}, one_logit(-0.5, 0.05), targets(DIFFERENT, SAME), 0.025),
+]
+
+
+@pytest.mark.parametrize("name,params,output,target,expected", HAND_WORKED)
+def test_hand_worked_values(name, params, output, target, expected):
+    loss = objectives.make(name, **params).loss(output, target)
+    assert loss.ndim == 0
+    assert loss.item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_every_registry_entry_has_a_hand_worked_value():
+    assert {case[0] for case in HAND_WORKED} == set(objectives.REGISTRY)
+
+
+def test_hand_worked_loss_curves():
+    p = torch.tensor([0.5, 0.75], dtype=torch.float64)
+    # bce / ce: -ln p -> ln 2, 0.287682
+    assert torch.allclose(objectives.make("bce").loss_curve(p), torch.tensor([LN2, 0.2876821], dtype=torch.float64))
+    # mse c=1: 4 (1 - p)^2 -> 1, 0.25
+    assert torch.allclose(objectives.make("mse", c=1).loss_curve(p), torch.tensor([1.0, 0.25], dtype=torch.float64))
+    # hinge delta=1: max(0, 1 - logit p) -> 1, 1 - ln 3 = -0.0986 -> 0
+    assert torch.allclose(objectives.make("hinge").loss_curve(p), torch.tensor([1.0, 0.0], dtype=torch.float64))
+
+
+def correct_class_output(name, p, target):
+    """A head output whose probability of the correct class is p (the loss_curve mapping)."""
+    x = torch.log(p) - torch.log1p(-p)
+    sign = 1.0 if target == SAME else -1.0
+    if objectives.REGISTRY[name].out_dim == 1:
+        return (sign * x)[:, None]
+    same_logit = sign * x
+    return torch.stack([torch.zeros_like(x), same_logit], dim=1)
+
+
+@pytest.mark.parametrize("name", sorted(objectives.REGISTRY))
+@pytest.mark.parametrize("target", [SAME, DIFFERENT])
+def test_registry_properties(name, target):
+    """For every objective: loss falls as the correct class gains, similarity is monotone, curve decreasing."""
+    obj = objectives.make(name)
+    p = torch.linspace(0.02, 0.98, 48, dtype=torch.float64)  # 48 points: none at the p = 1/2 tie
+    out = correct_class_output(name, p, target)
+    per_example = obj.per_example_loss(out, torch.full((len(p),), target))
+    # loss_curve(p) is exactly the loss of an example whose correct-class probability is p
+    assert torch.allclose(per_example, obj.loss_curve(p), atol=1e-9)
+    diffs = per_example.diff()
+    assert (diffs <= 1e-12).all() and (diffs < -1e-6).any(), "loss must decrease as the correct class gains"
+    # similarity: a larger "same" logit (x, or the CE same logit) means more similar
+    same_logit = torch.linspace(-5, 5, 21, dtype=torch.float64)
+    if obj.out_dim == 1:
+        sims = obj.similarity(same_logit[:, None])
+    else:
+        sims = obj.similarity(torch.stack([torch.zeros_like(same_logit), same_logit], dim=1))
+    assert sims.shape == (21,) and (sims.diff() > 0).all()
+    assert obj.predicts_same(out).tolist() == [(pi > 0.5) == (target == SAME) for pi in p.tolist()]
+    curve = obj.loss_curve(torch.linspace(0.01, 0.99, 99, dtype=torch.float64))
+    assert torch.isfinite(curve).all() and (curve.diff() <= 1e-12).all() and curve[0] > curve[-1]
+
+
+@pytest.mark.parametrize("name", sorted(objectives.REGISTRY))
+def test_gradients_finite_at_extreme_logits(name):
+    obj = objectives.make(name)
+    for scale in (50.0, 1e4):
+        values = torch.tensor([scale, -scale, scale, -scale], dtype=torch.float32)
+        out = values[:, None].repeat(1, obj.out_dim).clone()
+        if obj.out_dim == 2:
+            out[:, 0] = -out[:, 0]
+        out.requires_grad_(True)
+        loss = obj.loss(out, torch.tensor([SAME, SAME, DIFFERENT, DIFFERENT]))
+        loss.backward()
+        assert torch.isfinite(loss) and torch.isfinite(out.grad).all(), (name, scale, loss, out.grad)
+
+
+def test_out_dims_and_errors():
+    assert objectives.make("ce").out_dim == 2 and objectives.make("hinge").out_dim == 1
+    assert objectives.make("mse", c=10).params == {"c": 10.0}
+    with pytest.raises(KeyError, match="unknown objective"):
+        objectives.make("triplet")
+    with pytest.raises(KeyError, match="unknown"):
+        objectives.make("bce", gamma=2)
+
+
+OBJECTIVE_FILES = sorted(p.name for p in (PARAMS_DIR / "objectives").glob("*.yaml"))
+
+
+def test_the_iciap_configurations_are_present():
+    assert len(OBJECTIVE_FILES) >= 10
+
+
+@pytest.mark.parametrize("filename", OBJECTIVE_FILES)
+def test_objective_file_resolves(filename):
+    values = config.load_yaml(PARAMS_DIR / "objectives" / filename)
+    settings = config.resolve("smoke", **values)
+    obj = objectives.make(settings.objective, **settings.objective_params())
+    assert obj.name == values["objective"]
+    file_params = {"mse_c": "c", "focal_gamma": "gamma", "hinge_delta": "delta"}
+    for key, param in file_params.items():
+        if key in values:
+            assert obj.params[param] == float(values[key])
+    loss = obj.loss(torch.zeros(2, obj.out_dim), torch.tensor([SAME, DIFFERENT]))
+    assert torch.isfinite(loss)
