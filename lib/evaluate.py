@@ -1,0 +1,342 @@
+"""Semantic novelty detection with a trained relational model (SPEC 6): prototypes, scores, metrics.
+
+Conventions, used everywhere in this module:
+- Known test images are the *positive* class of every metric except ``aupr_out``.
+- ``normality`` is higher for images that look like a known class (max softmax over the class scores).
+- ``fpr95`` is the ReSeND/ICIAP convention: the fraction of UNKNOWN images accepted when the threshold
+  accepts 95 % of the KNOWN images. OpenOOD / pytorch-ood report the other role assignment
+  (OOD = positive, FPR of ID at 95 % TPR of OOD); we never mix the two.
+
+Everything is batched (the reference scores one test image at a time): the backbone features of all support
+and test images are computed once, then every (test image, prototype) pair goes through the relational module
+in batches of ``settings.eval_batch_size`` pairs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from lib.config import Settings
+
+METRICS = ("auroc", "fpr95", "aupr_in", "aupr_out", "accuracy")
+
+# Settings the evaluation notebooks take from the *notebook* (everything else comes from the trained run).
+EVAL_FIELDS = ("study", "run_dir", "seed", "device", "num_workers", "interactive", "data_root", "benchmarks",
+               "eval_batch_size", "prototypes", "prototypes_k", "r2_pairs")
+
+
+# ----------------------------------------------------------------------------- metrics
+def fpr_at_95_known(normality: np.ndarray, is_known: np.ndarray) -> float:
+    """FPR95, ReSeND convention: fraction of unknown images accepted when 95 % of known images are accepted.
+
+    Exact rule (ties included): sort the known scores in decreasing order and let ``k = ceil(0.95 * n_known)``;
+    the threshold ``t`` is the k-th largest known score; an image is *accepted* when its score is ``>= t``
+    (so with ties at ``t`` more than 95 % of the known images may be accepted, never fewer);
+    ``fpr95 = mean(unknown_scores >= t)``.
+    """
+    normality = np.asarray(normality, dtype=np.float64)
+    is_known = np.asarray(is_known, dtype=bool)
+    known = np.sort(normality[is_known])[::-1]
+    unknown = normality[~is_known]
+    k = (95 * len(known) + 99) // 100  # integer ceil(0.95 * n): no float rounding surprises
+    threshold = known[k - 1]
+    return float(np.mean(unknown >= threshold))
+
+
+def novelty_metrics(normality, is_known, predictions=None, labels=None) -> dict[str, float]:
+    """Metrics of one benchmark, plain floats in [0, 1].
+
+    - ``auroc``: ROC AUC with known = positive, score = normality (ties count 1/2, sklearn).
+    - ``fpr95``: see `fpr_at_95_known` (lower is better).
+    - ``aupr_in``: average precision with known = positive, score = normality.
+    - ``aupr_out``: average precision with unknown = positive, score = -normality.
+    - ``accuracy``: closed-set accuracy of ``predictions`` on the known images (NaN when not given).
+    """
+    normality = np.asarray(normality, dtype=np.float64)
+    is_known = np.asarray(is_known, dtype=bool)
+    if normality.shape != is_known.shape or normality.ndim != 1:
+        raise ValueError(f"normality {normality.shape} and is_known {is_known.shape} must be 1-d of equal length")
+    if not is_known.any():
+        raise ValueError("no known test images: AUROC/FPR95 are undefined; check the benchmark's num_known and labels")
+    if is_known.all():
+        raise ValueError("no unknown test images: AUROC/FPR95 are undefined; the benchmark's test set must hold "
+                         "classes >= num_known")
+    if np.isnan(normality).any():
+        raise ValueError("normality contains NaN: the model produced non-finite similarities")
+    out = {
+        "auroc": float(roc_auc_score(is_known, normality)),
+        "fpr95": fpr_at_95_known(normality, is_known),
+        "aupr_in": float(average_precision_score(is_known, normality)),
+        "aupr_out": float(average_precision_score(~is_known, -normality)),
+        "accuracy": float("nan"),
+    }
+    if predictions is not None:
+        if labels is None:
+            raise ValueError("accuracy needs the test labels together with the predictions")
+        predictions, labels = np.asarray(predictions), np.asarray(labels)
+        out["accuracy"] = float(np.mean(predictions[is_known] == labels[is_known]))
+    return out
+
+
+# ----------------------------------------------------------------------------- features
+def _autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.inference_mode()
+def extract_features(model, imageset, image_size: int, batch_size: int = 256, device=None) -> torch.Tensor:
+    """Backbone features (N, 512) float32 of every image of `imageset`, on the model's device, eval transform.
+
+    The eval transform (``data.eval_transform``, a torchvision v2 pipeline) is applied to the whole uint8 batch
+    at once (v2 transforms accept leading batch dimensions), on the device; the result equals the per-image
+    application (tests/test_evaluate.py checks it).
+    """
+    from lib import data
+
+    device = torch.device(device) if device is not None else model_device(model)
+    transform = data.eval_transform(image_size)
+    model.eval()
+    chunks = []
+    for start in range(0, len(imageset), batch_size):
+        idx = np.arange(start, min(start + batch_size, len(imageset)))
+        images = transform(imageset.batch_uint8(idx).to(device, non_blocking=True))
+        if device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        with _autocast(device):
+            chunks.append(model.features(images).float())
+    if not chunks:
+        raise ValueError("cannot extract features of an empty image set")
+    return torch.cat(chunks)
+
+
+# ----------------------------------------------------------------------------- prototypes
+def kcenter_indices(feats: torch.Tensor, k: int) -> list[int]:
+    """Greedy k-center on rows of `feats` (Euclidean): start at the row nearest the mean, then repeatedly add the
+    row farthest from the chosen centres. Deterministic; returns min(k, N) distinct row indices."""
+    k = min(k, len(feats))
+    first = int(torch.cdist(feats.mean(0, keepdim=True), feats)[0].argmin())
+    chosen = [first]
+    dist = torch.cdist(feats[first : first + 1], feats)[0]
+    while len(chosen) < k:
+        nxt = int(dist.argmax())
+        chosen.append(nxt)
+        dist = torch.minimum(dist, torch.cdist(feats[nxt : nxt + 1], feats)[0])
+    return chosen
+
+
+def build_prototypes(support_feats: torch.Tensor, support_labels: np.ndarray, num_known: int, kind: str = "mean",
+                     k: int = 3) -> tuple[torch.Tensor, np.ndarray]:
+    """Prototypes (M, 512) and their class (M,) for ``kind``:
+
+    - ``mean``: one per class, its mean support feature (SPEC 6);
+    - ``kcenter``: the K = min(k, n_c) "most significant" support features of each class by greedy k-center;
+    - ``knn``: every support feature (the class score is then the mean of the class's top-k similarities).
+    """
+    labels = np.asarray(support_labels)
+    present = np.unique(labels)
+    if len(present) < 2:
+        raise ValueError(f"the support set holds {len(present)} class(es): novelty scores need >= 2 known classes "
+                         "(softmax over one class is constant 1)")
+    missing = sorted(set(range(num_known)) - set(present.tolist()))
+    if missing:
+        raise ValueError(f"known classes {missing} have no support images")
+    protos, owners = [], []
+    for c in range(num_known):
+        rows = np.flatnonzero(labels == c)
+        cls = support_feats[torch.as_tensor(rows, device=support_feats.device)]
+        if kind == "mean":
+            chosen = cls.mean(0, keepdim=True)
+        elif kind == "kcenter":
+            chosen = cls[kcenter_indices(cls, k)]
+        elif kind == "knn":
+            chosen = cls
+        else:
+            raise ValueError(f"unknown prototypes kind {kind!r}: mean | kcenter | knn")
+        protos.append(chosen)
+        owners.append(np.full(len(chosen), c, dtype=np.int64))
+    return torch.cat(protos), np.concatenate(owners)
+
+
+@torch.inference_mode()
+def pair_similarities(model, objective, test_feats: torch.Tensor, protos: torch.Tensor,
+                      batch_pairs: int = 1024) -> torch.Tensor:
+    """Similarity (N, M) float32 of every (test feature, prototype) pair; higher = more similar.
+
+    Pairs are formed test-major and sent through ``model.relate`` in chunks of about `batch_pairs` pairs.
+    """
+    n, m = len(test_feats), len(protos)
+    device = test_feats.device
+    rows_per_chunk = max(1, batch_pairs // m)
+    out = torch.empty(n, m, dtype=torch.float32, device=device)
+    for start in range(0, n, rows_per_chunk):
+        fa = test_feats[start : start + rows_per_chunk]
+        r = len(fa)
+        with _autocast(device):
+            head = model.relate(fa.repeat_interleave(m, dim=0), protos.repeat(r, 1))
+        out[start : start + r] = objective.similarity(head.float()).float().view(r, m)
+    return out
+
+
+def class_scores(sims: torch.Tensor, owners: np.ndarray, num_known: int, kind: str = "mean", k: int = 3) -> torch.Tensor:
+    """Reduce prototype similarities (N, M) to class scores (N, C): identity for ``mean``, max over the class's
+    prototypes for ``kcenter``, mean of the class's top-min(k, n_c) similarities for ``knn``."""
+    if kind == "mean":
+        return sims
+    cols = []
+    for c in range(num_known):
+        s = sims[:, torch.as_tensor(np.flatnonzero(owners == c), device=sims.device)]
+        cols.append(s.max(1).values if kind == "kcenter" else s.topk(min(k, s.shape[1]), dim=1).values.mean(1))
+    return torch.stack(cols, 1)
+
+
+# ----------------------------------------------------------------------------- one benchmark
+@dataclass
+class BenchmarkScores:
+    """Scores of one benchmark; arrays are numpy, rows follow the benchmark's test set order."""
+
+    name: str
+    normality: np.ndarray  # (N,) float64 in [1/C, 1], higher = more likely known
+    predictions: np.ndarray  # (N,) int64 argmax class
+    similarities: np.ndarray  # (N, C) float32 class scores s_c (higher = more similar)
+    is_known: np.ndarray  # (N,) bool
+    test_labels: np.ndarray  # (N,) int64, >= num_known = unknown
+    seconds: float  # wall-clock of features + pairs + softmax
+
+    def metrics(self) -> dict[str, float]:
+        return novelty_metrics(self.normality, self.is_known, self.predictions, self.test_labels)
+
+
+def score_benchmark(model, objective, benchmark, settings: Settings) -> BenchmarkScores:
+    """Score every test image of `benchmark` against the known-class prototypes of its support set (SPEC 6).
+
+    s_c = objective.similarity(model.relate(f(x), p_c)); normality = max_c softmax(s)_c; prediction = argmax_c.
+    """
+    start = time.perf_counter()
+    device = model_device(model)
+    model.eval()
+    test_labels = np.asarray(benchmark.test.labels, dtype=np.int64)
+    is_known = np.asarray(benchmark.is_known(test_labels), dtype=bool)
+    support = extract_features(model, benchmark.support, settings.image_size, settings.eval_batch_size, device)
+    protos, owners = build_prototypes(support, benchmark.support.labels, benchmark.num_known, settings.prototypes,
+                                      settings.prototypes_k)
+    test = extract_features(model, benchmark.test, settings.image_size, settings.eval_batch_size, device)
+    sims = pair_similarities(model, objective, test, protos, settings.eval_batch_size)
+    scores = class_scores(sims, owners, benchmark.num_known, settings.prototypes, settings.prototypes_k)
+    probs = torch.softmax(scores.double(), dim=1)
+    normality, predictions = probs.max(1)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return BenchmarkScores(
+        name=benchmark.name,
+        normality=normality.cpu().numpy(),
+        predictions=predictions.cpu().numpy().astype(np.int64),
+        similarities=scores.cpu().numpy(),
+        is_known=is_known,
+        test_labels=test_labels,
+        seconds=time.perf_counter() - start,
+    )
+
+
+# ----------------------------------------------------------------------------- many benchmarks
+def check_checkpoint(run_dir: Path | str) -> Path:
+    """Return ``run_dir/checkpoints/last.pt`` or raise FileNotFoundError saying how to make it."""
+    path = Path(run_dir) / "checkpoints" / "last.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"no trained model in {run_dir}: {path} is missing. Train it first, e.g. "
+                                f"`papermill notebooks/02_train.ipynb out.ipynb -p run_dir {run_dir}`")
+    return path
+
+
+def merge_settings(trained: Settings, requested: Settings) -> Settings:
+    """Settings for evaluating a trained run: the trained run's values for everything that defines the model and
+    its data (architecture, objective, image_size, dataset, ...), the notebook's values for the evaluation fields
+    (`EVAL_FIELDS`: benchmarks, prototypes, eval_batch_size, r2_pairs, device, data_root, ...).
+    An empty notebook ``data_root`` keeps the trained one."""
+    values = trained.to_dict()
+    for name in EVAL_FIELDS:
+        value = getattr(requested, name)
+        if name == "data_root" and not value:
+            continue
+        values[name] = value
+    values["run_dir"] = str(requested.resolved_run_dir())
+    return dataclasses.replace(trained, **values)
+
+
+def load_for_eval(run_dir: Path | str, settings: Settings):
+    """(model, objective, merged settings) of a trained run, on ``settings.device``; clear error without checkpoint."""
+    from lib import train
+
+    check_checkpoint(run_dir)
+    device = train.resolve_device(settings)
+    model, objective, trained = train.load_trained(run_dir, device)
+    model.eval()
+    return model, objective, merge_settings(trained, settings)
+
+
+def average_metrics(per_benchmark: dict[str, dict[str, float]], kinds: dict[str, str]) -> dict[str, float]:
+    """Flat keys ``<metric>__<benchmark>`` plus ``<metric>__<kind>_avg`` (intra / cross) and ``<metric>__avg``."""
+    flat: dict[str, float] = {}
+    for name, metrics in per_benchmark.items():
+        for key, value in metrics.items():
+            flat[f"{key}__{name}"] = value
+    groups = {"avg": list(per_benchmark)}
+    for kind in sorted(set(kinds.values())):
+        groups[f"{kind}_avg"] = [n for n in per_benchmark if kinds[n] == kind]
+    for group, names in groups.items():
+        for key in METRICS:
+            flat[f"{key}__{group}"] = float(np.mean([per_benchmark[n][key] for n in names]))
+    return flat
+
+
+def evaluate_benchmarks(source: Any, settings: Settings, names: list[str] | None = None):
+    """Evaluate a run on benchmarks; return ``(flat metrics, {name: BenchmarkScores})``.
+
+    `source` is a run folder (its checkpoint is loaded; its model/data settings win, see `merge_settings`) or a
+    ``(model, objective)`` tuple (then `settings` are used as given). `names` default to ``settings.benchmarks``
+    resolved by ``data.benchmark_names``.
+    """
+    if isinstance(source, (str, Path)):
+        model, objective, settings = load_for_eval(source, settings)
+    else:
+        model, objective = source
+    from lib import data
+
+    names = list(names) if names is not None else data.benchmark_names(settings.benchmarks)
+    if not names:
+        raise ValueError(f"no benchmarks selected by {settings.benchmarks!r}")
+    per_benchmark, kinds, scores = {}, {}, {}
+    for name in names:
+        benchmark = data.load_benchmark(name, settings)
+        scores[name] = score_benchmark(model, objective, benchmark, settings)
+        per_benchmark[name] = scores[name].metrics()
+        per_benchmark[name]["eval_seconds"] = scores[name].seconds
+        kinds[name] = benchmark.kind
+    flat = average_metrics({n: {k: m[k] for k in METRICS} for n, m in per_benchmark.items()}, kinds)
+    flat.update({f"eval_seconds__{n}": m["eval_seconds"] for n, m in per_benchmark.items()})
+    return flat, scores
+
+
+def paper_table(metrics: dict[str, float], names: list[str]):
+    """The paper's layout: rows = benchmarks (+ average rows), columns AUROC / FPR95 (DataFrame)."""
+    import pandas as pd
+
+    rows = {n: {"AUROC": metrics[f"auroc__{n}"], "FPR95": metrics[f"fpr95__{n}"]} for n in names}
+    for group in ("intra_avg", "cross_avg", "avg"):
+        if f"auroc__{group}" in metrics:
+            rows[group] = {"AUROC": metrics[f"auroc__{group}"], "FPR95": metrics[f"fpr95__{group}"]}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "benchmark"
+    return table

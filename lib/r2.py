@@ -1,0 +1,84 @@
+"""Class separation R^2 of the relational representations (SPEC 8; Kornblith et al., NeurIPS 2021).
+
+With cosine distance d(a, b) = 1 - cos(a, b) and D_gh = mean over all a in g, b in h of d(a, b):
+
+    R^2 = 1 - mean_g D_gg / mean_{g,h} D_gh        (groups g, h in {same, different})
+
+i.e. 1 - (D_same,same + D_diff,diff) / 2 / (mean of the four D_gh). The means include the diagonal a = b
+(d = 0 there), as in Kornblith et al.'s definition, whose within-class mean divides by N_k^2.
+
+Exact and O(N D): sum_{a in g} sum_{b in h} cos(a, b) = (sum_g a^) . (sum_h b^) with a^ = a / |a|, so only the
+per-group sums of the normalised vectors are needed; they are accumulated in blocks of `block` rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from lib.config import Settings
+
+
+def group_mean_distances(reprs: torch.Tensor, labels: torch.Tensor, block: int = 4096) -> torch.Tensor:
+    """(2, 2) float64 matrix of D_gh for groups 0 and 1 (mean cosine distance, diagonal a = b included)."""
+    if reprs.ndim != 2 or labels.shape != reprs.shape[:1]:
+        raise ValueError(f"reprs must be (N, D) and labels (N,), got {tuple(reprs.shape)} and {tuple(labels.shape)}")
+    labels = labels.to(reprs.device).long()
+    sums = torch.zeros(2, reprs.shape[1], dtype=torch.float64, device=reprs.device)
+    counts = torch.zeros(2, dtype=torch.float64, device=reprs.device)
+    for start in range(0, len(reprs), block):
+        unit = torch.nn.functional.normalize(reprs[start : start + block].double(), dim=1)
+        lab = labels[start : start + block]
+        if ((lab != 0) & (lab != 1)).any():
+            raise ValueError("labels must be 0 (different) or 1 (same)")
+        sums.index_add_(0, lab, unit)
+        counts += torch.bincount(lab, minlength=2).double()
+    if (counts == 0).any():
+        raise ValueError(f"R^2 needs both groups; got {int(counts[0])} different and {int(counts[1])} same pairs")
+    mean_cos = (sums @ sums.T) / counts[:, None] / counts[None, :]
+    return 1.0 - mean_cos
+
+
+def r_squared(reprs: torch.Tensor, labels: torch.Tensor, block: int = 4096) -> float:
+    """R^2 in [0, 1] (up to rounding) of representations (N, D) grouped by labels (N,) in {0, 1}."""
+    d = group_mean_distances(reprs, labels, block)
+    total = d.mean()
+    if total <= 0:
+        raise ValueError("all representations point the same way: R^2 is undefined (zero total distance)")
+    return float(1.0 - torch.diagonal(d).mean() / total)
+
+
+@torch.inference_mode()
+def relational_representations(model, source, triples: np.ndarray, settings: Settings):
+    """(repr (P, H) float32, labels (P,)) of the pairs ``triples[:, :2]`` of `source`, eval transform.
+
+    Features of every distinct image are computed once (batched), then pairs are related in batches.
+    """
+    from lib.evaluate import _autocast, extract_features, model_device
+
+    device = model_device(model)
+    images, inverse = np.unique(triples[:, :2].reshape(-1), return_inverse=True)
+    feats = extract_features(model, source.subset(images), settings.image_size, settings.eval_batch_size, device)
+    pos = torch.as_tensor(inverse.reshape(-1, 2), device=device)
+    reprs = []
+    for start in range(0, len(pos), settings.eval_batch_size):
+        p = pos[start : start + settings.eval_batch_size]
+        with _autocast(device):
+            _, rep = model.relate(feats[p[:, 0]], feats[p[:, 1]], return_repr=True)
+        reprs.append(rep.float())
+    return torch.cat(reprs), torch.as_tensor(triples[:, 2], dtype=torch.long)
+
+
+def relational_r2(model, source, settings: Settings, n_pairs: int | None = None) -> dict[str, float]:
+    """R^2 of ~n_pairs pairs of `source` drawn by the training sampler (lib.pairs), eval transform.
+
+    Returns ``{"r2", "n_pairs", "n_same", "n_different"}`` (plain floats).
+    """
+    from lib import pairs
+
+    n_pairs = settings.r2_pairs if n_pairs is None else n_pairs
+    triples = pairs.sample_pairs(source.labels, n_pairs, settings)
+    reprs, labels = relational_representations(model, source, triples, settings)
+    n_same = int((labels == 1).sum())
+    return {"r2": r_squared(reprs, labels), "n_pairs": float(len(labels)), "n_same": float(n_same),
+            "n_different": float(len(labels) - n_same)}

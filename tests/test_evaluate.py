@@ -1,0 +1,270 @@
+"""Novelty metrics on hand-worked score vectors (ties included), prototypes, batched scoring invariants, errors."""
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+
+from lib import config, evaluate
+
+# ----------------------------------------------------------------------------- metrics, hand-worked
+# known scores 0.9 0.8 0.7 0.6, unknown 0.75 0.5 0.4 (no ties)
+S1 = np.array([0.9, 0.8, 0.7, 0.6, 0.75, 0.5, 0.4])
+K1 = np.array([1, 1, 1, 1, 0, 0, 0], dtype=bool)
+
+
+def test_metrics_hand_worked_without_ties():
+    m = evaluate.novelty_metrics(S1, K1)
+    # AUROC: known > unknown in 3 + 3 + 2 + 2 = 10 of the 4 * 3 = 12 pairs
+    assert m["auroc"] == pytest.approx(10 / 12)
+    # FPR95: k = ceil(0.95 * 4) = 4 -> threshold = 4th largest known = 0.6; unknown >= 0.6: {0.75} -> 1/3
+    assert m["fpr95"] == pytest.approx(1 / 3)
+    # AUPR-in (AP): ranking 0.9K 0.8K 0.75U 0.7K 0.6K ...; precision at each known: 1, 1, 3/4, 4/5
+    assert m["aupr_in"] == pytest.approx((1 + 1 + 0.75 + 0.8) / 4)
+    # AUPR-out on -score: ranking 0.4U 0.5U 0.6K 0.7K 0.75U; precision at each unknown: 1, 1, 3/5
+    assert m["aupr_out"] == pytest.approx((1 + 1 + 0.6) / 3)
+    assert np.isnan(m["accuracy"])
+
+
+def test_metrics_hand_worked_with_ties():
+    # known 0.8 0.5, unknown 0.5 0.2: pairs (0.8>0.5) (0.8>0.2) (0.5=0.5 counts 1/2) (0.5>0.2) -> 3.5 / 4
+    s, k = np.array([0.8, 0.5, 0.5, 0.2]), np.array([1, 1, 0, 0], dtype=bool)
+    m = evaluate.novelty_metrics(s, k)
+    assert m["auroc"] == pytest.approx(3.5 / 4)
+    # k = ceil(0.95 * 2) = 2 -> threshold 0.5; the tied unknown 0.5 is accepted -> 1/2
+    assert m["fpr95"] == pytest.approx(0.5)
+    # AP: threshold 0.8 -> P 1, R 1/2; threshold 0.5 (tie block K+U) -> P 2/3, R 1: 1/2*1 + 1/2*2/3
+    assert m["aupr_in"] == pytest.approx(0.5 + 1 / 3)
+    assert m["aupr_out"] == pytest.approx(0.5 + 1 / 3)
+
+
+def test_fpr95_ties_at_threshold_accept_more_than_95_percent():
+    # 20 known: 10 at 0.9, 10 at 0.6. k = ceil(0.95 * 20) = 19 -> threshold = 19th largest = 0.6, which accepts
+    # all 20 known (100 % >= 95 %). Unknown 0.6 0.7 0.3 0.95: >= 0.6 -> 3 of 4.
+    s = np.array([0.9] * 10 + [0.6] * 10 + [0.6, 0.7, 0.3, 0.95])
+    k = np.arange(24) < 20
+    assert evaluate.fpr_at_95_known(s, k) == pytest.approx(0.75)
+    # 19 known at 0.8 and 1 at 0.2: threshold = 19th largest = 0.8; unknown 0.8 0.8 0.5 0.1 -> 2 of 4
+    s = np.array([0.8] * 19 + [0.2] + [0.8, 0.8, 0.5, 0.1])
+    assert evaluate.fpr_at_95_known(s, np.arange(24) < 20) == pytest.approx(0.5)
+
+
+def test_fpr95_differs_from_pytorch_ood_convention():
+    """pytorch-ood (like OpenOOD) takes OOD as positive and reports the FPR of *known* images at 95 % TPR of
+    *unknown* detection. On S1: it must flag all 3 unknowns (ceil(0.95 * 3) = 3), i.e. outlier threshold at
+    -0.75, which also flags knowns 0.7 and 0.6 -> 2/4 = 0.5. Ours (unknown accepted at 95 % known accepted) is 1/3."""
+    from pytorch_ood.metrics import OODMetrics
+
+    ood = OODMetrics()
+    ood.update(torch.tensor(-S1), torch.tensor(np.where(K1, 0, -1)))
+    theirs = ood.compute()
+    assert theirs["FPR95TPR"] == pytest.approx(0.5)
+    assert evaluate.novelty_metrics(S1, K1)["fpr95"] == pytest.approx(1 / 3)
+    assert theirs["AUROC"] == pytest.approx(evaluate.novelty_metrics(S1, K1)["auroc"])  # AUROC is symmetric
+
+
+def test_accuracy_on_known_only():
+    preds = np.array([0, 1, 2, 2, 0, 0, 0])
+    labels = np.array([0, 1, 1, 2, 5, 6, 7])  # the unknown rows are ignored
+    assert evaluate.novelty_metrics(S1, K1, preds, labels)["accuracy"] == pytest.approx(3 / 4)
+
+
+def test_metric_errors():
+    with pytest.raises(ValueError, match="no unknown test images"):
+        evaluate.novelty_metrics(np.array([0.2, 0.3]), np.array([True, True]))
+    with pytest.raises(ValueError, match="no known test images"):
+        evaluate.novelty_metrics(np.array([0.2, 0.3]), np.array([False, False]))
+    with pytest.raises(ValueError, match="NaN"):
+        evaluate.novelty_metrics(np.array([np.nan, 0.3]), np.array([True, False]))
+
+
+def test_perfect_and_inverted_detector():
+    k = np.array([1, 1, 1, 0, 0], dtype=bool)
+    good = evaluate.novelty_metrics(np.array([0.9, 0.8, 0.7, 0.2, 0.1]), k)
+    assert good["auroc"] == 1.0 and good["fpr95"] == 0.0 and good["aupr_in"] == 1.0 and good["aupr_out"] == 1.0
+    bad = evaluate.novelty_metrics(np.array([0.1, 0.2, 0.3, 0.8, 0.9]), k)
+    assert bad["auroc"] == 0.0 and bad["fpr95"] == 1.0
+
+
+# ----------------------------------------------------------------------------- prototypes
+def test_kcenter_picks_spread_points():
+    feats = torch.tensor([[0.0, 0.0], [0.1, 0.0], [10.0, 0.0], [0.0, 10.0], [0.05, 0.05]])
+    chosen = evaluate.kcenter_indices(feats, 3)
+    assert len(set(chosen)) == 3 and {2, 3} <= set(chosen)
+    assert len(evaluate.kcenter_indices(feats[:2], 5)) == 2  # K capped by the class size
+
+
+def test_build_prototypes_and_class_scores():
+    feats = torch.arange(12.0).view(6, 2)
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    protos, owners = evaluate.build_prototypes(feats, labels, 2, "mean")
+    assert torch.allclose(protos, torch.tensor([[2.0, 3.0], [8.0, 9.0]])) and owners.tolist() == [0, 1]
+    protos, owners = evaluate.build_prototypes(feats, labels, 2, "knn")
+    assert len(protos) == 6
+    sims = torch.tensor([[1.0, 2.0, 3.0, 9.0, 0.0, 0.0]])
+    # knn k=2: class 0 -> mean(3, 2) = 2.5, class 1 -> mean(9, 0) = 4.5 ; kcenter-style max: 3, 9
+    assert evaluate.class_scores(sims, owners, 2, "knn", 2).tolist() == [[2.5, 4.5]]
+    assert evaluate.class_scores(sims, owners, 2, "kcenter").tolist() == [[3.0, 9.0]]
+    with pytest.raises(ValueError, match="1 class"):
+        evaluate.build_prototypes(feats, np.zeros(6, dtype=int), 1, "mean")
+    with pytest.raises(ValueError, match="no support images"):
+        evaluate.build_prototypes(feats, labels, 3, "mean")
+
+
+def test_average_metrics_and_table():
+    per = {"a": dict(auroc=0.8, fpr95=0.4, aupr_in=0.7, aupr_out=0.6, accuracy=0.9),
+           "b": dict(auroc=0.6, fpr95=0.6, aupr_in=0.5, aupr_out=0.4, accuracy=0.7),
+           "c": dict(auroc=0.5, fpr95=1.0, aupr_in=0.5, aupr_out=0.5, accuracy=0.5)}
+    flat = evaluate.average_metrics(per, {"a": "intra", "b": "intra", "c": "cross"})
+    assert flat["auroc__a"] == 0.8 and flat["auroc__intra_avg"] == pytest.approx(0.7)
+    assert flat["fpr95__cross_avg"] == 1.0 and flat["auroc__avg"] == pytest.approx(1.9 / 3)
+    table = evaluate.paper_table(flat, ["a", "b", "c"])
+    assert list(table.columns) == ["AUROC", "FPR95"] and list(table.index) == ["a", "b", "c", "intra_avg",
+                                                                             "cross_avg", "avg"]
+
+
+# ----------------------------------------------------------------------------- scoring with a tiny model
+class ToyImageSet:
+    """Minimal ImageSet: uint8 images in memory."""
+
+    def __init__(self, images: torch.Tensor, labels):
+        self.images, self.labels = images, np.asarray(labels, dtype=np.int64)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def batch_uint8(self, idx):
+        return self.images[torch.as_tensor(np.asarray(idx))]
+
+    def get_uint8(self, i):
+        return self.images[i]
+
+    def subset(self, idx):
+        idx = np.asarray(idx)
+        return ToyImageSet(self.images[torch.as_tensor(idx)], self.labels[idx])
+
+
+@dataclass
+class ToyBenchmark:
+    name: str
+    kind: str
+    support: ToyImageSet
+    test: ToyImageSet
+    num_known: int
+
+    def is_known(self, labels):
+        return np.asarray(labels) < self.num_known
+
+
+class ToyRelational(torch.nn.Module):
+    """Same interface as lib.model.ReSeND, a few hundred parameters (used when lib.model is not importable)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.up = torch.nn.Linear(4, 512)
+        self.proj = torch.nn.Linear(512, 8)
+        self.head = torch.nn.Linear(8, 1)
+
+    def features(self, x):
+        return self.up(self.conv(x).mean((2, 3)))
+
+    def relate(self, fa, fb, return_repr=False):
+        rep = torch.tanh(self.proj(fa) + self.proj(fb)) * self.proj(fa * fb)
+        out = self.head(rep)
+        return (out, rep) if return_repr else out
+
+
+class FirstLogit:
+    out_dim = 1
+
+    def similarity(self, out):
+        return out[:, 0]
+
+
+def tiny_model():
+    """A tiny lib.model.ReSeND (d_model 16, 1 block, small stem) when available, else ToyRelational."""
+    try:
+        from lib import model as model_lib, objectives
+
+        cfg = config.resolve("smoke", d_model=16, n_heads=2, n_blocks=1, head_hidden=8, image_size=16,
+                             pretrained="none", device="cpu")
+        objective = objectives.make(cfg.objective, **cfg.objective_params())
+        torch.manual_seed(0)
+        model, _ = model_lib.build(cfg, objective.out_dim)
+        return model.eval(), objective
+    except ImportError:
+        return ToyRelational().eval(), FirstLogit()
+
+
+def toy_benchmark(seed=0, n_known=3, n_unknown=2, per_class=4, size=16):
+    gen = torch.Generator().manual_seed(seed)
+    labels_s = np.repeat(np.arange(n_known), per_class)
+    labels_t = np.repeat(np.arange(n_known + n_unknown), 3)
+    base = torch.randint(0, 256, (n_known + n_unknown, 3, size, size), generator=gen)
+    noise = lambda n: torch.randint(-20, 21, (n, 3, size, size), generator=gen)  # noqa: E731
+    support = (base[labels_s] + noise(len(labels_s))).clamp(0, 255).to(torch.uint8)
+    test = (base[labels_t] + noise(len(labels_t))).clamp(0, 255).to(torch.uint8)
+    return ToyBenchmark("toy", "intra", ToyImageSet(support, labels_s), ToyImageSet(test, labels_t), n_known)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    pytest.importorskip("lib.data")
+    return tiny_model()
+
+
+def settings(**kw):
+    return config.resolve("smoke", image_size=16, device="cpu", **kw)
+
+
+def test_batched_features_equal_per_image_eval_transform(tiny):
+    from lib import data
+
+    model, _ = tiny
+    bench = toy_benchmark()
+    feats = evaluate.extract_features(model, bench.test, 16, batch_size=4)
+    transform = data.eval_transform(16)
+    with torch.inference_mode():
+        one = torch.cat([model.features(transform(bench.test.get_uint8(i))[None]) for i in range(len(bench.test))])
+    torch.testing.assert_close(feats, one, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["mean", "kcenter", "knn"])
+def test_score_benchmark_invariants(tiny, kind):
+    model, objective = tiny
+    bench = toy_benchmark()
+    scores = evaluate.score_benchmark(model, objective, bench, settings(prototypes=kind, prototypes_k=2))
+    n, c = len(bench.test), bench.num_known
+    assert scores.similarities.shape == (n, c) and scores.normality.shape == (n,)
+    assert np.all(scores.normality >= 1 / c - 1e-9) and np.all(scores.normality <= 1 + 1e-9)
+    assert np.array_equal(scores.predictions, scores.similarities.argmax(1))
+    assert scores.is_known.sum() == 9 and (~scores.is_known).sum() == 6
+    m = scores.metrics()
+    assert all(0.0 <= m[k] <= 1.0 for k in evaluate.METRICS)
+
+
+def test_batched_equals_one_pair_at_a_time_and_permutation(tiny):
+    model, objective = tiny
+    bench = toy_benchmark()
+    big = evaluate.score_benchmark(model, objective, bench, settings(eval_batch_size=1024))
+    small = evaluate.score_benchmark(model, objective, bench, settings(eval_batch_size=1))
+    np.testing.assert_allclose(big.similarities, small.similarities, rtol=1e-4, atol=1e-5)
+    perm = np.random.default_rng(0).permutation(len(bench.test))
+    bench.test = bench.test.subset(perm)
+    permuted = evaluate.score_benchmark(model, objective, bench, settings())
+    np.testing.assert_allclose(permuted.normality, big.normality[perm], rtol=1e-4, atol=1e-6)
+
+
+def test_single_class_support_is_an_error(tiny):
+    model, objective = tiny
+    bench = toy_benchmark(n_known=1, n_unknown=2)
+    with pytest.raises(ValueError, match="1 class"):
+        evaluate.score_benchmark(model, objective, bench, settings())
+
+
+def test_missing_checkpoint_message(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no trained model in .*02_train"):
+        evaluate.evaluate_benchmarks(tmp_path, settings())

@@ -1,0 +1,78 @@
+"""R^2 (SPEC 8): hand-worked tiny cases, the diagonal convention, block == naive N x N."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lib import r2
+
+E = torch.eye(4, dtype=torch.float64)  # e1..e4, mutually orthogonal: cos = 0, distance = 1
+
+
+def naive_r2(reprs: torch.Tensor, labels: torch.Tensor) -> float:
+    """The definition written out with the full N x N cosine-distance matrix (diagonal included)."""
+    unit = torch.nn.functional.normalize(reprs.double(), dim=1)
+    dist = 1 - unit @ unit.T
+    d = torch.tensor([[dist[labels == g][:, labels == h].mean() for h in (0, 1)] for g in (0, 1)])
+    return float(1 - (d[0, 0] + d[1, 1]) / 2 / d.mean())
+
+
+def test_identical_groups_give_zero():
+    # both groups = {e1, e2}: every D_gh = (0 + 1 + 1 + 0) / 4 = 0.5, so R^2 = 1 - 0.5 / 0.5 = 0
+    reprs = torch.stack([E[0], E[1], E[0], E[1]])
+    assert r2.r_squared(reprs, torch.tensor([0, 0, 1, 1])) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_perfectly_separated_orthogonal_groups_give_one():
+    # group 0 = {e1, e1}, group 1 = {e2, e2}: D_00 = D_11 = 0, D_01 = D_10 = 1, mean of four = 0.5
+    # R^2 = 1 - 0 / 0.5 = 1
+    reprs = torch.stack([E[0], 3 * E[0], E[1], 0.5 * E[1]])  # lengths do not matter (cosine)
+    assert r2.r_squared(reprs, torch.tensor([0, 0, 1, 1])) == pytest.approx(1.0)
+
+
+def test_diagonal_is_included():
+    # group 0 = {e1, e2}, group 1 = {e3, e4}; with a = b included (Kornblith: divide by N_k^2):
+    #   D_00 = D_11 = (0 + 1 + 1 + 0) / 4 = 0.5, D_01 = D_10 = 1, mean of four = 0.75, R^2 = 1 - 0.5/0.75 = 1/3.
+    # (Excluding the diagonal would give D_00 = D_11 = 1 and R^2 = 0.)
+    reprs = E.clone()
+    labels = torch.tensor([0, 0, 1, 1])
+    assert r2.r_squared(reprs, labels) == pytest.approx(1 / 3)
+    assert r2.group_mean_distances(reprs, labels).numpy() == pytest.approx(np.array([[0.5, 1.0], [1.0, 0.5]]))
+
+
+def test_unequal_group_sizes_hand_worked():
+    # group 0 = {e1, e1, e2}: cos sums: e1.e1 pairs 2x2 = 4, e2.e2 = 1 -> sum 5 over 9 -> D_00 = 1 - 5/9 = 4/9
+    # group 1 = {e2}: D_11 = 0; between: cos(e1,e2)=0 twice, cos(e2,e2)=1 once -> D_01 = 1 - 1/3 = 2/3
+    # R^2 = 1 - (4/9 + 0)/2 / ((4/9 + 0 + 2 * 2/3) / 4) = 1 - (2/9) / (4/9) = 0.5
+    reprs = torch.stack([E[0], E[0], E[1], E[1]])
+    assert r2.r_squared(reprs, torch.tensor([0, 0, 0, 1])) == pytest.approx(0.5)
+
+
+def test_block_equals_naive_on_random_data():
+    gen = torch.Generator().manual_seed(0)
+    reprs = torch.randn(203, 9, generator=gen) + torch.tensor([1.0] + [0.0] * 8)
+    labels = (torch.rand(203, generator=gen) < 0.3).long()
+    reprs[labels == 1] += 0.8  # some separation
+    expected = naive_r2(reprs, labels)
+    for block in (1, 7, 64, 4096):
+        assert r2.r_squared(reprs, labels, block=block) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    assert 0.0 < expected < 1.0
+
+
+def test_label_order_invariance():
+    gen = torch.Generator().manual_seed(1)
+    reprs, labels = torch.randn(50, 5, generator=gen), torch.arange(50) % 2
+    perm = torch.randperm(50, generator=gen)
+    assert r2.r_squared(reprs[perm], labels[perm]) == pytest.approx(r2.r_squared(reprs, labels))
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="both groups"):
+        r2.r_squared(torch.randn(5, 3), torch.ones(5, dtype=torch.long))
+    with pytest.raises(ValueError, match="0 \\(different\\) or 1 \\(same\\)"):
+        r2.r_squared(torch.randn(3, 3), torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match="must be \\(N, D\\)"):
+        r2.r_squared(torch.randn(3), torch.tensor([0, 1, 1]))
+    assert not math.isnan(r2.r_squared(torch.randn(4, 3), torch.tensor([0, 1, 0, 1])))
