@@ -1,0 +1,121 @@
+"""ReSeND (SPEC 2): ResNet-18 features f, relational transformer r over [label, z_i, z_j], head c.
+
+There is no positional embedding, so swapping the two images leaves the output unchanged.
+Weights are never downloaded: ``pretrained`` = auto | none | a path (see `find_pretrained`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from torch import Tensor, nn
+
+RESNET18_FILE = "resnet18-f37072fd.pth"  # torchvision ImageNet weights (IMAGENET1K_V1)
+FEATURE_DIM = 512
+
+
+def find_pretrained(pretrained: str) -> Path | None:
+    """The ImageNet weight file to load, or None for random init. ``auto`` looks in the torch hub cache only."""
+    if pretrained == "none":
+        return None
+    if pretrained != "auto":
+        path = Path(pretrained).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(f"pretrained={pretrained!r}: no such weight file (use auto, none or an existing path)")
+        return path
+    candidates = [Path(torch.hub.get_dir()) / "checkpoints" / RESNET18_FILE]  # honours TORCH_HOME
+    if os.environ.get("TORCH_HOME"):
+        candidates.append(Path(os.environ["TORCH_HOME"]) / "hub" / "checkpoints" / RESNET18_FILE)
+    candidates.append(Path.home() / ".cache" / "torch" / "hub" / "checkpoints" / RESNET18_FILE)
+    return next((p for p in candidates if p.exists()), None)
+
+
+def resnet18_features(small_stem: bool) -> nn.Module:
+    """ResNet-18 with fc = Identity (512-d output); small stem = 3x3 stride-1 conv1 and no max-pool."""
+    net = torchvision.models.resnet18(weights=None)
+    if small_stem:
+        net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
+        net.maxpool = nn.Identity()
+    net.fc = nn.Identity()
+    return net
+
+
+class ReSeND(nn.Module):
+    """f (ResNet-18) + r (pre-LN transformer on [label, z_i, z_j]) + c (mlp or fc head)."""
+
+    def __init__(self, out_dim: int = 1, d_model: int = 768, n_heads: int = 12, n_blocks: int = 4, mlp_ratio: int = 4,
+                 head: str = "mlp", head_hidden: int = 256, small_stem: bool = False):
+        super().__init__()
+        self.backbone = resnet18_features(small_stem)
+        self.project = nn.Linear(FEATURE_DIM, d_model)
+        self.label_token = nn.Parameter(torch.zeros(1, 1, d_model))
+        nn.init.trunc_normal_(self.label_token, std=0.02)
+        self.blocks = nn.ModuleList(
+            nn.TransformerEncoderLayer(d_model, n_heads, mlp_ratio * d_model, dropout=0.0, activation="gelu",
+                                       layer_norm_eps=1e-6, norm_first=True, batch_first=True)
+            for _ in range(n_blocks)
+        )
+        self.norm = nn.LayerNorm(d_model, eps=1e-6)
+        self.head_kind = head
+        if head == "mlp":
+            self.head_hidden = nn.Linear(d_model, head_hidden)
+            self.head_out = nn.Linear(head_hidden, out_dim, bias=False)
+        elif head == "fc":
+            self.head_out = nn.Linear(d_model, out_dim)
+        else:
+            raise ValueError(f"head={head!r} must be mlp or fc")
+        self.out_dim = out_dim
+
+    def features(self, images: Tensor) -> Tensor:
+        """(N, 3, H, W) normalised images -> (N, 512) pooled backbone features."""
+        return self.backbone(images)
+
+    def relate(self, fa: Tensor, fb: Tensor, return_repr: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Head output (N, out_dim) for feature pairs; with ``return_repr`` also the relational representation
+        (the mlp head's hidden layer before its ReLU, or the label token output v for the fc head)."""
+        tokens = self.project(torch.stack([fa, fb], dim=1))  # (N, 2, d)
+        x = torch.cat([self.label_token.expand(len(tokens), -1, -1).to(tokens.dtype), tokens], dim=1)
+        for block in self.blocks:
+            x = block(x)
+        v = self.norm(x[:, 0])
+        if self.head_kind == "mlp":
+            rep = self.head_hidden(v)
+            out = self.head_out(torch.relu(rep))
+        else:
+            rep, out = v, self.head_out(v)
+        return (out, rep) if return_repr else out
+
+    def forward(self, img_a: Tensor, img_b: Tensor) -> Tensor:
+        feats = self.features(torch.cat([img_a, img_b]))
+        return self.relate(feats[: len(img_a)], feats[len(img_a):])
+
+
+def load_imagenet_weights(model: ReSeND, path: Path, small_stem: bool) -> str:
+    """Load torchvision ResNet-18 weights into the backbone; the small stem's 3x3 conv1 stays random."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = {k: v for k, v in state.items() if not k.startswith("fc.") and not (small_stem and k.startswith("conv1."))}
+    missing, unexpected = model.backbone.load_state_dict(state, strict=False)
+    if unexpected or set(missing) - ({"conv1.weight"} if small_stem else set()):
+        raise RuntimeError(f"{path} does not match ResNet-18: missing {missing}, unexpected {unexpected}")
+    return f"imagenet ({path})" + (", conv1 random (small stem)" if small_stem else "")
+
+
+def build(settings, out_dim: int) -> tuple[ReSeND, dict[str, Any]]:
+    """The model for `settings` and an info dict for env.json: ``pretrained`` says what initialised the backbone."""
+    model = ReSeND(out_dim=out_dim, d_model=settings.d_model, n_heads=settings.n_heads, n_blocks=settings.n_blocks,
+                   mlp_ratio=settings.mlp_ratio, head=settings.head, head_hidden=settings.head_hidden,
+                   small_stem=settings.small_stem)
+    path = find_pretrained(settings.pretrained)
+    source = load_imagenet_weights(model, path, settings.small_stem) if path else "random init"
+    info = {
+        "pretrained": source,
+        "pretrained_setting": settings.pretrained,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "out_dim": out_dim,
+    }
+    return model, info
