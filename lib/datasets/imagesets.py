@@ -1,0 +1,161 @@
+"""Image sets: uint8 (3,H,W) images with int64 labels, string domains and string identities.
+
+`TensorImageSet` holds embedded data in memory; `FileImageSet` decodes real datasets from disk with PIL.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+
+def _as_index(idx) -> np.ndarray:
+    idx = np.asarray(idx)
+    if idx.dtype == bool:
+        idx = np.flatnonzero(idx)
+    return idx.astype(np.int64).reshape(-1)
+
+
+class ImageSet(torch.utils.data.Dataset):
+    """Base class. `labels` int64 (N,), `domains` str (N,), `ids` str (N,) = image identity (e.g. font:char),
+    `class_names[label]` names a class. `__getitem__` returns (transform(get_uint8(i)) or uint8 image, label)."""
+
+    labels: np.ndarray
+    domains: np.ndarray
+    ids: np.ndarray
+    class_names: list[str]
+    transform: Callable | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def get_uint8(self, i: int) -> torch.Tensor:
+        return self.batch_uint8([i])[0]
+
+    def batch_uint8(self, idx) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def subset(self, idx) -> "ImageSet":  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        image = self.get_uint8(int(i))
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, int(self.labels[i])
+
+    def _meta_subset(self, idx: np.ndarray) -> dict:
+        return dict(labels=self.labels[idx], domains=self.domains[idx], ids=self.ids[idx],
+                    class_names=list(self.class_names), transform=self.transform)
+
+    def class_counts(self) -> np.ndarray:
+        """Images per label, length = number of class names."""
+        return np.bincount(self.labels, minlength=len(self.class_names))
+
+
+def _default_meta(n: int, labels, domains, ids, class_names, prefix: str):
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if len(labels) != n:
+        raise ValueError(f"{n} images but {len(labels)} labels: pass one label per image")
+    domains = np.asarray(domains if domains is not None else [""] * n, dtype=str)
+    ids = np.asarray(ids if ids is not None else [f"{prefix}{i}" for i in range(n)], dtype=str)
+    if class_names is None:
+        class_names = [str(c) for c in range(int(labels.max()) + 1 if n else 0)]
+    return labels, domains, ids, list(class_names)
+
+
+class TensorImageSet(ImageSet):
+    """In-memory images: uint8 tensor (N,3,H,W) (an expanded (N,1,H,W) view is fine: no copy of the 3 channels)."""
+
+    def __init__(self, images: torch.Tensor, labels, domains=None, class_names=None, transform=None, ids=None):
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
+            raise ValueError(f"images must be uint8 (N,3,H,W), got {images.dtype} {tuple(images.shape)}")
+        if images.shape[1] == 1:
+            images = images.expand(-1, 3, -1, -1)
+        self.images = images
+        self.labels, self.domains, self.ids, self.class_names = _default_meta(
+            len(images), labels, domains, ids, class_names, "img")
+        self.transform = transform
+
+    def get_uint8(self, i: int) -> torch.Tensor:
+        return self.images[int(i)].contiguous()
+
+    def batch_uint8(self, idx) -> torch.Tensor:
+        return self.images[torch.from_numpy(_as_index(idx))].contiguous()
+
+    def subset(self, idx) -> "TensorImageSet":
+        idx = _as_index(idx)
+        return TensorImageSet(self.images[torch.from_numpy(idx)], **self._meta_subset(idx))
+
+
+def _verify_image(path: Path) -> bool:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.verify()
+        return True
+    except Exception:  # noqa: BLE001 - any decoder error means "undecodable"
+        return False
+
+
+class FileImageSet(ImageSet):
+    """Images on disk, decoded with PIL as RGB and resized to a square of `image_size` pixels.
+
+    With `verify=True` (default) undecodable files are dropped at construction (`skipped` lists them, one warning
+    gives the count). A file that still fails later decodes to a black image and increments `decode_failures`.
+    """
+
+    def __init__(self, paths: Sequence, labels, image_size: int, domains=None, class_names=None, transform=None,
+                 ids=None, verify: bool = True, _skipped=None):
+        paths = np.asarray([str(p) for p in paths], dtype=str)
+        labels, domains, ids, class_names = _default_meta(len(paths), labels, domains,
+                                                          ids if ids is not None else paths, class_names, "")
+        self.skipped: list[str] = list(_skipped or [])
+        if verify and len(paths):
+            ok = np.array([_verify_image(Path(p)) for p in paths], dtype=bool)
+            if not ok.all():
+                bad = paths[~ok].tolist()
+                self.skipped += bad
+                warnings.warn(f"skipped {len(bad)} undecodable image(s) (first: {bad[0]}): re-download or delete them",
+                              stacklevel=2)
+                paths, labels, domains, ids = paths[ok], labels[ok], domains[ok], ids[ok]
+        self.paths, self.labels, self.domains, self.ids, self.class_names = paths, labels, domains, ids, class_names
+        self.image_size = int(image_size)
+        self.transform = transform
+        self.decode_failures = 0
+
+    def get_uint8(self, i: int) -> torch.Tensor:
+        from PIL import Image
+
+        try:
+            with Image.open(self.paths[int(i)]) as im:
+                im = im.convert("RGB").resize((self.image_size, self.image_size), Image.BILINEAR)
+                array = np.asarray(im, dtype=np.uint8)
+        except Exception:  # noqa: BLE001
+            self.decode_failures += 1
+            warnings.warn(f"could not decode {self.paths[int(i)]} ({self.decode_failures} so far): returning a black image")
+            array = np.zeros((self.image_size, self.image_size, 3), dtype=np.uint8)
+        return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+    def batch_uint8(self, idx) -> torch.Tensor:
+        idx = _as_index(idx)
+        if len(idx) == 0:
+            return torch.zeros((0, 3, self.image_size, self.image_size), dtype=torch.uint8)
+        return torch.stack([self.get_uint8(i) for i in idx])
+
+    def subset(self, idx) -> "FileImageSet":
+        idx = _as_index(idx)
+        meta = self._meta_subset(idx)
+        return FileImageSet(self.paths[idx], image_size=self.image_size, verify=False, _skipped=self.skipped, **meta)
+
+
+def concat(sets: Sequence[TensorImageSet], class_names=None) -> TensorImageSet:
+    """Concatenate in-memory sets that share a label space."""
+    return TensorImageSet(torch.cat([s.images for s in sets]), np.concatenate([s.labels for s in sets]),
+                          np.concatenate([s.domains for s in sets]), class_names or sets[0].class_names,
+                          ids=np.concatenate([s.ids for s in sets]))

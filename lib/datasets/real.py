@@ -1,0 +1,176 @@
+"""Real benchmarks (SPEC 7) read from `data_root` through split lists `relpath label` (ReSeND format:
+known = 0..K-1, unknown >= K; relpath relative to data_root). Lists are looked up in lib/splits/ (shipped),
+then data_root/splits/, else derived deterministically from the standard folder layouts (lib/splits/README.md)
+into .cache/splits/<hash of data_root>/."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from lib.paths import CACHE_DIR, SPLITS_DIR
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+SPLIT_SEED = 20222
+SUPPORT_FRACTION = 0.7  # known images going to the support set when no official train/test split exists
+
+DOMAINNET_KNOWN = ["circle", "hexagon", "smiley_face", "squiggle", "calendar", "pond", "animal_migration", "golf_club",
+                   "hurricane", "tornado", "elbow", "knee", "ocean", "rake", "yoga", "zigzag", "cloud", "bracelet",
+                   "postcard", "stop_sign", "birthday_cake", "cookie", "arm", "chandelier", "camouflage"]
+DOMAINNET_UNKNOWN = ["square", "octagon", "passport", "triangle", "toothpaste", "roller_coaster", "snowflake", "skull",
+                     "tooth", "saw", "snowman", "ladder", "line", "stitches", "string_bean", "donut", "calculator",
+                     "campfire", "moon", "sun", "map", "book", "steak", "foot", "leg"]
+DTD_KNOWN = ["crystalline", "fibrous", "spiralled", "stratified", "matted", "porous", "scaly", "stained", "pleated",
+             "flecked", "pitted", "meshed", "freckled", "waffled", "cracked", "potholed", "cobwebbed", "swirly",
+             "polka-dotted", "striped", "studded", "grooved", "woven"]
+PACS_KNOWN = ["dog", "elephant", "giraffe", "guitar", "horse", "house"]
+PACS_UNKNOWN = ["person"]
+OFFICEHOME_KNOWN_COUNT = 25  # the first 25 classes in alphabetical order are known (Saito et al. 2018 convention)
+
+DOMAINNET_DOMAINS = ("real", "sketch", "painting")
+PACS_DOMAINS = ("photo", "art_painting", "cartoon", "sketch")
+OFFICEHOME_DOMAINS = ("Art", "Clipart", "Product", "Real_World")
+DATA_HINT = "see lib/splits/README.md for the expected folder layout"
+
+
+def _benchmarks() -> dict[str, dict]:
+    out = {"dtd": dict(dataset="dtd", kind="intra", support=("dtd", "images", "support"), test=("dtd", "images", "test"))}
+    for d in DOMAINNET_DOMAINS:
+        out[f"domainnet_{d}"] = dict(dataset="domainnet", kind="intra", support=("domainnet", d, "support"),
+                                     test=("domainnet", d, "test"))
+    for a in DOMAINNET_DOMAINS:
+        for b in DOMAINNET_DOMAINS:
+            if a != b:
+                out[f"domainnet_{a}_to_{b}"] = dict(dataset="domainnet", kind="cross", support=("domainnet", a, "support"),
+                                                    test=("domainnet", b, "test"))
+    for t in PACS_DOMAINS[1:]:
+        out[f"pacs_ss_photo_to_{t}"] = dict(dataset="pacs", kind="cross", support=[("pacs", "photo", "all")],
+                                            test=("pacs", t, "all"))
+    for t in PACS_DOMAINS:
+        out[f"pacs_ms_{t}"] = dict(dataset="pacs", kind="cross", support=[("pacs", s, "all") for s in PACS_DOMAINS if s != t],
+                                   test=("pacs", t, "all"))
+    for d in OFFICEHOME_DOMAINS:
+        out[f"officehome_{d.lower()}"] = dict(dataset="officehome", kind="intra", support=("officehome", d, "support"),
+                                              test=("officehome", d, "test"))
+    return out
+
+
+BENCHMARKS = _benchmarks()
+FOLDERS = {"dtd": "dtd", "domainnet": "domainnet", "pacs": "pacs", "officehome": "officehome", "imagenet": "imagenet"}
+
+
+def list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+
+
+def class_order(dataset: str, present: list[str]) -> tuple[list[str], int]:
+    """(class names in label order, number of known): known classes first in the SPEC order, then the rest sorted."""
+    known = {"dtd": DTD_KNOWN, "domainnet": DOMAINNET_KNOWN, "pacs": PACS_KNOWN,
+             "officehome": sorted(present)[:OFFICEHOME_KNOWN_COUNT]}[dataset]
+    if dataset == "domainnet":
+        rest = DOMAINNET_UNKNOWN
+    elif dataset == "pacs":
+        rest = PACS_UNKNOWN
+    else:
+        rest = sorted(c for c in present if c not in known)
+    missing = [c for c in list(known) + list(rest) if c not in present]
+    if missing:
+        raise FileNotFoundError(f"{dataset}: class folder(s) {missing[:5]} missing ({len(missing)} in all): {DATA_HINT}")
+    return list(known) + list(rest), len(known)
+
+
+def domain_dir(data_root: Path, dataset: str, domain: str) -> Path:
+    return Path(data_root) / FOLDERS[dataset] / domain
+
+
+def _official_split(data_root: Path, dataset: str, domain: str, part: str) -> dict[str, str] | None:
+    """DomainNet's official `<domain>_train.txt` / `<domain>_test.txt` (paths relative to domainnet/), if present."""
+    if dataset != "domainnet":
+        return None
+    path = Path(data_root) / "domainnet" / f"{domain}_{part}.txt"
+    if not path.exists():
+        return None
+    return {line.split()[0] for line in path.read_text().splitlines() if line.strip()}
+
+
+def derive_lists(data_root: Path, dataset: str, domain: str) -> dict[str, list[tuple[str, int]]]:
+    """Split rows (relpath, label) of one dataset domain: `support` (70% of each known class, seeded, or the
+    official train split), `test` (the other known images + every unknown image, or the official test split),
+    `all` (every image)."""
+    data_root = Path(data_root)
+    folder = domain_dir(data_root, dataset, domain)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} does not exist: put {dataset} under data_root ({DATA_HINT})")
+    present = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    names, num_known = class_order(dataset, present)
+    rng = np.random.default_rng(SPLIT_SEED)
+    train, test = _official_split(data_root, dataset, domain, "train"), _official_split(data_root, dataset, domain, "test")
+    rows = {"support": [], "test": [], "all": []}
+    for label, name in enumerate(names):
+        files = [p.relative_to(data_root).as_posix() for p in list_images(folder / name)]
+        rows["all"] += [(f, label) for f in files]
+        if train is not None and test is not None:
+            rel = lambda f: f.split("/", 1)[1]  # noqa: E731 - official lists are relative to domainnet/
+            if label < num_known:
+                rows["support"] += [(f, label) for f in files if rel(f) in train]
+            rows["test"] += [(f, label) for f in files if rel(f) in test]
+        elif label < num_known:
+            order = rng.permutation(len(files))
+            cut = int(round(SUPPORT_FRACTION * len(files)))
+            rows["support"] += [(files[i], label) for i in sorted(order[:cut])]
+            rows["test"] += [(files[i], label) for i in sorted(order[cut:])]
+        else:
+            rows["test"] += [(f, label) for f in files]
+    rows["classes"] = [(n, i) for i, n in enumerate(names)]
+    rows["num_known"] = num_known
+    return rows
+
+
+def write_list(path: Path, rows) -> None:
+    from lib.runs import atomic_write_text
+
+    atomic_write_text(Path(path), "".join(f"{rel} {label}\n" for rel, label in rows))
+
+
+def read_list(path: Path) -> list[tuple[str, int]]:
+    """Rows of a split list; a path may contain spaces (the label is the last field)."""
+    rows = []
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.rsplit(maxsplit=1)
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+            raise ValueError(f"{path}:{n}: expected `relpath label`, got {line!r}: fix the split list")
+        rows.append((parts[0], int(parts[1])))
+    return rows
+
+
+def split_dir(data_root: Path) -> Path:
+    return CACHE_DIR / "splits" / hashlib.sha256(str(Path(data_root).resolve()).encode()).hexdigest()[:12]
+
+
+def split_list(data_root: Path, dataset: str, domain: str, part: str) -> Path:
+    """Path of the list `<dataset>_<domain>_<part>.txt` (part: support | test | all | classes): shipped one,
+    else data_root/splits/, else derived now into the cache."""
+    name = f"{dataset}_{domain}_{part}.txt"
+    for folder in (SPLITS_DIR, Path(data_root) / "splits", split_dir(data_root)):
+        if (folder / name).exists():
+            return folder / name
+    rows = derive_lists(data_root, dataset, domain)
+    out = split_dir(data_root)
+    for key in ("support", "test", "all", "classes"):
+        write_list(out / f"{dataset}_{domain}_{key}.txt", rows[key])
+    return out / name
+
+
+def write_all_lists(data_root: Path) -> list[Path]:
+    """Derive the lists of every real dataset found under data_root; return the files written."""
+    written = []
+    for dataset, domains in (("dtd", ("images",)), ("domainnet", DOMAINNET_DOMAINS), ("pacs", PACS_DOMAINS),
+                             ("officehome", OFFICEHOME_DOMAINS)):
+        for domain in domains:
+            if domain_dir(data_root, dataset, domain).is_dir():
+                written += [split_list(data_root, dataset, domain, p) for p in ("support", "test", "all", "classes")]
+    return written
