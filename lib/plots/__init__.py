@@ -1,0 +1,1 @@
+"""Plot functions, one module per notebook area: data in, matplotlib Figure out."""
