@@ -277,9 +277,9 @@ def merge_settings(trained: Settings, requested: Settings) -> Settings:
 
 def load_for_eval(run_dir: Path | str, settings: Settings):
     """(model, objective, merged settings) of a trained run, on ``settings.device``; clear error without checkpoint."""
+    check_checkpoint(run_dir)
     from lib import train
 
-    check_checkpoint(run_dir)
     device = train.resolve_device(settings)
     model, objective, trained = train.load_trained(run_dir, device)
     model.eval()
@@ -306,7 +306,7 @@ def evaluate_benchmarks(source: Any, settings: Settings, names: list[str] | None
 
     `source` is a run folder (its checkpoint is loaded; its model/data settings win, see `merge_settings`) or a
     ``(model, objective)`` tuple (then `settings` are used as given). `names` default to ``settings.benchmarks``
-    resolved by ``data.benchmark_names``.
+    resolved by ``data.available_benchmarks`` (real benchmarks are skipped when data_root is empty).
     """
     if isinstance(source, (str, Path)):
         model, objective, settings = load_for_eval(source, settings)
@@ -314,7 +314,7 @@ def evaluate_benchmarks(source: Any, settings: Settings, names: list[str] | None
         model, objective = source
     from lib import data
 
-    names = list(names) if names is not None else data.benchmark_names(settings.benchmarks)
+    names = list(names) if names is not None else data.available_benchmarks(settings.benchmarks, settings)
     if not names:
         raise ValueError(f"no benchmarks selected by {settings.benchmarks!r}")
     per_benchmark, kinds, scores = {}, {}, {}

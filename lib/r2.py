@@ -69,15 +69,29 @@ def relational_representations(model, source, triples: np.ndarray, settings: Set
     return torch.cat(reprs), torch.as_tensor(triples[:, 2], dtype=torch.long)
 
 
+def sample_triples(labels, n_pairs: int, settings: Settings) -> np.ndarray:
+    """(P, 3) int64 rows (image a, image b, label) of ~n_pairs pairs (whole anchors of 1 + k pairs, P >= n_pairs)
+    drawn by the training sampler of `settings` (``lib.pairs.from_settings``, same seed, same mode)."""
+    from lib import pairs
+
+    sampler = pairs.from_settings(settings, labels)
+    per_step = pairs.anchors_per_step(settings.batch_pairs, settings.neg_to_pos_ratio)
+    anchors_left = -(-n_pairs // (1 + settings.neg_to_pos_ratio))
+    rows = []
+    while anchors_left > 0:
+        batch = sampler.sample(min(per_step, anchors_left))
+        rows.append(np.stack([batch.images[batch.a], batch.images[batch.b], batch.label], 1))
+        anchors_left -= len(batch.anchors)
+    return np.concatenate(rows).astype(np.int64)
+
+
 def relational_r2(model, source, settings: Settings, n_pairs: int | None = None) -> dict[str, float]:
     """R^2 of ~n_pairs pairs of `source` drawn by the training sampler (lib.pairs), eval transform.
 
     Returns ``{"r2", "n_pairs", "n_same", "n_different"}`` (plain floats).
     """
-    from lib import pairs
-
     n_pairs = settings.r2_pairs if n_pairs is None else n_pairs
-    triples = pairs.sample_pairs(source.labels, n_pairs, settings)
+    triples = sample_triples(source.labels, n_pairs, settings)
     reprs, labels = relational_representations(model, source, triples, settings)
     n_same = int((labels == 1).sum())
     return {"r2": r_squared(reprs, labels), "n_pairs": float(len(labels)), "n_same": float(n_same),

@@ -76,3 +76,33 @@ def test_errors():
     with pytest.raises(ValueError, match="must be \\(N, D\\)"):
         r2.r_squared(torch.randn(3), torch.tensor([0, 1, 1]))
     assert not math.isnan(r2.r_squared(torch.randn(4, 3), torch.tensor([0, 1, 0, 1])))
+
+
+def test_sample_triples_follow_the_training_sampler():
+    from lib import SAME, config
+
+    cfg = config.resolve("smoke", neg_to_pos_ratio=3, batch_pairs=40)
+    labels = np.repeat(np.arange(6), 5)
+    triples = r2.sample_triples(labels, 50, cfg)
+    assert len(triples) >= 50 and len(triples) % 4 == 0  # whole anchors of 1 + k pairs
+    same = triples[:, 2] == SAME
+    assert same.sum() == len(triples) // 4
+    assert np.all(labels[triples[same, 0]] == labels[triples[same, 1]])
+    assert np.all(labels[triples[~same, 0]] != labels[triples[~same, 1]])
+    assert np.array_equal(triples, r2.sample_triples(labels, 50, cfg))  # seeded
+
+
+def test_relational_r2_on_a_tiny_model():
+    pytest.importorskip("lib.data")
+    from test_evaluate import ToyImageSet, tiny_model
+
+    from lib import config
+
+    model, _ = tiny_model()
+    gen = torch.Generator().manual_seed(0)
+    labels = np.repeat(np.arange(5), 4)
+    source = ToyImageSet(torch.randint(0, 256, (20, 3, 16, 16), generator=gen, dtype=torch.uint8), labels)
+    cfg = config.resolve("smoke", image_size=16, device="cpu", neg_to_pos_ratio=3, batch_pairs=24, eval_batch_size=7)
+    out = r2.relational_r2(model, source, cfg, n_pairs=40)
+    assert out["n_pairs"] == 40 and out["n_same"] == 10 and out["n_different"] == 30
+    assert -1e-9 <= out["r2"] <= 1 + 1e-9
