@@ -1,0 +1,238 @@
+"""Data layer: renderer determinism, split invariants of every embedded benchmark, real split-list loaders,
+and every one-line error message."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lib import config, data
+from lib.datasets import emoji as emoji_ds
+from lib.datasets import fashion as fashion_ds
+from lib.datasets import glyphs, real
+from lib.datasets.imagesets import FileImageSet, TensorImageSet
+
+
+@pytest.fixture(scope="session")
+def settings():
+    return config.resolve("smoke", image_size=32, source_classes=60)
+
+
+# ---------------------------------------------------------------- glyph renderer
+TWO_FONTS = ["ipa_mincho", "kouzan_kaisho"]
+CHARS = list("一二山川森林")
+
+
+def test_render_is_deterministic_and_font_dependent():
+    a = [glyphs.render_glyphs(f, CHARS, 24) for f in TWO_FONTS]
+    b = [glyphs.render_glyphs(f, CHARS, 24) for f in TWO_FONTS]
+    for x, y in zip(a, b):
+        assert x.dtype == np.uint8 and x.shape == (len(CHARS), 24, 24)
+        assert x.tobytes() == y.tobytes()
+    assert not np.array_equal(a[0], a[1])  # two fonts draw differently
+    assert (a[0] < 128).any(axis=(1, 2)).all()  # every glyph has ink
+    assert a[0][:, 0, :].min() >= 240 and a[0][:, :, 0].min() >= 240  # white background, ink centred inside
+
+
+def test_small_cache_is_byte_identical(tmp_path):
+    plan = glyphs.GlyphPlan(chars=CHARS, source=CHARS[2:], bench={n: CHARS[:2] for n in glyphs.BENCHMARKS},
+                            dropped_fonts={})
+    one = glyphs.build_cache(16, fonts=TWO_FONTS, plan=plan, cache_dir=tmp_path / "a", progress=False)
+    two = glyphs.build_cache(16, fonts=TWO_FONTS, plan=plan, cache_dir=tmp_path / "b", progress=False)
+    assert one["images"].tobytes() == two["images"].tobytes()
+    assert (one["font"] == two["font"]).all() and (one["char"] == two["char"]).all()
+    # handwritten fonts only render the benchmark characters
+    assert set(one["char"][one["font"] == "kouzan_kaisho"]) == set(CHARS[:2])
+
+
+def test_cache_key_follows_the_recipe():
+    base = glyphs.cache_key(TWO_FONTS, CHARS, 32, CHARS[:2])
+    assert base == glyphs.cache_key(TWO_FONTS, CHARS, 32, CHARS[:2])
+    assert base != glyphs.cache_key(TWO_FONTS[:1], CHARS, 32, CHARS[:2])
+    assert base != glyphs.cache_key(TWO_FONTS, CHARS, 64, CHARS[:2])
+    assert base != glyphs.cache_key(TWO_FONTS, CHARS[:-1], 32, CHARS[:2])
+
+
+def test_blank_and_notdef_glyphs_are_rejected():
+    blank = np.full((1, 24, 24), 255, np.uint8)
+    notdef = glyphs.notdef_image("ipa_mincho", 24)[None]
+    real_glyph = glyphs.render_glyphs("ipa_mincho", ["山"], 24)
+    assert glyphs.blank_mask("ipa_mincho", np.concatenate([blank, notdef, real_glyph]), 24).tolist() == [True, True, False]
+
+
+def test_plan_holds_benchmark_characters_out_of_the_source():
+    plan = glyphs.make_plan()
+    bench = [c for n in glyphs.BENCHMARKS for c in plan.bench[n]]
+    assert len(bench) == len(set(bench)) == glyphs.BENCH_CHARS * len(glyphs.BENCHMARKS)
+    assert not set(bench) & set(plan.source)
+    assert len(plan.source) >= 500
+    assert all("\u4e00" <= c <= "\u9fff" for c in plan.source)
+
+
+# ---------------------------------------------------------------- sources and benchmarks
+@pytest.mark.parametrize("dataset", ["glyph", "emoji"])
+def test_source_sets(settings, dataset):
+    s = config.resolve("smoke", image_size=32, source_classes=10, dataset=dataset)
+    source = data.load_source(s)
+    counts = np.bincount(source.labels)
+    assert len(source.class_names) == 10 and len(counts) == 10 and counts.min() >= 2
+    assert source.batch_uint8([0, 1]).shape == (2, 3, 32, 32) and source.get_uint8(0).dtype == torch.uint8
+
+
+@pytest.mark.parametrize("name", data.GROUPS["embedded"])
+def test_embedded_benchmark_invariants(settings, name):
+    b = data.load_benchmark(name, settings)
+    k = b.num_known
+    assert b.kind == data.BENCHMARKS[name]["kind"]
+    assert b.support.batch_uint8([0]).shape == (1, 3, 32, 32) and b.test.batch_uint8([0]).dtype == torch.uint8
+    # support: known classes only, all of them; test: both known and unknown
+    assert set(b.support.labels.tolist()) == set(range(k))
+    assert set(b.test.labels.tolist()) == set(range(len(b.test.class_names)))
+    assert b.is_known().sum() > 0 and (~b.is_known()).sum() > 0
+    # no image in both support and test (identity = font:char / vendor:emoji / file:index)
+    assert not set(b.support.ids.tolist()) & set(b.test.ids.tolist())
+    group = data.BENCHMARKS[name]["group"]
+    if group != "fashion":  # no benchmark class (known or unknown) in the relational source of its family
+        source = data.load_source(config.resolve("smoke", image_size=32, source_classes=0, dataset=group))
+        assert not set(source.class_names) & set(b.test.class_names)
+    if group == "glyph":
+        fonts = lambda s: {i.split(":")[0] for i in s.ids}  # noqa: E731
+        if b.kind == "intra":
+            assert not fonts(b.support) & fonts(b.test)  # support and test from disjoint fonts
+        assert set(b.support.domains) == {b.domain_support} and set(b.test.domains) == {b.domain_test}
+    if group == "emoji":  # the same emoji never appears on both sides, even across vendors
+        emo = lambda s: {i.split(":")[1] for i in s.ids}  # noqa: E731
+        assert not emo(b.support) & emo(b.test)
+        assert set(b.support.domains) == {b.domain_support} and set(b.test.domains) == {b.domain_test}
+
+
+@pytest.mark.parametrize("name", ["glyph_handwritten", "emoji_google_to_openmoji_line", "fashion"])
+def test_outlier_pool_avoids_benchmark_classes(settings, name):
+    b = data.load_benchmark(name, settings)
+    pool = data.outlier_pool(name, settings)
+    assert len(pool) > 0 and not set(pool.class_names) & set(b.test.class_names)
+
+
+def test_benchmark_names_and_groups(settings):
+    assert data.benchmark_names("glyph") == data.GROUPS["glyph"] and len(data.GROUPS["glyph"]) == 4
+    assert data.benchmark_names("fashion,glyph_printed,fashion") == ["fashion", "glyph_printed"]
+    assert set(data.benchmark_names("all")) == set(data.GROUPS["embedded"]) | set(data.GROUPS["real"])
+    for name in ["dtd", "domainnet_real", "domainnet_sketch_to_painting", "pacs_ss_photo_to_cartoon",
+                 "pacs_ms_sketch", "officehome_real_world"]:
+        assert name in data.GROUPS["real"]
+    assert data.available_benchmarks("all", settings) == data.GROUPS["embedded"]
+
+
+def test_transforms_give_normalised_float():
+    image = torch.randint(0, 256, (3, 40, 40), dtype=torch.uint8)
+    for tf in (data.train_transform(32), data.eval_transform(32)):
+        out = tf(image)
+        assert out.dtype == torch.float32 and out.shape == (3, 32, 32) and out.min() < 0
+
+
+def test_tensor_imageset_subset_and_getitem():
+    images = torch.arange(4 * 1 * 2 * 2, dtype=torch.uint8).reshape(4, 1, 2, 2)
+    s = TensorImageSet(images, [0, 1, 1, 0], class_names=["a", "b"], transform=lambda x: x.float())
+    sub = s.subset([2, 3])
+    assert sub.labels.tolist() == [1, 0] and sub.get_uint8(0).shape == (3, 2, 2)
+    x, y = sub[0]
+    assert x.dtype == torch.float32 and y == 1 and torch.equal(sub.get_uint8(0)[0], images[2, 0])
+
+
+# ---------------------------------------------------------------- real datasets (tiny tree)
+def test_split_list_loader_skips_corrupt_images(tiny_image_tree):
+    root = tiny_image_tree
+    (root / "pacs" / "photo" / "dog" / "broken.png").write_bytes(b"not a png")
+    listing = root / "list.txt"
+    listing.write_text("pacs/photo/dog/img0.png 0\npacs/photo/dog/broken.png 0\npacs/photo/person/img1.png 1\n")
+    with pytest.warns(UserWarning, match="skipped 1 undecodable"):
+        s = data.load_split_list(listing, root, image_size=16, domain="photo")
+    assert len(s) == 2 and len(s.skipped) == 1 and s.labels.tolist() == [0, 1]
+    assert s.batch_uint8([0, 1]).shape == (2, 3, 16, 16)
+
+
+def test_file_decoding_failure_after_construction_is_counted(tiny_image_tree):
+    path = tiny_image_tree / "pacs" / "photo" / "dog" / "img0.png"
+    s = FileImageSet([path], [0], image_size=8)
+    path.write_bytes(b"truncated")
+    with pytest.warns(UserWarning, match="could not decode"):
+        assert s.get_uint8(0).sum() == 0
+    assert s.decode_failures == 1
+
+
+def test_pacs_benchmarks_from_a_folder_tree(tiny_image_tree):
+    s = config.resolve("smoke", image_size=16, data_root=str(tiny_image_tree))
+    b = data.load_benchmark("pacs_ss_photo_to_sketch", s)
+    assert b.num_known == 6 and set(b.support.labels.tolist()) == set(range(6))
+    assert len(b.support) == 18 and len(b.test) == 21 and (~b.is_known()).sum() == 3
+    assert b.test.class_names[6] == "person" and set(b.test.domains) == {"sketch"}
+    ms = data.load_benchmark("pacs_ms_photo", s)
+    assert len(ms.support) == 3 * 18 and set(ms.support.domains) == {"art_painting", "cartoon", "sketch"}
+    rows = real.read_list(real.split_list(tiny_image_tree, "pacs", "photo", "all"))
+    assert rows[0] == ("pacs/photo/dog/img0.png", 0)
+
+
+def test_derived_intra_split_is_disjoint_and_fixed(tmp_path):
+    from PIL import Image
+
+    for name in real.PACS_KNOWN + ["person", "zebra"]:  # OfficeHome-like: known = first 25 sorted (here all 6+)
+        (tmp_path / "officehome" / "Art" / name).mkdir(parents=True)
+        for k in range(10):
+            Image.new("RGB", (4, 4), (k, 0, 0)).save(tmp_path / "officehome" / "Art" / name / f"{k}.png")
+    one = real.derive_lists(tmp_path, "officehome", "Art")
+    two = real.derive_lists(tmp_path, "officehome", "Art")
+    assert one["support"] == two["support"] and len(one["support"]) == 8 * 7
+    assert not {r for r, _ in one["support"]} & {r for r, _ in one["test"]}
+
+
+# ---------------------------------------------------------------- error messages
+def test_error_real_benchmark_without_data_root(settings):
+    with pytest.raises(ValueError, match="needs real data but data_root is empty"):
+        data.load_benchmark("dtd", settings)
+
+
+def test_error_data_root_missing(tmp_path):
+    s = config.resolve("smoke", data_root=str(tmp_path / "nope"))
+    with pytest.raises(FileNotFoundError, match="data_root .* does not exist"):
+        data.load_benchmark("domainnet_real", s)
+
+
+def test_error_dataset_folder_missing(tmp_path):
+    s = config.resolve("smoke", data_root=str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="lib/splits/README.md"):
+        data.load_benchmark("dtd", s)
+
+
+def test_error_unknown_benchmark(settings):
+    with pytest.raises(ValueError, match="unknown benchmark 'glyph_typo'.*glyph_printed"):
+        data.load_benchmark("glyph_typo", settings)
+    with pytest.raises(ValueError, match="unknown benchmark"):
+        data.benchmark_names("glyph,nope")
+
+
+def test_error_class_with_one_image():
+    s = TensorImageSet(torch.zeros((3, 3, 4, 4), dtype=torch.uint8), [0, 0, 1], class_names=["a", "b"])
+    with pytest.raises(ValueError, match="source class 'b' has 1 image"):
+        data.check_source(s)
+
+
+def test_error_missing_npm_packages(tmp_path):
+    with pytest.raises(FileNotFoundError, match="make setup"):
+        emoji_ds.check_packages(tmp_path)
+
+
+def test_error_missing_fonts(monkeypatch, tmp_path):
+    monkeypatch.setattr(glyphs, "FONT_ROOT", tmp_path)
+    with pytest.raises(FileNotFoundError, match="fonts-ipafont-mincho.*make setup"):
+        glyphs.check_fonts(["ipa_mincho"])
+
+
+def test_error_missing_fashion(tmp_path):
+    with pytest.raises(FileNotFoundError, match="dataset-fashion-mnist"):
+        fashion_ds.load_split("train", root=tmp_path)
+
+
+def test_error_fashion_as_source():
+    with pytest.raises(ValueError, match="only 10 classes"):
+        data.load_source(config.resolve("smoke", dataset="fashion"))
