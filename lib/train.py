@@ -1,0 +1,315 @@
+"""Relational training (SPEC 5): SGD + linear warmup (+ LARS), bf16 autocast on CUDA, checkpoints, resume, DDP.
+
+One step: sample a `PairBatch` -> load its images (uint8) -> augment each image independently -> one backbone
+pass -> index the feature matrix into pairs -> relate -> objective loss. ``per_pair`` and ``in_batch`` differ
+only in the batch the sampler draws.
+
+Run folder outputs: ``history.csv`` (step, loss, acc_same, acc_diff, lr, pairs_per_s, images_per_s, seconds) and
+``checkpoints/last.pt`` (a dict: model, optimizer, scheduler, step, finished, rng = per-rank list of
+{python, numpy, torch, cuda}, sampler = per-rank list of sampler states, settings, history (list of row dicts),
+model_info, objective {name, params}). Resume is bit-identical in a single process on CPU. A run whose checkpoint says ``finished`` and
+whose folder holds ``metrics.json`` is never retrained: `train` returns its stored history, or raises
+`ValueError` when the requested settings differ from the stored ones in anything that shapes the weights.
+
+Command line (single process or under torchrun; only rank 0 writes files)::
+
+    python -m lib.train --config params/objectives/bce.yaml --set steps=10 --set study=cli
+    torchrun --nproc_per_node=2 -m lib.train --config params/objectives/bce.yaml --set device=cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from lib import SAME, config, model as model_lib, objectives, pairs, runs
+
+# settings that shape the trained weights: a stored run must match them to be reused or resumed
+TRAIN_KEYS = ("dataset", "data_root", "image_size", "source_classes", "pretrained", "small_stem", "d_model", "n_heads",
+              "n_blocks", "mlp_ratio", "head", "head_hidden", "objective", "mse_c", "focal_gamma", "hinge_delta",
+              "pairing", "neg_to_pos_ratio", "class_balance", "images_per_class", "batch_pairs", "lr", "warmup_steps",
+              "weight_decay", "momentum", "lars", "lars_trust", "seed")
+TIMING_COLUMNS = ("pairs_per_s", "images_per_s", "seconds")
+
+
+def checkpoint_path(run_dir: Path | str) -> Path:
+    return Path(run_dir) / "checkpoints" / "last.pt"
+
+
+def resolve_device(settings) -> torch.device:
+    """auto -> cuda if available else cpu; under torchrun the cuda device is cuda:LOCAL_RANK."""
+    if settings.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda but torch sees no CUDA GPU: use device=auto or cpu")
+    if settings.device == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_optimizer(net: nn.Module, settings) -> torch.optim.Optimizer:
+    """SGD (momentum, weight decay on weight matrices/kernels only) or timm's LARS with the same groups."""
+    decay = [p for p in net.parameters() if p.ndim >= 2 and p is not getattr(net, "label_token", None)]
+    ids = {id(p) for p in decay}
+    no_decay = [p for p in net.parameters() if id(p) not in ids]
+    groups = [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if settings.lars:
+        from timm.optim import Lars  # trust ratio on the decayed group only (biases / norms are not adapted)
+
+        return Lars(groups, lr=settings.lr, momentum=settings.momentum, trust_coeff=settings.lars_trust)
+    return torch.optim.SGD(groups, lr=settings.lr, momentum=settings.momentum)
+
+
+def warmup_factor(warmup_steps: int):
+    """LambdaLR factor: linear warmup (step+1)/warmup_steps, then constant 1 (SPEC 5: no decay)."""
+    return lambda step: min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+
+
+class _PairStep(nn.Module):
+    """images -> one backbone pass -> pairs by indexing; a module so DDP hooks its forward."""
+
+    def __init__(self, net: model_lib.ReSeND):
+        super().__init__()
+        self.net = net
+
+    def forward(self, images: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        feats = self.net.features(images)
+        return self.net.relate(feats[a], feats[b])
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    runs.atomic_write_bytes(path, buffer.getvalue())
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=False)  # our own file: holds numpy RNG states
+
+
+def _settings_mismatch(stored: dict[str, Any], settings, keys) -> dict[str, tuple]:
+    current = settings.to_dict()
+    return {k: (stored.get(k), current[k]) for k in keys if stored.get(k) != current[k]}
+
+
+def _write_history(run_dir: Path, history: list[dict]) -> None:
+    runs.atomic_write_text(run_dir / "history.csv", pd.DataFrame(history).to_csv(index=False))
+
+
+def _load_images(source, idx: np.ndarray, transform) -> torch.Tensor:
+    """uint8 batch -> each image augmented independently (torchvision v2 on one (3,H,W) tensor)."""
+    raw = source.batch_uint8(idx)
+    return torch.stack([transform(img) for img in raw])
+
+
+def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
+    """Train ReSeND on `source` (an ImageSet) and return the history (one row per ``log_every`` steps).
+
+    Resumes from ``run_dir/checkpoints/last.pt`` when ``settings.resume``; returns the stored history of a
+    finished run (see the module docstring). Under torchrun, ``batch_pairs`` is the global number of pairs per
+    step, split over the ranks. Raises FloatingPointError on a NaN/inf loss.
+    """
+    from lib import data
+
+    run_dir = Path(run_dir)
+    ckpt_file = checkpoint_path(run_dir)
+    distributed = dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    objective = objectives.make(settings.objective, **settings.objective_params())
+
+    stored = _load_checkpoint(ckpt_file) if ckpt_file.exists() and (settings.resume or runs.is_finished(run_dir)) else None
+    if runs.is_finished(run_dir):
+        if stored is None or not stored.get("finished"):
+            raise FileExistsError(f"{run_dir} has metrics.json but no final checkpoint: it is marked finished and will "
+                                  "not be overwritten; remove metrics.json (or pick another run_dir) to retrain")
+        diff = _settings_mismatch(stored["settings"], settings, TRAIN_KEYS + ("steps",))
+        if diff:
+            raise ValueError(f"{run_dir} is a finished run trained with other settings {diff} (stored, requested): "
+                             "use another study/config_name/run_dir")
+        return pd.DataFrame(stored["history"])
+    if stored is not None:
+        diff = _settings_mismatch(stored["settings"], settings, TRAIN_KEYS)
+        if diff:
+            raise ValueError(f"cannot resume {ckpt_file}: settings differ {diff} (stored, requested); "
+                             "set resume=False to start over or use another run_dir")
+
+    device = resolve_device(settings)
+    cuda = device.type == "cuda"
+    seed_everything(settings.seed)
+    net, info = model_lib.build(settings, objective.out_dim)
+    if rank:  # augmentation randomness differs per rank; the model init above is shared
+        seed_everything(settings.seed + 1000 * rank)
+    memory_format = torch.channels_last if (cuda and settings.channels_last) else torch.contiguous_format
+    net = net.to(device, memory_format=memory_format)
+    optimizer = make_optimizer(net, settings)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_factor(settings.warmup_steps))
+    sampler = pairs.from_settings(settings, source.labels, rank=rank)
+    transform = data.train_transform(settings.image_size)
+    history: list[dict] = []
+    start = 0
+    if stored is not None:
+        net.load_state_dict(stored["model"])
+        optimizer.load_state_dict(stored["optimizer"])
+        scheduler.load_state_dict(stored["scheduler"])
+        if len(stored["sampler"]) != world:
+            raise ValueError(f"{ckpt_file} was written by {len(stored['sampler'])} process(es): resume with as many")
+        sampler.load_state_dict(stored["sampler"][rank])
+        rng = stored["rng"][rank]
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        torch.set_rng_state(rng["torch"])
+        if cuda and rng.get("cuda") is not None:
+            torch.cuda.set_rng_state(rng["cuda"], device)
+        history, start = list(stored["history"]), int(stored["step"])
+    if rank == 0:
+        runs.update_env(run_dir, {"pretrained": info["pretrained"], "model_parameters": info["parameters"],
+                                  "train_device": str(device), "world_size": world})
+
+    step_module = _PairStep(net)
+    if distributed:
+        step_module = nn.parallel.DistributedDataParallel(step_module, device_ids=[device.index] if cuda else None)
+    n_anchors = pairs.anchors_per_step(settings.batch_pairs // world, settings.neg_to_pos_ratio)
+
+    def checkpoint(step: int, finished: bool) -> None:
+        mine = {"sampler": sampler.state_dict(),
+                "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+                        "cuda": torch.cuda.get_rng_state(device) if cuda else None}}
+        per_rank = [mine]
+        if distributed:  # every rank calls this: gather each rank's sampler and RNG states on all
+            per_rank = [None] * world
+            dist.all_gather_object(per_rank, mine)
+        if rank != 0:
+            return
+        state = {
+            "model": net.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "step": step, "finished": finished, "sampler": [r["sampler"] for r in per_rank],
+            "rng": [r["rng"] for r in per_rank],
+            "settings": settings.to_dict(), "history": history, "model_info": info,
+            "objective": {"name": objective.name, "params": objective.params},
+        }
+        _save_checkpoint(ckpt_file, state)
+        _write_history(run_dir, history)
+
+    from tqdm.auto import tqdm
+
+    net.train()
+    began = time.perf_counter()
+    progress = tqdm(total=settings.steps, initial=start, disable=rank != 0, desc=f"train {objective.label()}")
+    for step in range(start, settings.steps):
+        tic = time.perf_counter()
+        batch = sampler.sample(n_anchors)
+        images = _load_images(source, batch.images, transform).to(device, non_blocking=True)
+        images = images.contiguous(memory_format=memory_format)
+        a, b = torch.from_numpy(batch.a).to(device), torch.from_numpy(batch.b).to(device)
+        target = torch.from_numpy(batch.label).to(device)
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=cuda and settings.amp):
+            output = step_module(images, a, b)
+        output = output.float()
+        loss = objective.loss(output, target)
+        loss_value = loss.item()
+        if not np.isfinite(loss_value):
+            raise FloatingPointError(f"loss is {loss_value} at step {step + 1} with objective {objective.label()} "
+                                     f"(lr {scheduler.get_last_lr()[0]:.3g}): lower lr or check the inputs")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        lr = scheduler.get_last_lr()[0]
+        scheduler.step()
+        if (step + 1) % settings.log_every == 0 or step + 1 == settings.steps:
+            with torch.no_grad():
+                same = target == SAME
+                said_same = objective.predicts_same(output)
+                stats = torch.tensor([loss_value, (said_same & same).sum().item(), same.sum().item(),
+                                      (~said_same & ~same).sum().item(), (~same).sum().item()], dtype=torch.float64)
+            if distributed:
+                stats = stats.to(device)
+                dist.all_reduce(stats)
+                stats = stats.cpu()
+                stats[0] /= world
+            seconds = time.perf_counter() - tic
+            history.append({"step": step + 1, "loss": float(stats[0]), "acc_same": float(stats[1] / max(stats[2], 1)),
+                            "acc_diff": float(stats[3] / max(stats[4], 1)), "lr": lr,
+                            "pairs_per_s": batch.num_pairs * world / seconds,
+                            "images_per_s": len(batch.images) * world / seconds,
+                            "seconds": time.perf_counter() - began})
+            progress.set_postfix(loss=f"{history[-1]['loss']:.4f}", same=f"{history[-1]['acc_same']:.2f}",
+                                 diff=f"{history[-1]['acc_diff']:.2f}", refresh=False)
+        progress.update(1)
+        if settings.checkpoint_every and (step + 1) % settings.checkpoint_every == 0 and step + 1 < settings.steps:
+            checkpoint(step + 1, finished=False)
+    progress.close()
+    checkpoint(settings.steps, finished=True)
+    return pd.DataFrame(history)
+
+
+def load_trained(run_dir: Path | str, device: str | torch.device = "cpu"):
+    """(model in eval mode on `device`, objective, settings) of a trained run."""
+    path = checkpoint_path(run_dir)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint in {Path(run_dir)}/checkpoints/last.pt: run notebooks/02_train.ipynb first")
+    state = _load_checkpoint(path)
+    settings = config.Settings(**state["settings"])
+    objective = objectives.make(state["objective"]["name"], **state["objective"]["params"])
+    net = model_lib.ReSeND(out_dim=objective.out_dim, d_model=settings.d_model, n_heads=settings.n_heads,
+                           n_blocks=settings.n_blocks, mlp_ratio=settings.mlp_ratio, head=settings.head,
+                           head_hidden=settings.head_hidden, small_stem=settings.small_stem)
+    net.load_state_dict(state["model"])
+    return net.to(device).eval(), objective, settings
+
+
+def settings_from_cli(argv=None):
+    parser = argparse.ArgumentParser(description="Train ReSeND (single process or under torchrun).")
+    parser.add_argument("--config", help="YAML of settings; may hold `preset:` plus overrides")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting")
+    args = parser.parse_args(argv)
+    values = config.load_yaml(args.config) if args.config else {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r} must look like key=value")
+        values[key.strip()] = value.strip()
+    return config.resolve(values.pop("preset", "smoke"), **values)
+
+
+def main(argv=None) -> None:
+    from lib import data
+
+    settings = settings_from_cli(argv)
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1:
+        cuda = resolve_device(settings).type == "cuda"
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    try:
+        rank = dist.get_rank() if world > 1 else 0
+        run_dir = runs.prepare(settings, "train") if rank == 0 else settings.resolved_run_dir()
+        if world > 1:
+            dist.barrier()
+        history = train(settings, run_dir, data.load_source(settings))
+        if rank == 0:
+            last = history.iloc[-1]
+            print(f"{run_dir}: {int(last['step'])} steps, loss {last['loss']:.4f}, "
+                  f"acc same {last['acc_same']:.3f} / different {last['acc_diff']:.3f}")
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""lib.train: history and checkpoint, bit-identical resume after a kill, finished runs kept, NaN stop, LARS, CLI."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lib import config, runs, train
+from lib.data import TensorImageSet
+
+TINY = dict(d_model=16, n_heads=2, n_blocks=1, head_hidden=8, image_size=16, pretrained="none", neg_to_pos_ratio=3,
+            batch_pairs=8, images_per_class=2, steps=6, warmup_steps=2, lr=0.05, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def source():
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (16, 3, 16, 16), dtype=torch.uint8, generator=gen)
+    return TensorImageSet(images, np.repeat(np.arange(4), 4))
+
+
+def tiny(tmp_path, name="run", **overrides):
+    return config.resolve("smoke", **{**TINY, "run_dir": str(tmp_path / name), **overrides})
+
+
+def test_train_writes_history_checkpoint_and_env(tmp_path, source):
+    settings = tiny(tmp_path, objective="ce")
+    run_dir = runs.prepare(settings, "train")
+    history = train.train(settings, run_dir, source)
+    assert list(history["step"]) == [1, 2, 3, 4, 5, 6]
+    assert {"loss", "acc_same", "acc_diff", "lr", "pairs_per_s", "images_per_s"} <= set(history.columns)
+    assert history["lr"].tolist()[:3] == pytest.approx([0.025, 0.05, 0.05])  # warmup (step+1)/2
+    assert ((history["acc_same"] >= 0) & (history["acc_same"] <= 1)).all()
+    pd.testing.assert_frame_equal(pd.read_csv(run_dir / "history.csv"), history, check_dtype=False)
+    state = torch.load(train.checkpoint_path(run_dir), weights_only=False)
+    assert {"model", "optimizer", "scheduler", "step", "finished", "rng", "sampler", "settings", "history",
+            "model_info", "objective"} <= set(state)
+    assert state["step"] == 6 and state["finished"] and state["objective"]["name"] == "ce"
+    assert runs.update_env(run_dir, {})["pretrained"] == "random init"
+    net, objective, loaded = train.load_trained(run_dir)
+    assert objective.out_dim == 2 and loaded.d_model == 16 and not net.training
+    assert all(torch.equal(v, state["model"][k]) for k, v in net.state_dict().items())
+
+
+def test_per_pair_mode_trains(tmp_path, source):
+    history = train.train(tiny(tmp_path, pairing="per_pair", steps=2, objective="hinge"), tmp_path / "pp", source)
+    assert len(history) == 2 and np.isfinite(history["loss"]).all()
+
+
+class Killed(Exception):
+    pass
+
+
+def test_resume_after_a_kill_is_bit_identical(tmp_path, source, monkeypatch):
+    straight = tiny(tmp_path, "straight", checkpoint_every=3)
+    expected = train.train(straight, straight.resolved_run_dir(), source)
+    expected_state = torch.load(train.checkpoint_path(straight.resolved_run_dir()), weights_only=False)
+
+    killed = tiny(tmp_path, "killed", checkpoint_every=3)
+    save = train._save_checkpoint
+
+    def save_then_die(path, state):
+        save(path, state)
+        if state["step"] == 3:
+            raise Killed  # the process dies right after the step-3 checkpoint
+
+    monkeypatch.setattr(train, "_save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        train.train(killed, killed.resolved_run_dir(), source)
+    monkeypatch.setattr(train, "_save_checkpoint", save)
+    assert torch.load(train.checkpoint_path(killed.resolved_run_dir()), weights_only=False)["step"] == 3
+    resumed = train.train(killed, killed.resolved_run_dir(), source)
+    state = torch.load(train.checkpoint_path(killed.resolved_run_dir()), weights_only=False)
+    for key, value in expected_state["model"].items():
+        assert torch.equal(value, state["model"][key]), key
+    same_columns = [c for c in expected.columns if c not in train.TIMING_COLUMNS]
+    pd.testing.assert_frame_equal(resumed[same_columns], expected[same_columns], check_exact=True)
+    assert expected["loss"].iloc[0] != expected["loss"].iloc[-1]  # it did train
+
+
+def test_a_finished_run_is_not_retrained(tmp_path, source, monkeypatch):
+    settings = tiny(tmp_path, steps=2)
+    run_dir = settings.resolved_run_dir()
+    first = train.train(settings, run_dir, source)
+    runs.write_metrics(run_dir, {"train_loss_last": float(first["loss"].iloc[-1])})
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(train._PairStep, "forward", no_training)
+    pd.testing.assert_frame_equal(train.train(settings, run_dir, source), first)
+    with pytest.raises(ValueError, match="finished run"):
+        train.train(tiny(tmp_path, steps=2, lr=0.1), run_dir, source)
+
+
+def test_nan_loss_stops_with_the_step_and_objective(tmp_path, source):
+    with pytest.raises(FloatingPointError, match=r"at step \d+ with objective bce_focal"):
+        train.train(tiny(tmp_path, objective="bce_focal", lr=1e30, warmup_steps=0), tmp_path / "nan", source)
+
+
+def test_load_trained_without_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run notebooks/02_train.ipynb first"):
+        train.load_trained(tmp_path)
+
+
+def test_lars_optimizer_and_warmup(source):
+    from timm.optim import Lars
+
+    settings = config.resolve("smoke", **{**TINY, "lars": True})
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))
+    opt = train.make_optimizer(net, settings)
+    assert isinstance(opt, Lars) and opt.param_groups[0]["trust_coeff"] == 1e-3
+    assert [len(g["params"]) for g in opt.param_groups] == [1, 3]  # decay on the weight matrix only
+    before = net[0].weight.detach().clone()
+    net(torch.randn(5, 4)).sum().backward()
+    opt.step()
+    assert not torch.equal(before, net[0].weight)
+    factor = train.warmup_factor(4)
+    assert [factor(s) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+
+
+def test_cli_settings(tmp_path):
+    cfg = tmp_path / "x.yaml"
+    cfg.write_text("preset: mini\nobjective: hinge\nhinge_delta: 0.1\n")
+    settings = train.settings_from_cli(["--config", str(cfg), "--set", "steps=7", "--set", "pairing=per_pair"])
+    assert (settings.preset, settings.d_model, settings.hinge_delta, settings.steps, settings.pairing) == \
+        ("mini", 128, 0.1, 7, "per_pair")
+    with pytest.raises(KeyError):
+        train.settings_from_cli(["--set", "stepz=3"])
+
+
+def test_resolve_device():
+    assert train.resolve_device(config.resolve("smoke", device="cpu")) == torch.device("cpu")
+    if not torch.cuda.is_available():
+        assert train.resolve_device(config.resolve("smoke")) == torch.device("cpu")
+        with pytest.raises(RuntimeError, match="no CUDA"):
+            train.resolve_device(config.resolve("smoke", device="cuda"))
