@@ -45,11 +45,15 @@ def fpr_at_95_known(normality: np.ndarray, is_known: np.ndarray) -> float:
     """
     normality = np.asarray(normality, dtype=np.float64)
     is_known = np.asarray(is_known, dtype=bool)
-    known = np.sort(normality[is_known])[::-1]
-    unknown = normality[~is_known]
-    k = (95 * len(known) + 99) // 100  # integer ceil(0.95 * n): no float rounding surprises
-    threshold = known[k - 1]
-    return float(np.mean(unknown >= threshold))
+    return float(np.mean(normality[~is_known] >= known_threshold(normality, is_known)))
+
+
+def known_threshold(normality: np.ndarray, is_known: np.ndarray, fraction_pct: int = 95) -> float:
+    """The k-th largest known score, k = ceil(fraction_pct / 100 * n_known): accepting scores >= it accepts at
+    least `fraction_pct` % of the known images (the FPR95 threshold)."""
+    known = np.sort(np.asarray(normality, dtype=np.float64)[np.asarray(is_known, dtype=bool)])[::-1]
+    k = max(1, (fraction_pct * len(known) + 99) // 100)  # integer ceil: no float rounding surprises
+    return float(known[k - 1])
 
 
 def novelty_metrics(normality, is_known, predictions=None, labels=None) -> dict[str, float]:
@@ -260,7 +264,7 @@ def check_checkpoint(run_dir: Path | str) -> Path:
     return path
 
 
-def merge_settings(trained: Settings, requested: Settings) -> Settings:
+def merge_settings(trained: Settings, requested: Settings, run_dir: Path | str | None = None) -> Settings:
     """Settings for evaluating a trained run: the trained run's values for everything that defines the model and
     its data (architecture, objective, image_size, dataset, ...), the notebook's values for the evaluation fields
     (`EVAL_FIELDS`: benchmarks, prototypes, eval_batch_size, r2_pairs, device, data_root, ...).
@@ -271,8 +275,19 @@ def merge_settings(trained: Settings, requested: Settings) -> Settings:
         if name == "data_root" and not value:
             continue
         values[name] = value
-    values["run_dir"] = str(requested.resolved_run_dir())
+    values["run_dir"] = str(run_dir if run_dir is not None else requested.resolved_run_dir())
     return dataclasses.replace(trained, **values)
+
+
+def find_run_dir(settings: Settings) -> Path:
+    """``settings.resolved_run_dir()``; a relative path that does not exist from the working directory is taken
+    from the repository root."""
+    from lib.paths import REPO_ROOT
+
+    run_dir = settings.resolved_run_dir()
+    if not run_dir.is_absolute() and not run_dir.exists() and (REPO_ROOT / run_dir).exists():
+        run_dir = REPO_ROOT / run_dir
+    return run_dir
 
 
 def load_for_eval(run_dir: Path | str, settings: Settings):
@@ -283,7 +298,7 @@ def load_for_eval(run_dir: Path | str, settings: Settings):
     device = train.resolve_device(settings)
     model, objective, trained = train.load_trained(run_dir, device)
     model.eval()
-    return model, objective, merge_settings(trained, settings)
+    return model, objective, merge_settings(trained, settings, run_dir)
 
 
 def average_metrics(per_benchmark: dict[str, dict[str, float]], kinds: dict[str, str]) -> dict[str, float]:
