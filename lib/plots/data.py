@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 
 def _show(ax, image) -> None:
@@ -32,8 +29,9 @@ def sample_grid(imageset, rows_by: str = "domain", per_row: int = 10, max_rows: 
                 _show(ax, images[c])
             else:
                 ax.axis("off")
-        name = g if rows_by == "domain" else imageset.class_names[g]
-        axes[r, 0].set_ylabel(str(name)[:14], rotation=0, ha="right", va="center", fontsize=8)
+        name = str(g if rows_by == "domain" else imageset.class_names[g])
+        name = name if name.isascii() else " ".join(f"U+{ord(ch):04X}" for ch in name[:2])  # CJK: no glyph in DejaVu
+        axes[r, 0].set_ylabel(name[:14], rotation=0, ha="right", va="center", fontsize=8)
     fig.suptitle(title or f"samples by {rows_by}", fontsize=10)
     fig.tight_layout()
     return fig
