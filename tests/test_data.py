@@ -236,3 +236,16 @@ def test_error_missing_fashion(tmp_path):
 def test_error_fashion_as_source():
     with pytest.raises(ValueError, match="only 10 classes"):
         data.load_source(config.resolve("smoke", dataset="fashion"))
+
+
+def test_imagenet_source_from_an_image_folder(tmp_path):
+    from PIL import Image
+
+    for wnid in ["n01", "n02", "n03"]:
+        (tmp_path / "imagenet" / "train" / wnid).mkdir(parents=True)
+        for k in range(2):
+            Image.new("RGB", (6, 5), (k * 50, 0, 0)).save(tmp_path / "imagenet" / "train" / wnid / f"{k}.JPEG")
+    s = config.resolve("smoke", dataset="imagenet", data_root=str(tmp_path), source_classes=2, image_size=8)
+    source = data.load_source(s)
+    assert source.class_names == ["n01", "n02"] and source.labels.tolist() == [0, 0, 1, 1]
+    assert source.batch_uint8([0, 3]).shape == (2, 3, 8, 8)
