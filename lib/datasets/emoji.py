@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -111,7 +112,7 @@ def build_cache(size: int, cache_dir: Path = CACHE_DIR, npm_dir: Path = NPM_DIR,
     data = {"images": images.transpose(0, 3, 1, 2).copy(), "hex": np.asarray([m[0] for m in meta]),
             "vendor": np.asarray([m[1] for m in meta]), "subcategory": np.asarray([m[2] for m in meta])}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")  # unique: parallel workers may render at once
     np.savez(tmp, **data)
     tmp.replace(path)
     return data

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,7 +177,7 @@ def build_cache(size: int, fonts=None, plan: GlyphPlan | None = None, cache_dir:
     fonts = [f for f in (fonts or FONTS)]
     plan = plan or make_plan(fonts)
     fonts = [f for f in fonts if f not in plan.dropped_fonts]
-    bench_chars = [c for name in BENCHMARKS for c in plan.bench[name]]
+    bench_chars = list(dict.fromkeys(c for name in BENCHMARKS for c in plan.bench[name]))
     key = cache_key(fonts, plan.chars, size, bench_chars)
     path = Path(cache_dir) / f"glyph_{key}.npz"
     if path.exists():
@@ -209,7 +210,7 @@ def build_cache(size: int, fonts=None, plan: GlyphPlan | None = None, cache_dir:
             "domain": np.asarray([FONTS[f][2] for f in font_col[keep]]),
             "bench_chars": np.asarray([c for c in bench_chars if c not in bad] if bench_set else [])}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")  # unique: parallel workers may render at once
     np.savez(tmp, **data)
     tmp.replace(path)
     return data
