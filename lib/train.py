@@ -263,7 +263,7 @@ def load_trained(run_dir: Path | str, device: str | torch.device = "cpu"):
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint in {Path(run_dir)}/checkpoints/last.pt: run notebooks/02_train.ipynb first")
     state = _load_checkpoint(path)
-    settings = config.Settings(**state["settings"])
+    settings = config.Settings(**{k: v for k, v in state["settings"].items() if k in config.FIELDS})
     objective = objectives.make(state["objective"]["name"], **state["objective"]["params"])
     net = model_lib.ReSeND(out_dim=objective.out_dim, d_model=settings.d_model, n_heads=settings.n_heads,
                            n_blocks=settings.n_blocks, mlp_ratio=settings.mlp_ratio, head=settings.head,

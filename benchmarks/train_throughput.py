@@ -1,0 +1,89 @@
+"""Training throughput, pairs per second: per_pair (reference, 2 backbone passes per pair) vs in_batch (ours).
+
+Same model (mini preset sizes), same pairs per step, same machine, one process; warmup steps are excluded.
+Synthetic uint8 images (the cost of a step does not depend on their content). Run from the repo root:
+
+    .venv/bin/python benchmarks/train_throughput.py --steps 3 --warmup 1
+
+Prints pairs/s of both modes and their ratio (target on a 2-core CPU: in_batch >= 15x per_pair).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from lib import config, data, objectives, pairs, train
+from lib import model as model_lib
+
+
+def measure(settings, source, steps: int, warmup: int) -> tuple[float, float]:
+    """(pairs/s, images/s) of `steps` timed training steps after `warmup` untimed ones."""
+    device = train.resolve_device(settings)
+    cuda = device.type == "cuda"
+    torch.manual_seed(settings.seed)
+    objective = objectives.make(settings.objective, **settings.objective_params())
+    net, _ = model_lib.build(settings, objective.out_dim)
+    memory_format = torch.channels_last if (cuda and settings.channels_last) else torch.contiguous_format
+    net = net.to(device, memory_format=memory_format).train()
+    step_module = train._PairStep(net)
+    optimizer = train.make_optimizer(net, settings)
+    sampler = pairs.from_settings(settings, source.labels)
+    transform = data.train_transform(settings.image_size)
+    n_anchors = pairs.anchors_per_step(settings.batch_pairs, settings.neg_to_pos_ratio)
+    n_pairs = n_images = 0
+    for i in range(warmup + steps):
+        if i == warmup:
+            if cuda:
+                torch.cuda.synchronize()
+            tic = time.perf_counter()
+        batch = sampler.sample(n_anchors)
+        images = train._load_images(source, batch.images, transform).to(device).contiguous(memory_format=memory_format)
+        a, b = torch.from_numpy(batch.a).to(device), torch.from_numpy(batch.b).to(device)
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=cuda and settings.amp):
+            output = step_module(images, a, b)
+        loss = objective.loss(output.float(), torch.from_numpy(batch.label).to(device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss.item()  # sync
+        if i >= warmup:
+            n_pairs += batch.num_pairs
+            n_images += len(batch.images)
+    seconds = time.perf_counter() - tic
+    return n_pairs / seconds, n_images / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="mini")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per mode")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per mode")
+    parser.add_argument("--batch-pairs", type=int, default=0, help="pairs per step (0 = the preset's)")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    overrides = {"pretrained": "none", "device": args.device}
+    if args.batch_pairs:
+        overrides["batch_pairs"] = args.batch_pairs
+    base = config.resolve(args.preset, **overrides)
+    gen = torch.Generator().manual_seed(0)
+    n_classes, per_class = 60, 10
+    images = torch.randint(0, 256, (n_classes * per_class, 3, base.image_size, base.image_size), dtype=torch.uint8,
+                           generator=gen)
+    source = data.TensorImageSet(images, np.repeat(np.arange(n_classes), per_class))
+    print(f"preset {args.preset}: d_model {base.d_model}, blocks {base.n_blocks}, image {base.image_size}px, "
+          f"{base.batch_pairs} pairs/step (k={base.neg_to_pos_ratio}), device {train.resolve_device(base)}, "
+          f"torch threads {torch.get_num_threads()}")
+    results = {}
+    for mode in ("per_pair", "in_batch"):
+        settings = config.resolve(args.preset, **overrides, pairing=mode)
+        results[mode] = measure(settings, source, args.steps, args.warmup)
+        print(f"{mode:>9}: {results[mode][0]:9.1f} pairs/s  ({results[mode][1]:8.1f} images/s)")
+    print(f"in_batch / per_pair = {results['in_batch'][0] / results['per_pair'][0]:.1f}x pairs/s")
+
+
+if __name__ == "__main__":
+    main()
