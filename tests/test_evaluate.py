@@ -265,6 +265,44 @@ def test_single_class_support_is_an_error(tiny):
         evaluate.score_benchmark(model, objective, bench, settings())
 
 
+def test_merge_settings_model_from_trained_eval_from_notebook():
+    trained = config.resolve("smoke", d_model=16, n_heads=2, image_size=16, objective="hinge", hinge_delta=0.1,
+                             data_root="/data/a", benchmarks="glyph")
+    requested = config.resolve("smoke", benchmarks="emoji", prototypes="knn", eval_batch_size=64, run_dir="/tmp/r")
+    merged = evaluate.merge_settings(trained, requested)
+    assert (merged.d_model, merged.image_size, merged.objective, merged.hinge_delta) == (16, 16, "hinge", 0.1)
+    assert (merged.benchmarks, merged.prototypes, merged.eval_batch_size) == ("emoji", "knn", 64)
+    assert merged.data_root == "/data/a" and merged.run_dir == "/tmp/r"  # empty notebook data_root keeps the run's
+
+
 def test_missing_checkpoint_message(tmp_path):
     with pytest.raises(FileNotFoundError, match="no trained model in .*02_train"):
         evaluate.evaluate_benchmarks(tmp_path, settings())
+
+
+# ----------------------------------------------------------------------------- notebooks 03 + 04 end to end
+@pytest.mark.notebook
+def test_notebooks_03_and_04_record_sane_metrics(tmp_path):
+    """Train a tiny run (1 step), then run 03_evaluate and 04_r2 on it with papermill as the sweep does."""
+    import json
+
+    import papermill
+
+    from lib import data, train
+    from lib.paths import NOTEBOOKS_DIR, REPO_ROOT
+
+    run_dir = tmp_path / "bce__seed0"
+    cfg = config.resolve("smoke", run_dir=str(run_dir), device="cpu", d_model=16, n_heads=2, head_hidden=8,
+                         image_size=16, steps=1, warmup_steps=1, source_classes=10, batch_pairs=42, pretrained="none")
+    train.train(cfg, run_dir, data.load_source(cfg))
+    for name, extra in (("03_evaluate", {"benchmarks": "glyph_printed", "interactive": True}),
+                        ("04_r2", {"r2_pairs": 84})):
+        papermill.execute_notebook(str(NOTEBOOKS_DIR / f"{name}.ipynb"), str(run_dir / f"{name}.ipynb"),
+                                   parameters={"run_dir": str(run_dir), "device": "cpu", **extra},
+                                   kernel_name="python3", cwd=str(REPO_ROOT), progress_bar=False)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert all(0.0 <= metrics[f"{k}__glyph_printed"] <= 1.0 for k in evaluate.METRICS)
+    assert metrics["auroc__intra_avg"] == metrics["auroc__glyph_printed"]
+    assert 0.0 <= metrics["r2"] <= 1.0 and metrics["r2_pairs"] == 84
+    assert (run_dir / "eval_table.csv").exists() and (run_dir / "figures" / "03_roc_glyph_printed.png").exists()
+    assert (run_dir / "figures" / "03_hist_glyph_printed.png").exists()
