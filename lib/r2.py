@@ -54,11 +54,12 @@ def relational_representations(model, source, triples: np.ndarray, settings: Set
 
     Features of every distinct image are computed once (batched), then pairs are related in batches.
     """
-    from lib.evaluate import _autocast, extract_features, model_device
+    from lib.evaluate import IMAGE_BATCH, _autocast, extract_features, model_device
 
     device = model_device(model)
     images, inverse = np.unique(triples[:, :2].reshape(-1), return_inverse=True)
-    feats = extract_features(model, source.subset(images), settings.image_size, settings.eval_batch_size, device)
+    feats = extract_features(model, source.subset(images), settings.image_size,
+                             min(settings.eval_batch_size, IMAGE_BATCH), device)
     pos = torch.as_tensor(inverse.reshape(-1, 2), device=device)
     reprs = []
     for start in range(0, len(pos), settings.eval_batch_size):
