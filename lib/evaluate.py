@@ -234,6 +234,9 @@ def score_benchmark(model, objective, benchmark, settings: Settings) -> Benchmar
     model.eval()
     test_labels = np.asarray(benchmark.test.labels, dtype=np.int64)
     is_known = np.asarray(benchmark.is_known(test_labels), dtype=bool)
+    if is_known.all() or not is_known.any():
+        raise ValueError(f"benchmark {benchmark.name}: the test set has {is_known.sum()} known and {(~is_known).sum()} "
+                         f"unknown images (num_known={benchmark.num_known}); novelty metrics need both")
     image_batch = min(settings.eval_batch_size, IMAGE_BATCH)
     support = extract_features(model, benchmark.support, settings.image_size, image_batch, device)
     protos, owners = build_prototypes(support, benchmark.support.labels, benchmark.num_known, settings.prototypes,
@@ -299,6 +302,8 @@ def load_for_eval(run_dir: Path | str, settings: Settings):
 
     device = train.resolve_device(settings)
     model, objective, trained = train.load_trained(run_dir, device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
     model.eval()
     return model, objective, merge_settings(trained, settings, run_dir)
 

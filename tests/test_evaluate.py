@@ -265,6 +265,16 @@ def test_single_class_support_is_an_error(tiny):
         evaluate.score_benchmark(model, objective, bench, settings())
 
 
+def test_benchmark_without_unknown_or_known_is_an_error(tiny):
+    model, objective = tiny
+    bench = toy_benchmark(n_known=3, n_unknown=0)
+    with pytest.raises(ValueError, match="toy: the test set has 9 known and 0 unknown"):
+        evaluate.score_benchmark(model, objective, bench, settings())
+    bench.test = bench.test.subset(np.arange(0))
+    with pytest.raises(ValueError, match="0 known and 0 unknown"):
+        evaluate.score_benchmark(model, objective, bench, settings())
+
+
 def test_merge_settings_model_from_trained_eval_from_notebook():
     trained = config.resolve("smoke", d_model=16, n_heads=2, image_size=16, objective="hinge", hinge_delta=0.1,
                              data_root="/data/a", benchmarks="glyph")
