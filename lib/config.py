@@ -84,6 +84,7 @@ class Settings:
     baseline_epochs: int = 2  # epochs on the support set in the converged setting
     baseline_lr: float = 0.05  # SGD lr of the support-set classifiers
     baseline_batch: int = 64  # images per batch for the support-set classifiers
+    resend_study: str = ""  # 06: study folder (under outputs/) whose ReSeND runs are compared; empty = baselines only
 
     # ------------------------------------------------------------------
     def objective_params(self) -> dict[str, float]:

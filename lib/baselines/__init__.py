@@ -123,3 +123,43 @@ def flat_metrics(results: dict[str, dict], keys=("auroc", "fpr95", "aupr_in", "a
                                                   "train_seconds", "epochs", "steps")) -> dict[str, float]:
     """``{"auroc__ssod": ..., "train_seconds__msp": ...}``: the flat keys of metrics.json."""
     return {f"{key}__{name}": float(result[key]) for name, result in results.items() for key in keys if key in result}
+
+
+def resend_results(study_dir, benchmark: str):
+    """ReSeND rows for `benchmark` from a study folder's run folders: one per objective config, mean over seeds
+    of ``auroc__<b>``, ``fpr95__<b>``, ``accuracy__<b>``, ``eval_seconds__<b>`` (empty frame when none)."""
+    import pandas as pd
+
+    from lib import summary
+
+    df = summary.collect(study_dir) if study_dir else pd.DataFrame()
+    columns = {f"{m}__{benchmark}": m for m in ("auroc", "fpr95", "accuracy", "eval_seconds")}
+    if df.empty or f"auroc__{benchmark}" not in df:
+        return pd.DataFrame(columns=["method", "family", *columns.values(), "n_seeds"])
+    present = [c for c in columns if c in df]
+    agg = df.groupby("config", sort=False)[present].mean().rename(columns=columns)
+    agg["n_seeds"] = df.groupby("config", sort=False)["seed"].count()
+    agg = agg.dropna(subset=["auroc"]).reset_index().rename(columns={"config": "method"})
+    agg["method"] = "resend_" + agg["method"]
+    agg["family"] = "ReSeND (no support training)"
+    return agg
+
+
+def resend_eval_seconds(study_dir, benchmark: str) -> float | None:
+    """Mean ReSeND evaluation seconds on `benchmark` over the study's runs: the finetuning budget (SPEC 10)."""
+    rows = resend_results(study_dir, benchmark)
+    if "eval_seconds" not in rows or rows["eval_seconds"].dropna().empty:
+        return None
+    return float(rows["eval_seconds"].mean())
+
+
+def comparison_table(results: dict[str, dict], resend_rows=None):
+    """One row per method (ReSeND objectives first): method, family, auroc, fpr95, aupr_in, aupr_out, accuracy,
+    train_seconds, epochs."""
+    import pandas as pd
+
+    family = lambda n: "post-hoc on support classifier" if n in POSTHOC else "trained on support"  # noqa: E731
+    keys = ("auroc", "fpr95", "aupr_in", "aupr_out", "accuracy", "train_seconds", "epochs")
+    rows = [{"method": n, "family": family(n), **{k: float(r[k]) for k in keys if k in r}} for n, r in results.items()]
+    frames = [f for f in (resend_rows, pd.DataFrame(rows)) if f is not None and not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(rows)

@@ -24,6 +24,7 @@ from torch import nn
 from lib.config import Settings
 
 FEATURE_DIM = 512  # ResNet-18 pooled feature width
+GRAD_CLIP = 5.0  # max gradient L2 norm: MixOE's (1 + beta)-scaled loss diverges at lr .05 from random init without it
 
 
 def resolve_device(settings: Settings) -> torch.device:
@@ -161,6 +162,7 @@ def train_classifier(
                 loss = loss_fn(Batch(x, labels[idx].to(device), x2))
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
             opt.step()
             step += 1
     if device.type == "cuda":
