@@ -147,6 +147,7 @@ def summary_figures(study_dir: Path, df: pd.DataFrame, agg: pd.DataFrame, groups
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from lib.plots import evaluate as eval_plots
     from lib.plots import study as study_plots
 
     written = []
@@ -156,7 +157,7 @@ def summary_figures(study_dir: Path, df: pd.DataFrame, agg: pd.DataFrame, groups
             written.append(runs.save_figure(fig, study_dir, f"auroc_{kind}"))
             plt.close(fig)
         if "r2" in df.columns and f"auroc__{kind}_avg" in df.columns:
-            fig = study_plots.r2_vs_auroc(df, f"auroc__{kind}_avg")
+            fig = eval_plots.r2_vs_auroc(df, f"auroc__{kind}_avg")
             written.append(runs.save_figure(fig, study_dir, f"r2_vs_auroc_{kind}"))
             plt.close(fig)
     return written

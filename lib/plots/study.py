@@ -1,12 +1,12 @@
-"""Study-level figures: loss shapes (05), per-benchmark bars and R^2 vs AUROC (summary). Data in, Figure out."""
+"""Study-level figures: loss shapes (05) and per-benchmark bars (summary). Data in, Figure out.
+
+The R^2-vs-AUROC scatter lives in lib.plots.evaluate (shared by 04_r2 and the summary)."""
 
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import seaborn as sns
-from scipy.stats import spearmanr
 
 
 def loss_shapes(curves: pd.DataFrame) -> plt.Figure:
@@ -47,23 +47,5 @@ def benchmark_bars(df: pd.DataFrame, benchmarks: list[str], metric: str = "auroc
         ax.axhline(0.5, color="grey", lw=0.8, ls="--")
     ax.tick_params(axis="x", rotation=20)
     sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), frameon=False)
-    fig.tight_layout()
-    return fig
-
-
-def r2_vs_auroc(df: pd.DataFrame, auroc_column: str = "auroc__intra_avg") -> plt.Figure:
-    """Scatter of R^2 vs AUROC, one point per config (mean over seeds, std error bars), Spearman rho in the title.
-
-    `df` has one row per run with columns ``config, seed, r2`` and `auroc_column`.
-    """
-    stats = df.groupby("config", sort=False)[["r2", auroc_column]].agg(["mean", "std"]).fillna(0.0)
-    x, y = stats[("r2", "mean")], stats[(auroc_column, "mean")]
-    fig, ax = plt.subplots(figsize=(6.4, 4.8))
-    ax.errorbar(x, y, xerr=stats[("r2", "std")], yerr=stats[(auroc_column, "std")], fmt="o", capsize=3)
-    for name in stats.index:
-        ax.annotate(name, (x[name], y[name]), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    rho = spearmanr(x, y).statistic if len(stats) >= 3 else np.nan
-    ax.set(xlabel="R² (class separation of pair representations)", ylabel=auroc_column.replace("__", " "),
-           title=f"R² vs AUROC over {len(stats)} configs: Spearman ρ = {rho:.2f}")
     fig.tight_layout()
     return fig
