@@ -31,9 +31,11 @@ def _posthoc_runner(name: str) -> Callable:
             classifier = clf.train_support_classifier(benchmark, settings, budget_s)
         model, info = classifier
         start = time.perf_counter()
-        if not hasattr(model, "posthoc_outputs"):  # one inference pass shared by the six detectors
-            model.posthoc_outputs = (clf.infer(model, benchmark.support, settings), clf.infer(model, benchmark.test, settings))
-        support_out, test_out = model.posthoc_outputs
+        cache = model.__dict__.setdefault("posthoc_outputs", {})  # one inference pass shared by the six detectors
+        key = (benchmark.name, id(benchmark.test), settings.image_size)
+        if key not in cache:
+            cache[key] = (clf.infer(model, benchmark.support, settings), clf.infer(model, benchmark.test, settings))
+        support_out, test_out = cache[key]
         normality = posthoc.posthoc_normality(name, model, support_out, test_out, benchmark.test,
                                               benchmark.support.labels, settings)
         return {**info, "normality": normality, "predictions": test_out["logits"].argmax(1).numpy(),
