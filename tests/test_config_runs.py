@@ -21,7 +21,7 @@ def test_preset_then_overrides_win():
 
 def test_override_equal_to_smoke_default_means_take_the_preset():
     # papermill passes every parameter; one left at its smoke default must not undo the preset.
-    assert config.resolve("mini", steps=config.DEFAULTS["steps"]).steps == 150
+    assert config.resolve("mini", steps=config.DEFAULTS["steps"]).steps == 120
 
 
 def test_paper_preset_holds_the_spec_numbers():
