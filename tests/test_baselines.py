@@ -14,6 +14,7 @@ from torch import nn
 from lib import baselines, config
 from lib.baselines import classifier as clf
 from lib.baselines import mixoe, posthoc, reweightood, ssod
+from lib.data import Benchmark, TensorImageSet
 
 
 def sigmoid(v: float) -> float:
@@ -21,27 +22,6 @@ def sigmoid(v: float) -> float:
 
 
 # ---------------------------------------------------------------- tiny data / model
-class FakeSet:
-    """Just what the baselines use of an ImageSet: labels, batch_uint8, len."""
-
-    def __init__(self, images: torch.Tensor, labels):
-        self.images, self.labels = images, np.asarray(labels, dtype=np.int64)
-
-    def __len__(self):
-        return len(self.labels)
-
-    def batch_uint8(self, idx):
-        return self.images[torch.as_tensor(np.asarray(idx))]
-
-
-class FakeBenchmark:
-    def __init__(self, support, test, num_known):
-        self.name, self.kind, self.support, self.test, self.num_known = "fake", "intra", support, test, num_known
-
-    def is_known(self, labels):
-        return np.asarray(labels) < self.num_known
-
-
 def class_images(labels, size=16, seed=0):
     """Class c = a bright square in quadrant c on noise, so a classifier can learn something in a few steps."""
     g = torch.Generator().manual_seed(seed)
@@ -57,14 +37,14 @@ def class_images(labels, size=16, seed=0):
 def bench():
     sup_labels = np.repeat([0, 1], 12)
     test_labels = np.repeat([0, 1, 2], 6)
-    return FakeBenchmark(FakeSet(class_images(sup_labels), sup_labels),
-                         FakeSet(class_images(test_labels, seed=1), test_labels), num_known=2)
+    return Benchmark("fake", "intra", TensorImageSet(class_images(sup_labels), sup_labels),
+                     TensorImageSet(class_images(test_labels, seed=1), test_labels), 2, "toy", "toy")
 
 
 @pytest.fixture(scope="module")
 def outliers():
     labels = np.full(12, 3)
-    return FakeSet(class_images(labels, seed=2), labels)
+    return TensorImageSet(class_images(labels, seed=2), labels)
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,11 @@
 """Novelty metrics on hand-worked score vectors (ties included), prototypes, batched scoring invariants, errors."""
 
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
 import torch
 
 from lib import config, evaluate
+from lib.data import Benchmark, TensorImageSet
 
 # ----------------------------------------------------------------------------- metrics, hand-worked
 # known scores 0.9 0.8 0.7 0.6, unknown 0.75 0.5 0.4 (no ties)
@@ -125,38 +124,6 @@ def test_average_metrics_and_table():
 
 
 # ----------------------------------------------------------------------------- scoring with a tiny model
-class ToyImageSet:
-    """Minimal ImageSet: uint8 images in memory."""
-
-    def __init__(self, images: torch.Tensor, labels):
-        self.images, self.labels = images, np.asarray(labels, dtype=np.int64)
-
-    def __len__(self):
-        return len(self.labels)
-
-    def batch_uint8(self, idx):
-        return self.images[torch.as_tensor(np.asarray(idx))]
-
-    def get_uint8(self, i):
-        return self.images[i]
-
-    def subset(self, idx):
-        idx = np.asarray(idx)
-        return ToyImageSet(self.images[torch.as_tensor(idx)], self.labels[idx])
-
-
-@dataclass
-class ToyBenchmark:
-    name: str
-    kind: str
-    support: ToyImageSet
-    test: ToyImageSet
-    num_known: int
-
-    def is_known(self, labels):
-        return np.asarray(labels) < self.num_known
-
-
 class ToyRelational(torch.nn.Module):
     """Same interface as lib.model.ReSeND, a few hundred parameters (used when lib.model is not importable)."""
 
@@ -207,7 +174,7 @@ def toy_benchmark(seed=0, n_known=3, n_unknown=2, per_class=4, size=16):
     noise = lambda n: torch.randint(-20, 21, (n, 3, size, size), generator=gen)  # noqa: E731
     support = (base[labels_s] + noise(len(labels_s))).clamp(0, 255).to(torch.uint8)
     test = (base[labels_t] + noise(len(labels_t))).clamp(0, 255).to(torch.uint8)
-    return ToyBenchmark("toy", "intra", ToyImageSet(support, labels_s), ToyImageSet(test, labels_t), n_known)
+    return Benchmark("toy", "intra", TensorImageSet(support, labels_s), TensorImageSet(test, labels_t), n_known, "toy", "toy")
 
 
 @pytest.fixture(scope="module")

@@ -94,14 +94,15 @@ def test_sample_triples_follow_the_training_sampler():
 
 def test_relational_r2_on_a_tiny_model():
     pytest.importorskip("lib.data")
-    from test_evaluate import ToyImageSet, tiny_model
+    from test_evaluate import tiny_model
+    from lib.data import TensorImageSet
 
     from lib import config
 
     model, _ = tiny_model()
     gen = torch.Generator().manual_seed(0)
     labels = np.repeat(np.arange(5), 4)
-    source = ToyImageSet(torch.randint(0, 256, (20, 3, 16, 16), generator=gen, dtype=torch.uint8), labels)
+    source = TensorImageSet(torch.randint(0, 256, (20, 3, 16, 16), generator=gen, dtype=torch.uint8), labels)
     cfg = config.resolve("smoke", image_size=16, device="cpu", neg_to_pos_ratio=3, batch_pairs=24, eval_batch_size=7)
     out = r2.relational_r2(model, source, cfg, n_pairs=40)
     assert out["n_pairs"] == 40 and out["n_same"] == 10 and out["n_different"] == 30
