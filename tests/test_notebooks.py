@@ -44,3 +44,23 @@ def test_loss_shapes_records_hand_worked_gradient_ratios(tmp_path):
     # hinge d=1: L = max(0, 1 - logit p) is flat zero at p=.9 (logit .9 = 2.197 > 1)
     assert metrics["grad_ratio__hinge_d1"] == 0.0
     assert (tmp_path / "figures" / "05_loss_shapes.png").stat().st_size > 10_000
+
+
+def test_data_notebook_records_the_split_sizes(tmp_path):
+    metrics = execute("01_data", tmp_path, benchmark="glyph_handwritten", run_dir=str(tmp_path))
+    # 25 known + 25 unknown characters; support and test from disjoint handwritten fonts
+    assert (metrics["classes_known"], metrics["classes_unknown"]) == (25, 25)
+    assert metrics["test_known_images"] == metrics["test_unknown_images"] > 0
+    assert metrics["support_images"] % 25 == 0 and metrics["source_classes"] == 60
+    assert len(list((tmp_path / "figures").glob("01_*.png"))) >= 4
+
+
+def test_comparisons_notebook_records_each_method(tmp_path):
+    methods = ["msp", "mahalanobis", "reweightood"]
+    metrics = execute("06_comparisons", tmp_path, run_dir=str(tmp_path), methods=",".join(methods),
+                      baseline_epochs=1)
+    for name in methods:
+        assert 0.0 <= metrics[f"auroc__{name}"] <= 1.0 and 0.0 <= metrics[f"fpr95__{name}"] <= 1.0
+        assert metrics[f"train_seconds__{name}"] > 0
+    assert metrics["train_seconds__msp"] == metrics["train_seconds__mahalanobis"]  # one shared classifier
+    assert (tmp_path / "comparisons.csv").exists() and (tmp_path / "figures" / "06_comparisons.png").exists()
