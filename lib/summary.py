@@ -123,7 +123,7 @@ def write_summary(study_dir: Path, paper: bool = False) -> list[Path]:
     df.to_csv(written[0], index=False)
     agg = aggregate(df)
     groups = benchmarks_in(df)
-    parts = [f"# Study `{study_dir.name}`: {df['config'].nunique()} configs, seeds {sorted(df['seed'].unique())}",
+    parts = [f"# Study `{study_dir.name}`: {df['config'].nunique()} configs, seeds {sorted(int(s) for s in df['seed'].unique())}",
              "Cells are mean ± std over seeds; FPR95 = fraction of unknown accepted at 95 % known accepted."]
     for kind in ("intra", "cross"):
         if groups[kind]:

@@ -47,7 +47,7 @@ class Grid:
     study: str
     preset: str
     seeds: list[int]
-    configs: list[str]
+    configs: list[str] = field(default_factory=list)
     notebooks: list[str] = field(default_factory=lambda: list(STAGES))
     overrides: dict[str, Any] = field(default_factory=dict)
     comparisons: dict[str, Any] = field(default_factory=dict)
@@ -58,7 +58,7 @@ def load_grid(path: Path | str) -> Grid:
     unknown = sorted(set(raw) - GRID_KEYS)
     if unknown:
         raise KeyError(f"unknown grid key(s) {unknown} in {path}: valid keys are {sorted(GRID_KEYS)}")
-    missing = sorted({"study", "preset", "seeds", "configs"} - set(raw))
+    missing = sorted({"study", "preset", "seeds"} - set(raw))
     if missing:
         raise KeyError(f"grid {path} lacks {missing}: add them (see params/grids/mini.yaml)")
     grid = Grid(**raw)

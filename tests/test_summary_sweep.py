@@ -99,3 +99,10 @@ def test_failed_stage_is_recorded_and_finished_stage_skipped(tmp_path, monkeypat
     assert sweep.run_job(sweep.Job(run_dir, "boom", {"seed": 1})) == "failed"
     assert "deliberate" in (run_dir / "FAILED.txt").read_text()
     assert (run_dir / "boom.failed.ipynb").exists()  # the partial notebook stays
+
+
+def test_comparison_grid_plans_one_06_run_per_benchmark():
+    jobs = sweep.plan(sweep.load_grid(PARAMS_DIR / "grids" / "mini_comparisons.yaml"))
+    assert [j.notebook for j in jobs] == ["06_comparisons"] * 4
+    assert jobs[0].run_dir.name == "comparisons_glyph_printed__seed0"
+    assert jobs[0].params["resend_study"] == "mini" and jobs[0].params["benchmark"] == "glyph_printed"
