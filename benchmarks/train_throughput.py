@@ -45,7 +45,7 @@ def measure(settings, source, steps: int, warmup: int) -> tuple[float, float]:
                 torch.cuda.synchronize()
             tic = time.perf_counter()
         batch = sampler.sample(n_anchors)
-        images = train._load_images(source, batch.images, transform).to(device).contiguous(memory_format=memory_format)
+        images = data.augment_batch(source, batch.images, transform).to(device).contiguous(memory_format=memory_format)
         a, b = torch.from_numpy(batch.a).to(device), torch.from_numpy(batch.b).to(device)
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=cuda and settings.amp):
             output = step_module(images, a, b)

@@ -58,6 +58,13 @@ def eval_transform(image_size: int):
     ])
 
 
+
+def augment_batch(imageset, idx, transform) -> torch.Tensor:
+    """uint8 images `idx` of `imageset` -> float32 (B,3,S,S), `transform` applied to each image independently
+    (a v2 pipeline on a batched tensor would draw one crop / jitter for the whole batch)."""
+    return torch.stack([transform(img) for img in imageset.batch_uint8(idx)])
+
+
 # ---------------------------------------------------------------- registry
 @dataclass
 class Benchmark:

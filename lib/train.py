@@ -111,12 +111,6 @@ def _write_history(run_dir: Path, history: list[dict]) -> None:
     runs.atomic_write_text(run_dir / "history.csv", pd.DataFrame(history).to_csv(index=False))
 
 
-def _load_images(source, idx: np.ndarray, transform) -> torch.Tensor:
-    """uint8 batch -> each image augmented independently (torchvision v2 on one (3,H,W) tensor)."""
-    raw = source.batch_uint8(idx)
-    return torch.stack([transform(img) for img in raw])
-
-
 def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
     """Train ReSeND on `source` (an ImageSet) and return the history (one row per ``log_every`` steps).
 
@@ -213,7 +207,7 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
     for step in range(start, settings.steps):
         tic = time.perf_counter()
         batch = sampler.sample(n_anchors)
-        images = _load_images(source, batch.images, transform).to(device, non_blocking=True)
+        images = data.augment_batch(source, batch.images, transform).to(device, non_blocking=True)
         images = images.contiguous(memory_format=memory_format)
         a, b = torch.from_numpy(batch.a).to(device), torch.from_numpy(batch.b).to(device)
         target = torch.from_numpy(batch.label).to(device)

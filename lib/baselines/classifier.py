@@ -22,15 +22,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from lib.config import Settings
+from lib.data import augment_batch
+from lib.train import resolve_device
 
 FEATURE_DIM = 512  # ResNet-18 pooled feature width
 GRAD_CLIP = 5.0  # max gradient L2 norm: MixOE's (1 + beta)-scaled loss diverges at lr .05 from random init without it
-
-
-def resolve_device(settings: Settings) -> torch.device:
-    if settings.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(settings.device)
 
 
 def resnet18_trunk(settings: Settings) -> tuple[nn.Module, str]:
@@ -74,13 +70,8 @@ def build_classifier(num_classes: int, settings: Settings) -> tuple[Classifier, 
     return Classifier(trunk, num_classes), note
 
 
-def transform_batch(images_uint8: torch.Tensor, transform: Callable) -> torch.Tensor:
-    """Apply a per-image torchvision transform to a uint8 batch (B,3,H,W) -> float32 (B,3,S,S)."""
-    return torch.stack([transform(img) for img in images_uint8])
-
-
 def load_images(imageset, idx: np.ndarray, transform: Callable, device: torch.device, channels_last: bool) -> torch.Tensor:
-    x = transform_batch(imageset.batch_uint8(idx), transform).to(device, non_blocking=True)
+    x = augment_batch(imageset, idx, transform).to(device, non_blocking=True)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
