@@ -41,7 +41,10 @@ class Settings:
     benchmark: str = "glyph_printed"  # one benchmark (01_data); see lib.data.BENCHMARKS
     benchmarks: str = "glyph_printed,glyph_printed_to_handwritten"  # 03/06: comma list | a group (glyph, emoji, fashion, embedded, real) | all
     # --- model ---
-    pretrained: str = "auto"  # auto (ImageNet weights if a local file exists, else random) | none | path/to/weights.pth
+    pretrained: str = "auto"  # auto (ImageNet weights if a local file exists, else random) | none | source | path/to/weights.pth
+    pretrain_classes: int = 0  # pretrained=source: source classes the backbone classifier learns (0 = all)
+    pretrain_epochs: int = 5  # pretrained=source: epochs of that classifier (cached per recipe, see lib.pretrain)
+    pretrain_lr: float = 0.1  # pretrained=source: its peak SGD lr (cosine schedule)
     small_stem: bool = True  # 3x3 stride-1 stem without max-pool for 32-64 px inputs (False for 224 px)
     d_model: int = 64  # token width of the relational transformer (paper: 768)
     n_heads: int = 4  # attention heads (paper: 12)
@@ -211,5 +214,7 @@ def validate(s: Settings) -> None:
         raise ValueError(f"images_per_class={s.images_per_class} must be >= 2 so every anchor has a positive")
     if s.batch_pairs < 1 + s.neg_to_pos_ratio:
         raise ValueError(f"batch_pairs={s.batch_pairs} must hold at least one anchor's 1 + {s.neg_to_pos_ratio} pairs")
+    if s.pretrained == "source" and s.pretrain_epochs < 1:
+        raise ValueError(f"pretrained=source needs pretrain_epochs >= 1, got {s.pretrain_epochs}")
     if s.steps < 1:
         raise ValueError(f"steps={s.steps} must be >= 1")

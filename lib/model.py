@@ -1,7 +1,7 @@
 """ReSeND (SPEC 2): ResNet-18 features f, relational transformer r over [label, z_i, z_j], head c.
 
 There is no positional embedding, so swapping the two images leaves the output unchanged.
-Weights are never downloaded: ``pretrained`` = auto | none | a path (see `find_pretrained`).
+Weights are never downloaded: ``pretrained`` = auto | none | source | a path (see `backbone_weights`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def find_pretrained(pretrained: str) -> Path | None:
     if pretrained != "auto":
         path = Path(pretrained).expanduser()
         if not path.exists():
-            raise FileNotFoundError(f"pretrained={pretrained!r}: no such weight file (use auto, none or an existing path)")
+            raise FileNotFoundError(f"pretrained={pretrained!r}: no such weight file (use auto, none, source or an existing path)")
         return path
     candidates = [Path(torch.hub.get_dir()) / "checkpoints" / RESNET18_FILE]  # honours TORCH_HOME
     if os.environ.get("TORCH_HOME"):
@@ -95,14 +95,27 @@ class ReSeND(nn.Module):
         return self.relate(feats[: len(img_a)], feats[len(img_a):])
 
 
-def load_imagenet_weights(model: ReSeND, path: Path, small_stem: bool) -> str:
-    """Load torchvision ResNet-18 weights into the backbone; the small stem's 3x3 conv1 stays random."""
+def load_backbone_weights(backbone: nn.Module, path: Path, what: str = "imagenet") -> str:
+    """Load a torchvision-layout ResNet-18 state dict into `backbone` (fc is skipped); a conv1 whose shape differs
+    (ImageNet's 7x7 into the small stem's 3x3) stays random. Returns a note for env.json."""
     state = torch.load(path, map_location="cpu", weights_only=True)
-    state = {k: v for k, v in state.items() if not k.startswith("fc.") and not (small_stem and k.startswith("conv1."))}
-    missing, unexpected = model.backbone.load_state_dict(state, strict=False)
-    if unexpected or set(missing) - ({"conv1.weight"} if small_stem else set()):
+    own = backbone.state_dict()
+    skipped = sorted(k for k in state if k.startswith("conv1.") and k in own and state[k].shape != own[k].shape)
+    state = {k: v for k, v in state.items() if not k.startswith("fc.") and k not in skipped}
+    missing, unexpected = backbone.load_state_dict(state, strict=False)
+    if unexpected or set(missing) - set(skipped):
         raise RuntimeError(f"{path} does not match ResNet-18: missing {missing}, unexpected {unexpected}")
-    return f"imagenet ({path})" + (", conv1 random (small stem)" if small_stem else "")
+    return f"{what} ({path})" + (", conv1 random (small stem)" if skipped else "")
+
+
+def backbone_weights(settings) -> tuple[Path | None, str]:
+    """(weight file, what it is) for ``settings.pretrained``: ``source`` trains (once, cached) a classifier of the
+    source classes as the stand-in for ImageNet weights (see `lib.pretrain`); the others go to `find_pretrained`."""
+    if settings.pretrained == "source":
+        from lib import pretrain
+
+        return pretrain.source_backbone(settings), f"source classifier ({settings.dataset})"
+    return find_pretrained(settings.pretrained), "imagenet"
 
 
 def build(settings, out_dim: int) -> tuple[ReSeND, dict[str, Any]]:
@@ -110,8 +123,8 @@ def build(settings, out_dim: int) -> tuple[ReSeND, dict[str, Any]]:
     model = ReSeND(out_dim=out_dim, d_model=settings.d_model, n_heads=settings.n_heads, n_blocks=settings.n_blocks,
                    mlp_ratio=settings.mlp_ratio, head=settings.head, head_hidden=settings.head_hidden,
                    small_stem=settings.small_stem)
-    path = find_pretrained(settings.pretrained)
-    source = load_imagenet_weights(model, path, settings.small_stem) if path else "random init"
+    path, what = backbone_weights(settings)
+    source = load_backbone_weights(model.backbone, path, what) if path else "random init"
     info = {
         "pretrained": source,
         "pretrained_setting": settings.pretrained,

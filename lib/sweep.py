@@ -124,8 +124,24 @@ def run_job(job: Job) -> str:
         return "failed"
 
 
+def build_backbones(jobs: list[Job]) -> None:
+    """Build the source-pretrained backbones (``pretrained: source``) the pending training stages need, once and
+    before the first notebook, so the pretraining shows its own progress bar here instead of inside a notebook."""
+    from lib import pretrain
+
+    recipes = {}
+    for job in jobs:
+        if job.notebook in ("02_train", "06_comparisons") and not job.output.exists():
+            settings = config.resolve(**job.params)
+            if settings.pretrained == "source":
+                recipes.setdefault(pretrain.weight_path(settings), settings)
+    for settings in recipes.values():
+        pretrain.source_backbone(settings)
+
+
 def run_grid(grid: Grid, only: list[str] | None = None) -> dict[str, list[str]]:
     jobs = [j for j in plan(grid) if not only or j.params.get("config_name") in only]
+    build_backbones(jobs)
     outcome: dict[str, list[str]] = {"done": [], "skipped": [], "failed": []}
     failed_runs: set[Path] = set()
     bar = tqdm(jobs, desc=f"sweep {grid.study}", unit="stage")

@@ -33,10 +33,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from lib import SAME, config, model as model_lib, objectives, pairs, runs
+from lib import SAME, config, model as model_lib, objectives, pairs, pretrain, runs
 
 # settings that shape the trained weights: a stored run must match them to be reused or resumed
-TRAIN_KEYS = ("dataset", "data_root", "image_size", "source_classes", "pretrained", "small_stem", "d_model", "n_heads",
+TRAIN_KEYS = ("dataset", "data_root", "image_size", "source_classes", "pretrained", "pretrain_classes",
+              "pretrain_epochs", "pretrain_lr", "small_stem", "d_model", "n_heads",
               "n_blocks", "mlp_ratio", "head", "head_hidden", "objective", "mse_c", "focal_gamma", "hinge_delta",
               "pairing", "neg_to_pos_ratio", "class_balance", "images_per_class", "batch_pairs", "lr", "warmup_steps",
               "weight_decay", "momentum", "lars", "lars_trust", "seed")
@@ -144,6 +145,11 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
 
     device = resolve_device(settings)
     cuda = device.type == "cuda"
+    if settings.pretrained == "source":  # rank 0 builds the cached backbone once; the others wait for it
+        if rank == 0:
+            pretrain.source_backbone(settings)
+        if distributed:
+            dist.barrier()
     seed_everything(settings.seed)
     net, info = model_lib.build(settings, objective.out_dim)
     if rank:  # augmentation randomness differs per rank; the model init above is shared

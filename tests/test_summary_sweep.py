@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from lib import summary, sweep
+from lib import config, summary, sweep
 from lib.paths import PARAMS_DIR
 
 
@@ -106,3 +106,23 @@ def test_comparison_grid_plans_one_06_run_per_benchmark():
     assert [j.notebook for j in jobs] == ["06_comparisons"] * 4
     assert jobs[0].run_dir.name == "comparisons_glyph_printed__seed0"
     assert jobs[0].params["resend_study"] == "mini" and jobs[0].params["benchmark"] == "glyph_printed"
+
+
+def test_backbones_built_once_per_recipe_before_pending_training_stages(tmp_path, monkeypatch):
+    from lib import pretrain
+
+    built = []
+    monkeypatch.setattr(pretrain, "source_backbone", lambda settings: built.append(pretrain.weight_path(settings)))
+    jobs = sweep.plan(sweep.load_grid(PARAMS_DIR / "grids" / "mini.yaml"))  # mini: pretrained=source
+    jobs = [sweep.Job(tmp_path / j.run_dir.name, j.notebook, j.params, j.label) for j in jobs]
+    training = [j for j in jobs if j.notebook == "02_train"]
+    for job in training[1:]:  # finished training stages need no backbone
+        job.run_dir.mkdir(parents=True)
+        job.output.write_text("{}")
+    sweep.build_backbones(jobs)
+    assert built == [pretrain.weight_path(config.resolve(**training[0].params))]  # one recipe, built once
+    built.clear()
+    sweep.build_backbones(jobs[3:])  # every pending training stage is finished
+    assert built == []
+    sweep.build_backbones([sweep.Job(tmp_path / "x", "02_train", {**jobs[0].params, "pretrained": "none"})])
+    assert built == []

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import time
-import types
 from dataclasses import dataclass
 from typing import Callable
 
@@ -37,10 +36,14 @@ def resnet18_trunk(settings: Settings) -> tuple[nn.Module, str]:
     from lib import model as resend_model
 
     net = resend_model.resnet18_features(settings.small_stem)
-    path = resend_model.find_pretrained(settings.pretrained)
-    note = resend_model.load_imagenet_weights(types.SimpleNamespace(backbone=net), path, settings.small_stem) if path else "random init"
-    trunk = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4)
-    return trunk, note
+    path, what = resend_model.backbone_weights(settings)
+    note = resend_model.load_backbone_weights(net, path, what) if path else "random init"
+    return trunk_of(net), note
+
+
+def trunk_of(net: nn.Module) -> nn.Sequential:
+    """torchvision ResNet -> Sequential up to layer4 (sharing its modules, so ``net.state_dict()`` sees training)."""
+    return nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4)
 
 
 class Classifier(nn.Module):
@@ -108,13 +111,16 @@ def train_classifier(
     budget_s: float = 0.0,
     epochs: int | None = None,
     views: int = 1,
+    desc: str | None = None,
 ) -> dict:
     """Train `model` on `support` with the loss `make_loss(model, ctx)`; return what was spent.
 
     Returns ``{"train_seconds", "epochs", "steps", "budget_s", "budget_mode"}`` (epochs as a float:
     fraction of passes over the support set). SGD(momentum, weight decay) with a cosine schedule
-    over the planned steps, or over the budget's seconds when ``budget_s > 0``.
+    over the planned steps, or over the budget's seconds when ``budget_s > 0``. `desc` shows a tqdm bar over steps.
     """
+    from tqdm.auto import tqdm
+
     from lib import data
 
     device = resolve_device(settings)
@@ -135,6 +141,7 @@ def train_classifier(
                           weight_decay=settings.weight_decay, nesterov=True)
     labels = torch.as_tensor(np.asarray(support.labels), dtype=torch.long)
     model.train()
+    bar = tqdm(total=planned, desc=desc, disable=desc is None)
     start, step, stopped = time.perf_counter(), 0, False
     while not stopped:
         order = rng.permutation(n)
@@ -156,6 +163,10 @@ def train_classifier(
             torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
             opt.step()
             step += 1
+            bar.update(1)
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    bar.close()
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
