@@ -225,6 +225,53 @@ def test_batched_equals_one_pair_at_a_time_and_permutation(tiny):
     np.testing.assert_allclose(permuted.normality, big.normality[perm], rtol=1e-4, atol=1e-6)
 
 
+def test_feature_memo_gives_identical_metrics_and_skips_shared_images(tiny, monkeypatch):
+    """Emoji benchmarks share vendor sets: emoji_google_to_twitter reuses emoji_google's support, emoji_twitter's
+    test is emoji_google_to_twitter's. With the memo those images are not recomputed; nothing else changes."""
+    from lib import data
+
+    load = data.load_benchmark
+
+    def small(name, cfg):  # 2 support images per known class, every 8th test image (same rows in every benchmark)
+        bench = load(name, cfg)
+        rows = np.concatenate([np.flatnonzero(bench.support.labels == c)[:2] for c in range(bench.num_known)])
+        return Benchmark(bench.name, bench.kind, bench.support.subset(rows), bench.test.subset(np.arange(0, 526, 8)),
+                         bench.num_known, bench.domain_support, bench.domain_test)
+
+    monkeypatch.setattr(data, "load_benchmark", small)
+    model, objective = tiny
+    cfg = config.resolve("smoke", device="cpu", benchmarks="emoji_google,emoji_google_to_twitter,emoji_twitter")
+    memo = evaluate.FeatureMemo()
+    with_memo, scores_memo = evaluate.evaluate_benchmarks((model, objective), cfg, memo=memo)
+    without, scores_plain = evaluate.evaluate_benchmarks((model, objective), cfg, memo=False)
+    assert with_memo.keys() == without.keys()
+    assert {k: v for k, v in with_memo.items() if not k.startswith("eval_seconds")} == \
+        {k: v for k, v in without.items() if not k.startswith("eval_seconds")}
+    for name, plain in scores_plain.items():
+        assert np.array_equal(scores_memo[name].normality, plain.normality)
+        assert np.array_equal(scores_memo[name].similarities, plain.similarities)
+        assert plain.memo_seconds == 0.0
+    support, test = 2 * 15, len(range(0, 526, 8))
+    assert (memo.hits, memo.computed) == (support + test, 2 * support + 2 * test)  # google support, twitter test
+    assert scores_memo["emoji_google"].memo_seconds == 0.0 and scores_memo["emoji_twitter"].memo_seconds > 0.0
+
+
+def test_feature_memo_ignores_placeholder_ids(tiny):
+    """TensorImageSets built without ids get img0, img1, ... in every set: never a memo key."""
+    model, objective = tiny
+    bench = toy_benchmark()
+    assert evaluate.content_ids(bench.test) is None and evaluate.content_ids(bench.support) is None
+    memo = evaluate.FeatureMemo()
+    plain = evaluate.score_benchmark(model, objective, bench, settings())
+    memoised = evaluate.score_benchmark(model, objective, bench, settings(), memo)
+    assert memo.hits == 0 and memo.computed == len(bench.support) + len(bench.test) and not memo.rows
+    assert np.array_equal(plain.normality, memoised.normality)
+    bench.test.ids = np.array([f"t{i}" for i in range(len(bench.test))])
+    assert evaluate.content_ids(bench.test) is not None
+    bench.test.ids[1] = "t0"  # repeated within the set: not an identity
+    assert evaluate.content_ids(bench.test) is None
+
+
 def test_single_class_support_is_an_error(tiny):
     model, objective = tiny
     bench = toy_benchmark(n_known=1, n_unknown=2)
@@ -281,5 +328,5 @@ def test_notebooks_03_and_04_record_sane_metrics(tmp_path):
     assert all(0.0 <= metrics[f"{k}__glyph_printed"] <= 1.0 for k in evaluate.METRICS)
     assert metrics["auroc__intra_avg"] == metrics["auroc__glyph_printed"]
     assert 0.0 <= metrics["r2"] <= 1.0 and metrics["r2_pairs"] == 84
-    assert (run_dir / "eval_table.csv").exists() and (run_dir / "figures" / "03_roc_glyph_printed.png").exists()
-    assert (run_dir / "figures" / "03_hist_glyph_printed.png").exists()
+    assert (run_dir / "eval_table.csv").exists() and (run_dir / "figures" / "03_roc.png").exists()
+    assert (run_dir / "figures" / "03_hist.png").exists()
