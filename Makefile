@@ -7,6 +7,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 GRID ?= params/grids/mini.yaml
+# run folders the sweep executes at once, each notebook kernel on cores / JOBS threads
+JOBS ?= 2
 
 .PHONY: setup data demo study test test-fast lab strip clean-cache
 
@@ -24,7 +26,7 @@ data:
 
 # The main job: the whole mini study (11 objectives x 2 seeds, glyph + emoji benchmarks) on the embedded data.
 demo: setup
-	$(PY) -m lib.sweep $(GRID)
+	$(PY) -m lib.sweep $(GRID) --jobs $(JOBS)
 
 study: demo
 

@@ -1,18 +1,21 @@
 """The papermill sweep: every configuration x seed of a grid runs 02 -> 03 -> 04 into its own run folder.
 
-    python -m lib.sweep params/grids/mini.yaml [--dry-run] [--only bce,ce]
+    python -m lib.sweep params/grids/mini.yaml [--dry-run] [--only bce,ce] [--jobs 2]
 
 A grid YAML holds: ``study``, ``preset``, ``seeds``, ``configs`` (names of params/objectives/*.yaml),
 ``notebooks`` (stages, in order), ``overrides`` (flat settings for every run) and optionally
 ``comparisons: {benchmarks: [...], seeds: [...]}`` (06_comparisons once per benchmark x seed, after the
 ReSeND runs). A stage whose executed notebook exists in the run folder is skipped, so a finished run is
 never redone or overwritten; a failed stage leaves FAILED.txt and its partial notebook, and the sweep
-goes on. The summary (lib.summary) is rebuilt at the end from the run folders alone.
+goes on. ``--jobs N`` runs N run folders at once (their stages still in order), each notebook kernel on
+cpu_count // N threads: on 2 cores, two single-threaded runs overlap one's kernel start-up and Python work
+with the other's training. The summary (lib.summary) is rebuilt at the end from the run folders alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -36,6 +39,7 @@ class Job:
     notebook: str
     params: dict[str, Any]
     label: str = ""
+    notebooks_dir: Path = NOTEBOOKS_DIR  # where `notebook`.ipynb is read from
 
     @property
     def output(self) -> Path:
@@ -113,7 +117,7 @@ def run_job(job: Job) -> str:
     failed.unlink(missing_ok=True)  # a retry of a failed stage
     try:
         papermill.execute_notebook(
-            str(NOTEBOOKS_DIR / f"{job.notebook}.ipynb"), str(job.output), parameters=job.params,
+            str(job.notebooks_dir / f"{job.notebook}.ipynb"), str(job.output), parameters=job.params,
             kernel_name="python3", cwd=str(REPO_ROOT), progress_bar=False, log_output=False,
         )
         return "done"
@@ -139,20 +143,76 @@ def build_backbones(jobs: list[Job]) -> None:
         pretrain.source_backbone(settings)
 
 
-def run_grid(grid: Grid, only: list[str] | None = None) -> dict[str, list[str]]:
-    jobs = [j for j in plan(grid) if not only or j.params.get("config_name") in only]
-    build_backbones(jobs)
-    outcome: dict[str, list[str]] = {"done": [], "skipped": [], "failed": []}
-    failed_runs: set[Path] = set()
-    bar = tqdm(jobs, desc=f"sweep {grid.study}", unit="stage")
-    for job in bar:
-        bar.set_postfix_str(f"{job.label} {job.notebook}")
-        if job.run_dir in failed_runs:  # a later stage needs the earlier one
-            continue
+def chains(jobs: list[Job]) -> list[list[Job]]:
+    """The jobs grouped by run folder, stages in plan order: a run's stages run in sequence, runs in parallel."""
+    by_run: dict[Path, list[Job]] = {}
+    for job in jobs:
+        by_run.setdefault(job.run_dir, []).append(job)
+    return list(by_run.values())
+
+
+def run_chain(chain: list[Job]) -> list[tuple[str, str]]:
+    """Run one run folder's stages in order; stop at the first failure (a later stage needs the earlier one).
+    Returns ``[(stage label, 'done' | 'skipped' | 'failed'), ...]`` for the stages it reached."""
+    results = []
+    for job in chain:
         result = run_job(job)
-        outcome[result].append(f"{job.label}/{job.notebook}")
+        results.append((f"{job.label}/{job.notebook}", result))
         if result == "failed":
-            failed_runs.add(job.run_dir)
+            break
+    return results
+
+
+def kernel_threads(jobs: int) -> int:
+    """Threads per notebook kernel when `jobs` run side by side: the machine's cores shared out (at least 1)."""
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
+def _worker_init(threads: int) -> None:
+    # kernels inherit the worker's environment: OpenMP/MKL read these when torch starts
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(threads)
+
+
+def run_grid(grid: Grid, only: list[str] | None = None, jobs: int = 1) -> dict[str, list[str]]:
+    """Run the grid's pending stages (see `run_jobs`), after building the backbones they need."""
+    planned = [j for j in plan(grid) if not only or j.params.get("config_name") in only]
+    build_backbones(planned)
+    return run_jobs(planned, jobs, f"sweep {grid.study}")
+
+
+def run_jobs(planned: list[Job], jobs: int = 1, desc: str = "sweep") -> dict[str, list[str]]:
+    """Run `planned` stages; return ``{'done' | 'skipped' | 'failed': [run/stage labels]}``. With ``jobs > 1``,
+    that many run folders at once in worker processes, each kernel on ``cpu_count // jobs`` threads; comparison
+    runs start once every ReSeND run has finished (they read them)."""
+    if jobs < 1:
+        raise ValueError(f"jobs={jobs} must be >= 1 (the number of run folders executed at once)")
+    outcome: dict[str, list[str]] = {"done": [], "skipped": [], "failed": []}
+    resend = chains([j for j in planned if j.notebook != "06_comparisons"])
+    comparisons = chains([j for j in planned if j.notebook == "06_comparisons"])
+    bar = tqdm(total=len(planned), desc=desc, unit="stage")
+
+    def record(results: list[tuple[str, str]], chain: list[Job]) -> None:
+        for label, result in results:
+            outcome[result].append(label)
+        bar.update(len(chain))  # stages not reached after a failure count as handled
+        bar.set_postfix_str(results[-1][0], refresh=False)
+
+    if jobs == 1:
+        for phase in (resend, comparisons):
+            for chain in phase:
+                record(run_chain(chain), chain)
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
+                                 initargs=(kernel_threads(jobs),)) as pool:
+            for phase in (resend, comparisons):
+                futures = {pool.submit(run_chain, chain): chain for chain in phase}
+                for future in as_completed(futures):
+                    record(future.result(), futures[future])
+    bar.close()
     return outcome
 
 
@@ -161,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("grid", help="params/grids/<name>.yaml")
     parser.add_argument("--only", default="", help="comma list of configs to run (default: all)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="run folders executed at once, each kernel on cpu_count // jobs threads (default 1)")
     args = parser.parse_args(argv)
     grid = load_grid(args.grid)
     if args.dry_run:
@@ -168,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{job.run_dir.relative_to(REPO_ROOT)}  {job.notebook}")
         return 0
     start = time.perf_counter()
-    outcome = run_grid(grid, [c for c in args.only.split(",") if c] or None)
+    outcome = run_grid(grid, [c for c in args.only.split(",") if c] or None, args.jobs)
     from lib import summary
 
     paths = summary.write_summary(OUTPUTS_DIR / grid.study, paper=grid.preset == "paper")

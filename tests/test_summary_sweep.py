@@ -62,6 +62,24 @@ def test_spearman_needs_three_configs(study):
     assert n == 2 and rho != rho  # NaN with two points
 
 
+def test_plateau_configs_are_flagged_and_left_out_of_the_learned_correlation(tmp_path):
+    # three configs that learned (R² falls as AUROC rises) and one still on the label-prior plateau
+    for config, r2, auroc, acc in [("bce", .6, .60, .4), ("ce", .4, .65, .3), ("hinge_d1", .2, .70, .5),
+                                   ("mse_c10", 0.0, .50, 0.0)]:
+        _fake_run(tmp_path, f"{config}__seed0", {"auroc__glyph_printed": auroc, "auroc__intra_avg": auroc, "r2": r2,
+                                                 "train_acc_same_last": acc})
+    agg = summary.aggregate(summary.collect(tmp_path))
+    assert list(agg.index) == ["mse_c10", "bce", "ce", "hinge_d1"]  # ICIAP table order
+    assert list(summary.learned(agg)) == [False, True, True, True]
+    # all four: R² ranks 1,4,3,2 vs AUROC ranks 1,2,3,4 -> sum d² = 8 -> rho = 1 - 6*8 / (4*15) = 0.2
+    assert summary.r2_auroc_correlation(agg) == (pytest.approx(0.2), 4)
+    assert summary.r2_auroc_correlation(agg, learned_only=True) == (pytest.approx(-1.0), 3)
+    summary.write_summary(tmp_path)
+    tables = (tmp_path / "tables.md").read_text()
+    assert "| bce | 0.600 / – | 0.600 / – | 0.600 | 0.400 |" in tables
+    assert "Spearman ρ over the 3 configs that left the prior plateau: -1.000" in tables
+
+
 def test_plan_covers_configs_seeds_stages(tmp_path):
     grid = sweep.load_grid(PARAMS_DIR / "grids" / "mini.yaml")
     jobs = sweep.plan(grid)
@@ -81,24 +99,55 @@ def test_grid_errors(tmp_path):
         sweep.load_grid(bad)
 
 
-@pytest.mark.notebook
-def test_failed_stage_is_recorded_and_finished_stage_skipped(tmp_path, monkeypatch):
+def _tiny_notebooks(nb_dir):
+    """ok: records the kernel's OMP_NUM_THREADS in run_dir; boom: fails."""
     import nbformat
 
-    nb_dir = tmp_path / "nbs"
     nb_dir.mkdir()
-    for name, source in [("ok", "x = 1"), ("boom", "raise RuntimeError('deliberate')")]:
-        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("seed = 0", metadata={"tags": ["parameters"]}),
+    sources = {"ok": "import os, pathlib\npathlib.Path(run_dir, 'threads.txt').write_text(os.environ.get('OMP_NUM_THREADS', ''))",
+               "boom": "raise RuntimeError('deliberate')"}
+    for name, source in sources.items():
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("run_dir = ''", metadata={"tags": ["parameters"]}),
                                              nbformat.v4.new_code_cell(source)])
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nbformat.write(nb, nb_dir / f"{name}.ipynb")
-    monkeypatch.setattr(sweep, "NOTEBOOKS_DIR", nb_dir)
+    return nb_dir
+
+
+@pytest.mark.notebook
+def test_failed_stage_is_recorded_and_finished_stage_skipped(tmp_path):
+    nb_dir = _tiny_notebooks(tmp_path / "nbs")
     run_dir = tmp_path / "run"
-    assert sweep.run_job(sweep.Job(run_dir, "ok", {"seed": 1})) == "done"
-    assert sweep.run_job(sweep.Job(run_dir, "ok", {"seed": 1})) == "skipped"
-    assert sweep.run_job(sweep.Job(run_dir, "boom", {"seed": 1})) == "failed"
+    job = lambda name: sweep.Job(run_dir, name, {"run_dir": str(run_dir)}, notebooks_dir=nb_dir)  # noqa: E731
+    assert sweep.run_job(job("ok")) == "done"
+    assert sweep.run_job(job("ok")) == "skipped"
+    assert sweep.run_job(job("boom")) == "failed"
     assert "deliberate" in (run_dir / "FAILED.txt").read_text()
     assert (run_dir / "boom.failed.ipynb").exists()  # the partial notebook stays
+
+
+@pytest.mark.notebook
+def test_parallel_runs_keep_stage_order_stop_a_failed_run_and_share_the_cores(tmp_path, monkeypatch):
+    nb_dir = _tiny_notebooks(tmp_path / "nbs")
+    monkeypatch.setattr(sweep.os, "cpu_count", lambda: 4)  # the parent computes the share: 4 cores / 2 jobs
+
+    def job(run, name):
+        return sweep.Job(tmp_path / run, name, {"run_dir": str(tmp_path / run)}, run, notebooks_dir=nb_dir)
+
+    planned = [job("a", "ok"), job("b", "boom"), job("b", "ok"), job("c", "ok")]
+    outcome = sweep.run_jobs(planned, jobs=2)
+    assert sorted(outcome["done"]) == ["a/ok", "c/ok"] and outcome["failed"] == ["b/boom"]
+    assert not (tmp_path / "b" / "ok.ipynb").exists()  # the stage after a failure is not run
+    assert (tmp_path / "a" / "threads.txt").read_text() == (tmp_path / "c" / "threads.txt").read_text() == "2"
+    with pytest.raises(ValueError, match=r"jobs=0 must be >= 1"):
+        sweep.run_jobs(planned, jobs=0)
+
+
+def test_chains_group_stages_by_run_in_plan_order():
+    jobs = sweep.plan(sweep.load_grid(PARAMS_DIR / "grids" / "mini.yaml"))
+    chains = sweep.chains(jobs)
+    assert len(chains) == 22 and all([j.notebook for j in c] == list(sweep.STAGES) for c in chains)
+    assert [c[0].run_dir.name for c in chains[:2]] == ["resend_eccv__seed0", "resend_eccv__seed1"]
 
 
 def test_comparison_grid_plans_one_06_run_per_benchmark():
