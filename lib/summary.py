@@ -20,6 +20,10 @@ RUN_NAME = re.compile(r"^(?P<config>.+)__seed(?P<seed>\d+)$")
 CONFIG_ORDER = ["resend_eccv", "mse_c1", "mse_c10", "mse_c50", "bce", "bce_focal", "ce", "ce_focal",
                 "hinge_d1", "hinge_d0.1", "hinge_d0.01"]
 METRICS = ("auroc", "fpr95")
+# A run "left the label-prior plateau" when, over the last fifth of training, it called at least this fraction of
+# its same pairs "same" (02 records it as train_acc_same_last). A run on the plateau answers "different" for
+# every pair (the 1 : k prior), so its R^2 and AUROC say nothing about its objective.
+LEARNED_ACC_SAME = 0.05
 
 # SPEC 8-9: ICIAP 2023, ImageNet-trained ReSeND, seed 000.
 PAPER_R2 = {"mse_c1": .520, "mse_c10": .111, "mse_c50": .015, "bce": .592, "bce_focal": .441, "ce": .592,
@@ -87,14 +91,14 @@ def _cell(agg: pd.DataFrame, config: str, column: str) -> str:
 
 def table(agg: pd.DataFrame, benchmarks: list[str], kind: str, paper: bool) -> str:
     """Markdown table: one row per config, AUROC / FPR95 per benchmark, their averages, R^2."""
-    header = ["config"] + [f"{b} AUROC / FPR95" for b in benchmarks] + ["avg AUROC / FPR95", "R²"]
+    header = ["config"] + [f"{b} AUROC / FPR95" for b in benchmarks] + ["avg AUROC / FPR95", "R²", "train acc same"]
     if paper:
         header += ["paper avg AUROC", "paper R²"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for config in agg.index:
         cells = [config] + [f"{_cell(agg, config, f'auroc__{b}')} / {_cell(agg, config, f'fpr95__{b}')}" for b in benchmarks]
         cells += [f"{_cell(agg, config, f'auroc__{kind}_avg')} / {_cell(agg, config, f'fpr95__{kind}_avg')}",
-                  _cell(agg, config, "r2")]
+                  _cell(agg, config, "r2"), _cell(agg, config, "train_acc_same_last")]
         if paper:
             ref = PAPER_INTRA_AUROC.get(config, (None,) * 5)[-1] if kind == "intra" else PAPER_CROSS_AUROC.get(config)
             cells += [f"{ref:.3f}" if ref is not None else "–", f"{PAPER_R2[config]:.3f}" if config in PAPER_R2 else "–"]
@@ -102,12 +106,20 @@ def table(agg: pd.DataFrame, benchmarks: list[str], kind: str, paper: bool) -> s
     return "\n".join(lines)
 
 
-def r2_auroc_correlation(agg: pd.DataFrame, kind: str = "intra") -> tuple[float, int]:
-    """Spearman rho between per-config mean R^2 and mean average AUROC (rho, number of configs)."""
+def learned(agg: pd.DataFrame) -> pd.Series:
+    """Per config: True when its mean train_acc_same_last >= LEARNED_ACC_SAME (False where it is not recorded)."""
+    if "train_acc_same_last" not in agg.columns:
+        return pd.Series(False, index=agg.index)
+    return agg["train_acc_same_last"].fillna(0.0) >= LEARNED_ACC_SAME
+
+
+def r2_auroc_correlation(agg: pd.DataFrame, kind: str = "intra", learned_only: bool = False) -> tuple[float, int]:
+    """Spearman rho between per-config mean R^2 and mean average AUROC (rho, number of configs); with
+    `learned_only`, over the configs that left the label-prior plateau (see `learned`)."""
     column = f"auroc__{kind}_avg"
     if "r2" not in agg.columns or column not in agg.columns:
         return float("nan"), 0
-    both = agg[["r2", column]].dropna()
+    both = agg.loc[learned(agg) if learned_only else agg.index, ["r2", column]].dropna()
     if len(both) < 3:
         return float("nan"), len(both)
     return float(spearmanr(both["r2"], both[column]).statistic), len(both)
@@ -124,12 +136,16 @@ def write_summary(study_dir: Path, paper: bool = False) -> list[Path]:
     agg = aggregate(df)
     groups = benchmarks_in(df)
     parts = [f"# Study `{study_dir.name}`: {df['config'].nunique()} configs, seeds {sorted(int(s) for s in df['seed'].unique())}",
-             "Cells are mean ± std over seeds; FPR95 = fraction of unknown accepted at 95 % known accepted."]
+             "Cells are mean ± std over seeds; FPR95 = fraction of unknown accepted at 95 % known accepted. "
+             "`train acc same`: fraction of same pairs called same over the last fifth of training; below "
+             f"{LEARNED_ACC_SAME} the run never left the label-prior plateau (it calls every pair different)."]
     for kind in ("intra", "cross"):
         if groups[kind]:
             parts += [f"\n## {kind}-domain\n", table(agg, groups[kind], kind, paper)]
             rho, n = r2_auroc_correlation(agg, kind)
             parts.append(f"\nSpearman ρ(R², avg {kind} AUROC) over {n} configs: {rho:.3f}")
+            rho, n = r2_auroc_correlation(agg, kind, learned_only=True)
+            parts.append(f"Spearman ρ over the {n} configs that left the prior plateau: {rho:.3f}")
     if not paper:
         parts += ["\n## Paper reference (ICIAP 2023, ImageNet, seed 000; not comparable in scale)\n",
                   "| config | R² | intra avg AUROC | cross avg AUROC |", "|---|---|---|---|"]
@@ -157,7 +173,7 @@ def summary_figures(study_dir: Path, df: pd.DataFrame, agg: pd.DataFrame, groups
             written.append(runs.save_figure(fig, study_dir, f"auroc_{kind}"))
             plt.close(fig)
         if "r2" in df.columns and f"auroc__{kind}_avg" in df.columns:
-            fig = eval_plots.r2_vs_auroc(df, f"auroc__{kind}_avg")
+            fig = eval_plots.r2_vs_auroc(df, f"auroc__{kind}_avg", LEARNED_ACC_SAME)
             written.append(runs.save_figure(fig, study_dir, f"r2_vs_auroc_{kind}"))
             plt.close(fig)
     return written

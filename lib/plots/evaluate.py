@@ -119,18 +119,27 @@ def per_class_scores(similarities: np.ndarray, test_labels: np.ndarray, num_know
     return fig
 
 
-def r2_vs_auroc(df: pd.DataFrame, auroc_column: str = "auroc__avg") -> plt.Figure:
+def r2_vs_auroc(df: pd.DataFrame, auroc_column: str = "auroc__avg", learned_acc_same: float | None = None) -> plt.Figure:
     """Scatter of R^2 vs AUROC, one point per config (mean over seeds, std error bars), Spearman rho in the title.
 
-    `df` has one row per run with columns ``config``, ``r2`` and `auroc_column`.
+    `df` has one row per run with columns ``config``, ``r2`` and `auroc_column`. With `learned_acc_same` and a
+    ``train_acc_same_last`` column, configs whose mean is below it (still on the label-prior plateau) are drawn
+    hollow and grey.
     """
     from scipy.stats import spearmanr
 
     agg = df.groupby("config").agg(r2=("r2", "mean"), r2_std=("r2", "std"), auroc=(auroc_column, "mean"),
                                    auroc_std=(auroc_column, "std"), seeds=("r2", "size")).fillna(0.0)
+    plateau = pd.Series(False, index=agg.index)
+    if learned_acc_same is not None and "train_acc_same_last" in df.columns:
+        plateau = df.groupby("config")["train_acc_same_last"].mean().reindex(agg.index).fillna(0.0) < learned_acc_same
     rho, p = spearmanr(agg["r2"], agg["auroc"])
     fig, ax = plt.subplots(figsize=(5.4, 4.2))
-    ax.errorbar(agg["r2"], agg["auroc"], xerr=agg["r2_std"], yerr=agg["auroc_std"], fmt="o", capsize=3)
+    for stuck, part in agg.groupby(plateau):
+        style = dict(mfc="none", c="grey", label="on the prior plateau") if stuck else dict(c="tab:blue", label="learned")
+        ax.errorbar(part["r2"], part["auroc"], xerr=part["r2_std"], yerr=part["auroc_std"], fmt="o", capsize=3, **style)
+    if plateau.any():
+        ax.legend(fontsize=7)
     for name, row in agg.iterrows():
         ax.annotate(name, (row["r2"], row["auroc"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set(xlabel="R$^2$ (class separation of same/different pairs)", ylabel=f"AUROC ({auroc_column})",
