@@ -64,3 +64,12 @@ def test_comparisons_notebook_records_each_method(tmp_path):
         assert metrics[f"train_seconds__{name}"] > 0
     assert metrics["train_seconds__msp"] == metrics["train_seconds__mahalanobis"]  # one shared classifier
     assert (tmp_path / "comparisons.csv").exists() and (tmp_path / "figures" / "06_comparisons.png").exists()
+
+
+def test_train_notebook_records_a_falling_loss_and_its_curves(tmp_path):
+    metrics = execute("02_train", tmp_path, run_dir=str(tmp_path))  # smoke defaults: bce, 30 steps, CPU
+    assert metrics["train_steps"] == 30 and metrics["train_seconds"] > 0
+    assert metrics["train_loss_last"] < metrics["train_loss_init"]  # bce falls at least to the label prior
+    assert 0.0 <= metrics["train_acc_same_last"] <= 1.0 and 0.0 <= metrics["train_acc_diff_last"] <= 1.0
+    assert len((tmp_path / "history.csv").read_text().splitlines()) == 1 + 30  # header + one row per step
+    assert (tmp_path / "checkpoints" / "last.pt").exists() and (tmp_path / "figures" / "02_learning_curves.png").exists()
