@@ -5,6 +5,7 @@ import json
 import pytest
 
 from lib import config, runs
+from lib.paths import PARAMS_DIR
 
 
 def test_smoke_preset_is_the_dataclass_defaults():
@@ -21,7 +22,9 @@ def test_preset_then_overrides_win():
 
 def test_override_equal_to_smoke_default_means_take_the_preset():
     # papermill passes every parameter; one left at its smoke default must not undo the preset.
-    assert config.resolve("mini", steps=config.DEFAULTS["steps"]).steps == 120
+    mini_steps = config.load_yaml(PARAMS_DIR / "presets" / "mini.yaml")["steps"]
+    assert mini_steps != config.DEFAULTS["steps"]
+    assert config.resolve("mini", steps=config.DEFAULTS["steps"]).steps == mini_steps
 
 
 def test_paper_preset_holds_the_spec_numbers():
