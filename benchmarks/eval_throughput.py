@@ -25,7 +25,8 @@ import time
 import numpy as np
 import torch
 
-from lib import config, data, evaluate, model as model_lib, objectives, train
+from lib import config, data, evaluate, model as model_lib, objectives
+from lib.device import autocast, resolve_device
 
 
 def sync(device: torch.device) -> None:
@@ -47,7 +48,7 @@ def reference_loop(model, objective, bench, settings, n_ref: int) -> tuple[float
         image = transform(bench.test.get_uint8(i).to(device))[None]
         if device.type == "cuda":
             image = image.contiguous(memory_format=torch.channels_last)
-        with evaluate._autocast(device):
+        with autocast(device):
             f = model.features(image)
             out = model.relate(f.expand(len(protos), -1), protos.to(f.dtype))
         sims.append(objective.similarity(out.float()).float().cpu())
@@ -67,7 +68,7 @@ def main() -> None:
     if args.eval_batch_size:
         overrides["eval_batch_size"] = args.eval_batch_size
     settings = config.resolve(args.preset, **overrides)
-    device = train.resolve_device(settings)
+    device = resolve_device(settings)
     objective = objectives.make(settings.objective, **settings.objective_params())
     torch.manual_seed(0)
     model, _ = model_lib.build(settings, objective.out_dim)

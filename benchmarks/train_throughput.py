@@ -22,11 +22,12 @@ import torch
 
 from lib import config, data, objectives, pairs, train
 from lib import model as model_lib
+from lib.device import resolve_device
 
 
 def measure(settings, source, steps: int, warmup: int) -> tuple[float, float]:
     """(pairs/s, images/s) of `steps` timed training steps after `warmup` untimed ones."""
-    device = train.resolve_device(settings)
+    device = resolve_device(settings)
     cuda = device.type == "cuda"
     torch.manual_seed(settings.seed)
     objective = objectives.make(settings.objective, **settings.objective_params())
@@ -79,7 +80,7 @@ def main() -> None:
                            generator=gen)
     source = data.TensorImageSet(images, np.repeat(np.arange(n_classes), per_class))
     print(f"preset {args.preset}: d_model {base.d_model}, blocks {base.n_blocks}, image {base.image_size}px, "
-          f"{base.batch_pairs} pairs/step (k={base.neg_to_pos_ratio}), device {train.resolve_device(base)}, "
+          f"{base.batch_pairs} pairs/step (k={base.neg_to_pos_ratio}), device {resolve_device(base)}, "
           f"torch threads {torch.get_num_threads()}")
     results = {}
     for mode in ("per_pair", "in_batch"):

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from lib.config import Settings
+from lib.device import autocast, resolve_device
 
 METRICS = ("auroc", "fpr95", "aupr_in", "aupr_out", "accuracy")
 IMAGE_BATCH = 256  # images per backbone batch (eval_batch_size counts pairs; larger image batches gain nothing)
@@ -95,10 +95,6 @@ def novelty_metrics(normality, is_known, predictions=None, labels=None) -> dict[
 
 
 # ----------------------------------------------------------------------------- features
-def _autocast(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-
-
 def model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
@@ -122,7 +118,7 @@ def extract_features(model, imageset, image_size: int, batch_size: int = 256, de
         images = transform(imageset.batch_uint8(idx).to(device, non_blocking=True))
         if device.type == "cuda":
             images = images.contiguous(memory_format=torch.channels_last)
-        with _autocast(device):
+        with autocast(device):
             chunks.append(model.features(images).float())
     if not chunks:
         raise ValueError("cannot extract features of an empty image set")
@@ -254,7 +250,7 @@ def pair_similarities(model, objective, test_feats: torch.Tensor, protos: torch.
     for start in range(0, n, rows_per_chunk):
         fa = test_feats[start : start + rows_per_chunk]
         r = len(fa)
-        with _autocast(device):
+        with autocast(device):
             head = model.relate(fa.repeat_interleave(m, dim=0), protos.repeat(r, 1))
         out[start : start + r] = objective.similarity(head.float()).float().view(r, m)
     return out
@@ -375,7 +371,7 @@ def load_for_eval(run_dir: Path | str, settings: Settings):
     check_checkpoint(run_dir)
     from lib import train
 
-    device = train.resolve_device(settings)
+    device = resolve_device(settings)
     model, objective, trained = train.load_trained(run_dir, device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)

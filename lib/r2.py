@@ -54,7 +54,8 @@ def relational_representations(model, source, triples: np.ndarray, settings: Set
 
     Features of every distinct image are computed once (batched), then pairs are related in batches.
     """
-    from lib.evaluate import IMAGE_BATCH, _autocast, extract_features, model_device
+    from lib.device import autocast
+    from lib.evaluate import IMAGE_BATCH, extract_features, model_device
 
     device = model_device(model)
     images, inverse = np.unique(triples[:, :2].reshape(-1), return_inverse=True)
@@ -64,7 +65,7 @@ def relational_representations(model, source, triples: np.ndarray, settings: Set
     reprs = []
     for start in range(0, len(pos), settings.eval_batch_size):
         p = pos[start : start + settings.eval_batch_size]
-        with _autocast(device):
+        with autocast(device):
             _, rep = model.relate(feats[p[:, 0]], feats[p[:, 1]], return_repr=True)
         reprs.append(rep.float())
     return torch.cat(reprs), torch.as_tensor(triples[:, 2], dtype=torch.long)

@@ -34,6 +34,7 @@ import torch.distributed as dist
 from torch import nn
 
 from lib import SAME, config, model as model_lib, objectives, pairs, pretrain, runs
+from lib.device import autocast, resolve_device
 
 # settings that shape the trained weights: a stored run must match them to be reused or resumed
 TRAIN_KEYS = ("dataset", "data_root", "image_size", "source_classes", "pretrained", "pretrain_classes",
@@ -46,15 +47,6 @@ TIMING_COLUMNS = ("pairs_per_s", "images_per_s", "seconds")
 
 def checkpoint_path(run_dir: Path | str) -> Path:
     return Path(run_dir) / "checkpoints" / "last.pt"
-
-
-def resolve_device(settings) -> torch.device:
-    """auto -> cuda if available else cpu; under torchrun the cuda device is cuda:LOCAL_RANK."""
-    if settings.device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device=cuda but torch sees no CUDA GPU: use device=auto or cpu")
-    if settings.device == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
 
 
 def seed_everything(seed: int) -> None:
@@ -217,7 +209,7 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
         images = images.contiguous(memory_format=memory_format)
         a, b = torch.from_numpy(batch.a).to(device), torch.from_numpy(batch.b).to(device)
         target = torch.from_numpy(batch.label).to(device)
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=cuda and settings.amp):
+        with autocast(device, settings.amp):
             output = step_module(images, a, b)
         output = output.float()
         loss = objective.loss(output, target)

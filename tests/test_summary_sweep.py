@@ -64,9 +64,9 @@ def test_spearman_needs_three_configs(study):
 
 def test_plateau_configs_are_flagged_and_left_out_of_the_learned_correlation(tmp_path):
     # three configs that learned (R² falls as AUROC rises) and one still on the label-prior plateau
-    for config, r2, auroc, acc in [("bce", .6, .60, .4), ("ce", .4, .65, .3), ("hinge_d1", .2, .70, .5),
-                                   ("mse_c10", 0.0, .50, 0.0)]:
-        _fake_run(tmp_path, f"{config}__seed0", {"auroc__glyph_printed": auroc, "auroc__intra_avg": auroc, "r2": r2,
+    for name, r2, auroc, acc in [("bce", .6, .60, .4), ("ce", .4, .65, .3), ("hinge_d1", .2, .70, .5),
+                                 ("mse_c10", 0.0, .50, 0.0)]:
+        _fake_run(tmp_path, f"{name}__seed0", {"auroc__glyph_printed": auroc, "auroc__intra_avg": auroc, "r2": r2,
                                                  "train_acc_same_last": acc})
     agg = summary.aggregate(summary.collect(tmp_path))
     assert list(agg.index) == ["mse_c10", "bce", "ce", "hinge_d1"]  # ICIAP table order

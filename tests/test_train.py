@@ -1,11 +1,13 @@
 """lib.train: history and checkpoint, bit-identical resume after a kill, finished runs kept, NaN stop, LARS, CLI."""
 
+import contextlib
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from lib import config, runs, train
+from lib import config, device, runs, train
 from lib.data import TensorImageSet
 
 TINY = dict(d_model=16, n_heads=2, n_blocks=1, head_hidden=8, image_size=16, pretrained="none", neg_to_pos_ratio=3,
@@ -130,8 +132,20 @@ def test_cli_settings(tmp_path):
 
 
 def test_resolve_device():
-    assert train.resolve_device(config.resolve("smoke", device="cpu")) == torch.device("cpu")
+    assert device.resolve_device(config.resolve("smoke", device="cpu")) == torch.device("cpu")
     if not torch.cuda.is_available():
-        assert train.resolve_device(config.resolve("smoke")) == torch.device("cpu")
+        assert device.resolve_device(config.resolve("smoke")) == torch.device("cpu")
         with pytest.raises(RuntimeError, match="no CUDA"):
-            train.resolve_device(config.resolve("smoke", device="cuda"))
+            device.resolve_device(config.resolve("smoke", device="cuda"))
+
+
+def test_autocast_is_bf16_on_cuda_only_and_off_when_amp_is_off():
+    assert isinstance(device.autocast(torch.device("cpu")), contextlib.nullcontext)
+    assert isinstance(device.autocast(torch.device("cuda"), enabled=False), contextlib.nullcontext)
+    x = torch.randn(4, 4)
+    with device.autocast(torch.device("cpu")):
+        assert (x @ x).dtype == torch.float32  # the CPU path stays fp32
+    if torch.cuda.is_available():
+        y = torch.randn(4, 4, device="cuda")
+        with device.autocast(torch.device("cuda")):
+            assert (y @ y).dtype == torch.bfloat16

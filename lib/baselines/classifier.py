@@ -22,7 +22,7 @@ from torch import nn
 
 from lib.config import Settings
 from lib.data import augment_batch
-from lib.train import resolve_device
+from lib.device import autocast, resolve_device
 
 FEATURE_DIM = 512  # ResNet-18 pooled feature width
 GRAD_CLIP = 5.0  # max gradient L2 norm: MixOE's (1 + beta)-scaled loss diverges at lr .05 from random init without it
@@ -98,11 +98,6 @@ class TrainContext:
     rng: np.random.Generator
 
 
-def _autocast(device: torch.device, settings: Settings):
-    enabled = device.type == "cuda" and settings.amp
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
 def train_classifier(
     model: Classifier,
     make_loss: Callable[[Classifier, TrainContext], Callable[[Batch], torch.Tensor]],
@@ -156,7 +151,7 @@ def train_classifier(
             idx = order[b * batch:(b + 1) * batch]
             x = load_images(support, idx, ctx.transform, device, channels_last)
             x2 = load_images(support, idx, ctx.transform, device, channels_last) if views == 2 else None
-            with _autocast(device, settings):
+            with autocast(device, settings.amp):
                 loss = loss_fn(Batch(x, labels[idx].to(device), x2))
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -194,7 +189,7 @@ def infer(model: Classifier, imageset, settings: Settings, outputs: Callable | N
     n, bs = len(imageset), max(settings.baseline_batch, 128)
     for start in range(0, n, bs):
         x = load_images(imageset, np.arange(start, min(n, start + bs)), transform, device, channels_last)
-        with _autocast(device, settings):
+        with autocast(device, settings.amp):
             fmap = model.feature_map(x)
             feat = fmap.mean(dim=(2, 3))
             out = {"features": feat, "logits": model.fc(feat)}

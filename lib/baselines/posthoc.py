@@ -11,7 +11,7 @@ import torch
 from pytorch_ood.detector import KNN, ODIN, EnergyBased, Mahalanobis, MaxLogit, MaxSoftmax
 
 from lib.baselines.classifier import Classifier, load_images
-from lib.train import resolve_device
+from lib.device import resolve_device
 from lib.config import Settings
 
 IMAGENET_STD = [0.229, 0.224, 0.225]  # ODIN's input step is taken in pixel units, so undo the normalisation
