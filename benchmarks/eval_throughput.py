@@ -11,9 +11,10 @@ Command (repo root):
 GPU, paper-size model (224 px, d 768, 4 blocks):
     .venv/bin/python benchmarks/eval_throughput.py --preset paper --benchmark glyph_printed --n-ref 200
 
-Measured (2 shared CPU cores, torch 2.14, 2026-11-23): smoke 84 vs 63 images/s = 1.3x; mini 74 vs 50 images/s
-= 1.5x. On CPU the backbone's convolutions dominate and batch-size-1 convolutions are already compute-bound, so
-batching gains little there; the >= 50x target concerns CUDA, where one image per call is kernel-launch bound
+Measured (2 CPU cores, torch 2.14, 2026-11-29): smoke 92 vs 63 images/s = 1.5x; mini (standard stem) 803 vs
+136 images/s = 5.9x. On CPU with the small stem the convolutions dominate and are compute-bound even one image at
+a time, so batching gains little; with the standard stem the relational module's per-call overhead dominates. The
+>= 50x target concerns CUDA, where one image per call is kernel-launch bound
 (not measured yet: no GPU was available to this task). Scores agree to < 1e-6.
 """
 
