@@ -168,10 +168,8 @@ class FeatureMemo:
             self.model_ref, self.image_size = id(model), image_size
         elif (self.model_ref, self.image_size) != (id(model), image_size):
             raise ValueError("a FeatureMemo serves one model at one image_size: make a new one per evaluation")
-        if not len(imageset):
-            raise ValueError("cannot extract features of an empty image set")
         ids = content_ids(imageset)
-        if ids is None:
+        if ids is None:  # also an empty set: extract_features raises its error
             self.computed += len(imageset)
             return extract_features(model, imageset, image_size, batch_size, device)
         missing = [i for i, key in enumerate(ids) if key not in self.rows]
