@@ -113,6 +113,12 @@ def learned(agg: pd.DataFrame) -> pd.Series:
     return agg["train_acc_same_last"].fillna(0.0) >= LEARNED_ACC_SAME
 
 
+def plateau_configs(df: pd.DataFrame) -> list[str]:
+    """Configs of the per-run table `df` (see `collect`) that did not leave the label-prior plateau."""
+    agg = aggregate(df)
+    return agg.index[~learned(agg)].tolist()
+
+
 def r2_auroc_correlation(agg: pd.DataFrame, kind: str = "intra", learned_only: bool = False) -> tuple[float, int]:
     """Spearman rho between per-config mean R^2 and mean average AUROC (rho, number of configs); with
     `learned_only`, over the configs that left the label-prior plateau (see `learned`)."""
@@ -173,7 +179,7 @@ def summary_figures(study_dir: Path, df: pd.DataFrame, agg: pd.DataFrame, groups
             written.append(runs.save_figure(fig, study_dir, f"auroc_{kind}"))
             plt.close(fig)
         if "r2" in df.columns and f"auroc__{kind}_avg" in df.columns:
-            fig = eval_plots.r2_vs_auroc(df, f"auroc__{kind}_avg", LEARNED_ACC_SAME)
+            fig = eval_plots.r2_vs_auroc(df, f"auroc__{kind}_avg", agg.index[~learned(agg)])
             written.append(runs.save_figure(fig, study_dir, f"r2_vs_auroc_{kind}"))
             plt.close(fig)
     return written

@@ -71,6 +71,7 @@ def test_plateau_configs_are_flagged_and_left_out_of_the_learned_correlation(tmp
     agg = summary.aggregate(summary.collect(tmp_path))
     assert list(agg.index) == ["mse_c10", "bce", "ce", "hinge_d1"]  # ICIAP table order
     assert list(summary.learned(agg)) == [False, True, True, True]
+    assert summary.plateau_configs(summary.collect(tmp_path)) == ["mse_c10"]
     # all four: R² ranks 1,4,3,2 vs AUROC ranks 1,2,3,4 -> sum d² = 8 -> rho = 1 - 6*8 / (4*15) = 0.2
     assert summary.r2_auroc_correlation(agg) == (pytest.approx(0.2), 4)
     assert summary.r2_auroc_correlation(agg, learned_only=True) == (pytest.approx(-1.0), 3)

@@ -119,20 +119,17 @@ def per_class_scores(similarities: np.ndarray, test_labels: np.ndarray, num_know
     return fig
 
 
-def r2_vs_auroc(df: pd.DataFrame, auroc_column: str = "auroc__avg", learned_acc_same: float | None = None) -> plt.Figure:
+def r2_vs_auroc(df: pd.DataFrame, auroc_column: str = "auroc__avg", on_plateau=()) -> plt.Figure:
     """Scatter of R^2 vs AUROC, one point per config (mean over seeds, std error bars), Spearman rho in the title.
 
-    `df` has one row per run with columns ``config``, ``r2`` and `auroc_column`. With `learned_acc_same` and a
-    ``train_acc_same_last`` column, configs whose mean is below it (still on the label-prior plateau) are drawn
-    hollow and grey.
+    `df` has one row per run with columns ``config``, ``r2`` and `auroc_column`. Configs named in `on_plateau`
+    (still on the label-prior plateau, see `lib.summary.learned`) are drawn hollow and grey.
     """
     from scipy.stats import spearmanr
 
     agg = df.groupby("config").agg(r2=("r2", "mean"), r2_std=("r2", "std"), auroc=(auroc_column, "mean"),
                                    auroc_std=(auroc_column, "std"), seeds=("r2", "size")).fillna(0.0)
-    plateau = pd.Series(False, index=agg.index)
-    if learned_acc_same is not None and "train_acc_same_last" in df.columns:
-        plateau = df.groupby("config")["train_acc_same_last"].mean().reindex(agg.index).fillna(0.0) < learned_acc_same
+    plateau = agg.index.isin(list(on_plateau))
     rho, p = spearmanr(agg["r2"], agg["auroc"])
     fig, ax = plt.subplots(figsize=(5.4, 4.2))
     for stuck, part in agg.groupby(plateau):
