@@ -70,7 +70,7 @@ def main() -> None:
         overrides["eval_batch_size"] = args.eval_batch_size
     settings = config.resolve(args.preset, **overrides)
     device = resolve_device(settings)
-    objective = objectives.make(settings.objective, **settings.objective_params())
+    objective = objectives.make(settings.loss, **settings.objective_params())
     torch.manual_seed(0)
     model, _ = model_lib.build(settings, objective.out_dim)
     model = model.to(device).eval()

@@ -30,7 +30,7 @@ def measure(settings, source, steps: int, warmup: int) -> tuple[float, float]:
     device = resolve_device(settings)
     cuda = device.type == "cuda"
     torch.manual_seed(settings.seed)
-    objective = objectives.make(settings.objective, **settings.objective_params())
+    objective = objectives.make(settings.loss, **settings.objective_params())
     net, _ = model_lib.build(settings, objective.out_dim)
     memory_format = torch.channels_last if (cuda and settings.channels_last) else torch.contiguous_format
     net = net.to(device, memory_format=memory_format).train()

@@ -3,13 +3,19 @@
 Resolution order, later wins:
     Settings defaults (= the `smoke` preset)  <  params/presets/<preset>.yaml  <  explicit overrides.
 
-An override is a value that differs from the smoke default; a notebook parameter left at its default
-therefore means "take the preset's value". An unknown key is an error, never a warning.
+Every explicit override applies, even one equal to a default: a papermill ``-p``, a ``--set`` of
+``lib.train`` and a grid's ``overrides``. In a notebook, the values papermill injected are the explicit ones;
+a parameter left as the notebook's parameters cell wrote it means "take the preset" (see `from_notebook`).
+An unknown key is an error, never a warning. Two documented aliases, each resolved (and printed) here and
+nowhere else: the setting ``objective`` is the old name of ``loss``, and ``loss: focal`` means the sigmoid
+focal loss ``bce_focal`` (gamma = 3, the ICIAP table's focal BCE).
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import math
 import types
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -53,7 +59,7 @@ class Settings:
     head: str = "mlp"  # mlp (ICIAP: d -> head_hidden -> ReLU -> out) | fc (ECCV: single Linear)
     head_hidden: int = 256  # hidden width of the mlp head; its pre-ReLU activation is the R^2 representation
     # --- objective (SPEC 4) ---
-    objective: str = "bce"  # mse | bce | bce_focal | ce | ce_focal | hinge
+    loss: str = "bce"  # the objective: mse | bce | bce_focal (alias: focal) | ce | ce_focal | hinge
     mse_c: float = 1.0  # mse: y = 2*sigmoid(c*x) - 1; paper grid c in {1, 10, 50}
     focal_gamma: float = 3.0  # bce_focal / ce_focal exponent
     hinge_delta: float = 1.0  # hinge margin; paper grid delta in {1, 0.1, 0.01}
@@ -75,6 +81,7 @@ class Settings:
     channels_last: bool = True  # channels_last memory format on CUDA (ignored on CPU)
     checkpoint_every: int = 0  # steps between checkpoints; 0 = only at the end
     resume: bool = True  # continue from run_dir/checkpoints/last.pt when it exists
+    deterministic: bool = True  # torch deterministic algorithms: seeded CPU runs bit-identical at any thread count
     log_every: int = 1  # steps between history rows
     # --- evaluation (SPEC 6, 8) ---
     eval_batch_size: int = 1024  # (test image, prototype) pairs per relational-module batch
@@ -91,18 +98,18 @@ class Settings:
 
     # ------------------------------------------------------------------
     def objective_params(self) -> dict[str, float]:
-        """The parameters the chosen objective takes (see lib.objectives.REGISTRY)."""
+        """The parameters the chosen objective (``loss``) takes (see lib.objectives.REGISTRY)."""
         return {
             "mse": {"c": self.mse_c},
             "bce_focal": {"gamma": self.focal_gamma},
             "ce_focal": {"gamma": self.focal_gamma},
             "hinge": {"delta": self.hinge_delta},
-        }.get(self.objective, {})
+        }.get(self.loss, {})
 
     def default_config_name(self) -> str:
         """e.g. ``mse_c10``, ``hinge_d0.01``, ``bce``: objective plus its defining parameter."""
-        tag = {"mse": f"_c{self.mse_c:g}", "hinge": f"_d{self.hinge_delta:g}"}.get(self.objective, "")
-        return self.objective + tag
+        tag = {"mse": f"_c{self.mse_c:g}", "hinge": f"_d{self.hinge_delta:g}"}.get(self.loss, "")
+        return self.loss + tag
 
     def resolved_run_dir(self) -> Path:
         if self.run_dir:
@@ -140,8 +147,32 @@ def _convert(name: str, value: Any) -> Any:
         raise ValueError(f"setting {name!r} must be {kind}, got {value!r}: fix its value in the YAML or the -p flag") from None
 
 
+ALIASES = {"objective": "loss"}  # old or other name -> setting
+VALUE_ALIASES = {  # setting -> {the user's word: (the value it means, what that is)}
+    "loss": {"focal": ("bce_focal", "the sigmoid focal loss, BCE x (1 - p_t)^focal_gamma, focal_gamma 3 by default")},
+}
+
+
+def canonical(values: dict[str, Any], where: str = "the overrides", say=print) -> dict[str, Any]:
+    """`values` with aliased names and values replaced by the canonical ones; each replacement is said in one
+    line (``say``). Giving both a name and its alias is an error."""
+    out = dict(values)
+    for alias, name in ALIASES.items():
+        if alias in out:
+            if name in out and out[name] != out[alias]:
+                raise KeyError(f"both {name!r} and its alias {alias!r} are set in {where}: keep only {name!r}")
+            out[name] = out.pop(alias)
+            say(f"setting {alias!r} is the alias of {name!r}: {name} = {out[name]!r}")
+    for name, words in VALUE_ALIASES.items():
+        if isinstance(out.get(name), str) and out[name] in words:
+            value, meaning = words[out[name]]
+            say(f"{name} {out[name]!r} resolves to {value!r} ({meaning})")
+            out[name] = value
+    return out
+
+
 def _check_keys(values: dict[str, Any], where: str) -> None:
-    unknown = sorted(set(values) - set(FIELDS))
+    unknown = sorted(set(values) - set(FIELDS) - set(ALIASES))
     if unknown:
         raise KeyError(f"unknown setting(s) {unknown} in {where}: see lib/config.py Settings for the valid names")
 
@@ -164,14 +195,12 @@ def preset_values(preset: str) -> dict[str, Any]:
     return values
 
 
-def resolve(preset: str = "smoke", **overrides: Any) -> Settings:
-    """Settings for `preset`, with every override that differs from its smoke default applied on top."""
+def resolve(preset: str = "smoke", *, say=print, **overrides: Any) -> Settings:
+    """Settings for `preset` with every override applied on top (an override equal to a default applies too)."""
     _check_keys(overrides, "the overrides")
-    values = {k: _convert(k, v) for k, v in preset_values(preset).items()}
-    for key, value in overrides.items():
-        value = _convert(key, value)
-        if value != DEFAULTS[key]:
-            values[key] = value
+    values = {k: _convert(k, v) for k, v in canonical(preset_values(preset), f"params/presets/{preset}.yaml", say).items()}
+    for key, value in canonical(overrides, say=say).items():
+        values[key] = _convert(key, value)
     values["preset"] = preset
     settings = Settings(**values)
     validate(settings)
@@ -179,20 +208,38 @@ def resolve(preset: str = "smoke", **overrides: Any) -> Settings:
 
 
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+PAPERMILL_HEADER = "# Parameters"  # first line of the cell papermill injects after the parameters cell
+
+
+def injected_names(history: list[str]) -> set[str]:
+    """Names assigned by the cells papermill injected (``-p``, ``-f``, ``-y``), read from IPython's input history."""
+    names: set[str] = set()
+    for source in history:
+        if source.lstrip().startswith(PAPERMILL_HEADER):
+            for node in ast.parse(source).body:
+                if isinstance(node, ast.Assign):
+                    names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+    return names
 
 
 def from_notebook(namespace: dict[str, Any]) -> Settings:
     """Resolve the settings of a notebook from its global namespace (parameters + papermill-injected values).
 
     Call it first thing after the parameters cell, before other imports bind names: every public,
-    non-module name present is a parameter, so a mistyped ``-p nmae 3`` is an error here.
+    non-module name present is a parameter, so a mistyped ``-p nmae 3`` is an error here. A value papermill
+    injected always applies; one left as the parameters cell wrote it applies only when it differs from the
+    smoke default (an edit made in JupyterLab), so an untouched parameter takes the preset's value.
     """
     params = {
         k: v
         for k, v in namespace.items()
         if not k.startswith("_") and k not in _IPYTHON_NAMES and not isinstance(v, (types.ModuleType, types.FunctionType, type))
     }
-    return resolve(params.pop("preset", "smoke"), **params)
+    _check_keys(params, "the notebook's parameters")
+    injected = injected_names(namespace.get("In") or [])
+    explicit = {k: v for k, v in params.items()
+                if k in injected or k == "preset" or _convert(ALIASES.get(k, k), v) != DEFAULTS[ALIASES.get(k, k)]}
+    return resolve(explicit.pop("preset", "smoke"), **explicit)
 
 
 CHOICES = {
@@ -200,7 +247,7 @@ CHOICES = {
     "head": ("mlp", "fc"),
     "pairing": ("in_batch", "per_pair"),
     "prototypes": ("mean", "kcenter", "knn"),
-    "objective": ("mse", "bce", "bce_focal", "ce", "ce_focal", "hinge"),
+    "loss": ("mse", "bce", "bce_focal", "ce", "ce_focal", "hinge"),
 }
 
 
@@ -216,5 +263,21 @@ def validate(s: Settings) -> None:
         raise ValueError(f"batch_pairs={s.batch_pairs} must hold at least one anchor's 1 + {s.neg_to_pos_ratio} pairs")
     if s.pretrained == "source" and s.pretrain_epochs < 1:
         raise ValueError(f"pretrained=source needs pretrain_epochs >= 1, got {s.pretrain_epochs}")
-    if s.steps < 1:
-        raise ValueError(f"steps={s.steps} must be >= 1")
+    for name, low, inclusive in LOWER_BOUNDS:
+        value = getattr(s, name)
+        if not math.isfinite(value) or value < low or (value == low and not inclusive):
+            raise ValueError(f"setting {name}={value!r} must be {'>=' if inclusive else '>'} {low:g}: fix it in the "
+                             "YAML or the -p flag")
+    if not 0 <= s.momentum < 1:
+        raise ValueError(f"setting momentum={s.momentum!r} must be in [0, 1)")
+
+
+# (setting, lower bound, bound allowed): values outside train a constant model or fail deep inside torch
+LOWER_BOUNDS = (
+    ("steps", 1, True), ("lr", 0.0, False), ("mse_c", 0.0, False), ("hinge_delta", 0.0, False),
+    ("focal_gamma", 0.0, True), ("weight_decay", 0.0, True), ("warmup_steps", 0, True), ("lars_trust", 0.0, False),
+    ("neg_to_pos_ratio", 1, True), ("image_size", 8, True), ("log_every", 1, True), ("checkpoint_every", 0, True),
+    ("eval_batch_size", 1, True), ("prototypes_k", 1, True), ("r2_pairs", 2, True), ("source_classes", 0, True),
+    ("num_workers", 0, True), ("budget_s", 0.0, True), ("baseline_epochs", 1, True), ("baseline_lr", 0.0, False),
+    ("baseline_batch", 2, True), ("pretrain_lr", 0.0, False),
+)

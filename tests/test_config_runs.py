@@ -13,18 +13,48 @@ def test_smoke_preset_is_the_dataclass_defaults():
 
 
 def test_preset_then_overrides_win():
-    s = config.resolve("mini", objective="mse", mse_c=10, steps=7)
-    assert (s.preset, s.objective, s.mse_c, s.steps) == ("mini", "mse", 10.0, 7)
+    s = config.resolve("mini", loss="mse", mse_c=10, steps=7)
+    assert (s.preset, s.loss, s.mse_c, s.steps) == ("mini", "mse", 10.0, 7)
     assert s.d_model == 128  # from mini.yaml
     assert s.objective_params() == {"c": 10.0}
     assert s.default_config_name() == "mse_c10"
 
 
-def test_override_equal_to_smoke_default_means_take_the_preset():
-    # papermill passes every parameter; one left at its smoke default must not undo the preset.
-    mini_steps = config.load_yaml(PARAMS_DIR / "presets" / "mini.yaml")["steps"]
-    assert mini_steps != config.DEFAULTS["steps"]
-    assert config.resolve("mini", steps=config.DEFAULTS["steps"]).steps == mini_steps
+@pytest.mark.parametrize(("preset", "key", "value"), [
+    ("mini", "steps", 30),  # = the smoke default, mini says 400
+    ("paper", "lars", False),  # = the smoke default, paper says True
+    ("mini", "pretrained", "auto"),  # = the smoke default, mini says source
+    ("mini", "small_stem", True),  # = the smoke default, mini says False
+])
+def test_every_explicit_value_applies_even_one_equal_to_a_default(preset, key, value):
+    assert config.preset_values(preset)[key] != value and config.DEFAULTS[key] == value
+    assert getattr(config.resolve(preset, **{key: value}), key) == value
+
+
+def test_papermill_injected_values_apply_and_untouched_parameters_take_the_preset():
+    mini_steps = config.preset_values("mini")["steps"]
+    cell = {"preset": "smoke", "steps": 30, "lars": False, "seed": 0}  # the parameters cell as written (smoke)
+    injected = '# Parameters\npreset = "mini"\nsteps = 30\n'  # papermill -p preset mini -p steps 30
+    s = config.from_notebook({**cell, "preset": "mini", "In": ["", "preset = 'smoke'\nsteps = 30", injected]})
+    assert (s.preset, s.steps) == ("mini", 30)
+    s = config.from_notebook({**cell, "preset": "mini", "In": ["", '# Parameters\npreset = "mini"\n']})
+    assert s.steps == mini_steps  # not passed: the preset's value
+    s = config.from_notebook({**cell, "preset": "mini", "steps": 12, "In": []})  # edited in JupyterLab
+    assert s.steps == 12
+    assert config.injected_names(["x = 1", '# Parameters\nloss = "focal"\nseed = 2\n']) == {"loss", "seed"}
+
+
+def test_loss_is_the_setting_objective_its_alias_and_focal_resolves_to_bce_focal():
+    said = []
+    s = config.resolve("smoke", loss="focal", say=said.append)
+    assert (s.loss, s.objective_params()) == ("bce_focal", {"gamma": 3.0})
+    assert said == ["loss 'focal' resolves to 'bce_focal' (the sigmoid focal loss, BCE x (1 - p_t)^focal_gamma, "
+                    "focal_gamma 3 by default)"]
+    said.clear()
+    assert config.resolve("smoke", objective="ce", say=said.append).loss == "ce"
+    assert said == ["setting 'objective' is the alias of 'loss': loss = 'ce'"]
+    with pytest.raises(KeyError, match="both 'loss' and its alias 'objective' are set"):
+        config.resolve("smoke", objective="ce", loss="bce")
 
 
 def test_paper_preset_holds_the_spec_numbers():
@@ -54,8 +84,14 @@ def test_unknown_key_is_an_error_naming_it():
     ("steps", "many", r"setting 'steps' must be int"),
     ("steps", 2.5, r"setting 'steps' must be int"),
     ("lars", "maybe", r"setting 'lars' must be bool"),
-    ("objective", "l2", r"objective='l2' is not one of"),
+    ("loss", "l2", r"loss='l2' is not one of"),
     ("n_heads", 5, r"d_model=64 must be divisible by n_heads=5"),
+    ("lr", -1, r"setting lr=-1.0 must be > 0: fix it in the YAML or the -p flag"),
+    ("mse_c", 0, r"setting mse_c=0.0 must be > 0"),
+    ("hinge_delta", 0, r"setting hinge_delta=0.0 must be > 0"),
+    ("weight_decay", -1e-4, r"setting weight_decay=-0.0001 must be >= 0"),
+    ("momentum", 1.0, r"momentum=1.0 must be in \[0, 1\)"),
+    ("lr", "nan", r"setting lr=nan must be > 0"),
     ("images_per_class", 1, r"images_per_class=1 must be >= 2"),
 ])
 def test_bad_values_get_one_line_errors(key, value, match):
@@ -69,11 +105,11 @@ def test_unknown_preset():
 
 
 def test_from_notebook_reads_parameters_and_rejects_typos():
-    namespace = {"preset": "smoke", "objective": "ce", "seed": 3, "In": [], "get_ipython": print, "json": json}
+    namespace = {"preset": "smoke", "loss": "ce", "seed": 3, "In": [], "get_ipython": print, "json": json}
     s = config.from_notebook(namespace)
-    assert (s.objective, s.seed) == ("ce", 3)
-    with pytest.raises(KeyError, match="objectve"):
-        config.from_notebook({**namespace, "objectve": "ce"})
+    assert (s.loss, s.seed) == ("ce", 3)
+    with pytest.raises(KeyError, match="lsos"):
+        config.from_notebook({**namespace, "lsos": "ce"})
 
 
 def test_every_objective_file_resolves():
@@ -87,7 +123,7 @@ def test_every_objective_file_resolves():
 
 def test_run_dir_layout(tmp_path, monkeypatch):
     monkeypatch.setattr(config, "OUTPUTS_DIR", tmp_path)
-    s = config.resolve("smoke", objective="hinge", hinge_delta=0.01, seed=2, study="st")
+    s = config.resolve("smoke", loss="hinge", hinge_delta=0.01, seed=2, study="st")
     assert s.resolved_run_dir() == tmp_path / "st" / "hinge_d0.01__seed2"
     run_dir = runs.prepare(s, "train")
     assert config.load_yaml(run_dir / "params.yaml")["hinge_delta"] == 0.01

@@ -158,7 +158,7 @@ def tiny_model():
 
         cfg = config.resolve("smoke", d_model=16, n_heads=2, n_blocks=1, head_hidden=8, image_size=16,
                              pretrained="none", device="cpu")
-        objective = objectives.make(cfg.objective, **cfg.objective_params())
+        objective = objectives.make(cfg.loss, **cfg.objective_params())
         torch.manual_seed(0)
         model, _ = model_lib.build(cfg, objective.out_dim)
         return model.eval(), objective
@@ -290,7 +290,7 @@ def test_benchmark_without_unknown_or_known_is_an_error(tiny):
 
 
 def test_merge_settings_model_from_trained_eval_from_notebook():
-    trained = config.resolve("smoke", d_model=16, n_heads=2, image_size=16, objective="hinge", hinge_delta=0.1,
+    trained = config.resolve("smoke", d_model=16, n_heads=2, image_size=16, loss="hinge", hinge_delta=0.1,
                              data_root="/data/a", benchmarks="glyph")
     requested = config.resolve("smoke", benchmarks="emoji", prototypes="knn", eval_batch_size=64, run_dir="/tmp/r")
     merged = evaluate.merge_settings(trained, requested)

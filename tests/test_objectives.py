@@ -145,8 +145,8 @@ def test_the_iciap_configurations_are_present():
 def test_objective_file_resolves(filename):
     values = config.load_yaml(PARAMS_DIR / "objectives" / filename)
     settings = config.resolve("smoke", **values)
-    obj = objectives.make(settings.objective, **settings.objective_params())
-    assert obj.name == values["objective"]
+    obj = objectives.make(settings.loss, **settings.objective_params())
+    assert obj.name == values["loss"]
     file_params = {"mse_c": "c", "focal_gamma": "gamma", "hinge_delta": "delta"}
     for key, param in file_params.items():
         if key in values:

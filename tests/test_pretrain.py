@@ -43,7 +43,7 @@ def test_built_once_then_loaded_into_resend(cache, monkeypatch):
 
 def test_one_backbone_per_recipe_shared_by_runs_and_seeds():
     settings = config.resolve("smoke", **TINY)
-    same = dataclasses.replace(settings, seed=3, objective="hinge", steps=99, source_classes=7)
+    same = dataclasses.replace(settings, seed=3, loss="hinge", steps=99, source_classes=7)
     assert pretrain.weight_path(same) == pretrain.weight_path(settings)
     for change in ({"pretrain_epochs": 3}, {"pretrain_classes": 11}, {"image_size": 24}, {"small_stem": False},
                    {"pretrain_lr": 0.05}, {"dataset": "emoji"}):
