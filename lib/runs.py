@@ -39,13 +39,19 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def prepare(settings: Settings, stage: str) -> Path:
-    """Create the run folder, write ``params.yaml`` (per stage) and ``env.json``; return the folder."""
+    """Create the run folder and record the stage's settings (`write_params`); return the folder. Call it once the
+    stage's checks have passed (training records its own, inside `lib.train.train`, after its checks)."""
     run_dir = settings.resolved_run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
-    name = "params.yaml" if stage == "train" else f"params_{stage}.yaml"
-    atomic_write_text(run_dir / name, yaml.safe_dump(settings.to_dict(), sort_keys=False))
-    update_env(run_dir, {})
+    write_params(run_dir, settings, stage)
     return run_dir
+
+
+def write_params(run_dir: Path, settings: Settings, stage: str) -> None:
+    """Write ``params.yaml`` (training) or ``params_<stage>.yaml`` and refresh ``env.json``."""
+    name = "params.yaml" if stage == "train" else f"params_{stage}.yaml"
+    atomic_write_text(Path(run_dir) / name, yaml.safe_dump(settings.to_dict(), sort_keys=False))
+    update_env(run_dir, {})
 
 
 def git_commit() -> str:

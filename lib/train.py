@@ -39,7 +39,7 @@ from lib.device import autocast, resolve_device
 # settings that shape the trained weights: a stored run must match them to be reused or resumed
 TRAIN_KEYS = ("dataset", "data_root", "image_size", "source_classes", "pretrained", "pretrain_classes",
               "pretrain_epochs", "pretrain_lr", "small_stem", "d_model", "n_heads",
-              "n_blocks", "mlp_ratio", "head", "head_hidden", "objective", "mse_c", "focal_gamma", "hinge_delta",
+              "n_blocks", "mlp_ratio", "head", "head_hidden", "loss", "mse_c", "focal_gamma", "hinge_delta",
               "pairing", "neg_to_pos_ratio", "class_balance", "images_per_class", "batch_pairs", "lr", "warmup_steps",
               "weight_decay", "momentum", "lars", "lars_trust", "seed")
 TIMING_COLUMNS = ("pairs_per_s", "images_per_s", "seconds")
@@ -49,10 +49,15 @@ def checkpoint_path(run_dir: Path | str) -> Path:
     return Path(run_dir) / "checkpoints" / "last.pt"
 
 
-def seed_everything(seed: int) -> None:
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed python, numpy and torch; with `deterministic`, torch's deterministic algorithms (a seeded CPU run is then
+    bit-identical at any thread count: without them, multi-threaded CPU backward passes sum in varying order)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for deterministic matmuls
+    torch.use_deterministic_algorithms(deterministic)
 
 
 def make_optimizer(net: nn.Module, settings) -> torch.optim.Optimizer:
@@ -88,11 +93,34 @@ class _PairStep(nn.Module):
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    runs.atomic_write_bytes(path, buffer.getvalue())
+    try:
+        runs.atomic_write_bytes(path, buffer.getvalue())
+    except OSError as error:
+        raise OSError(f"could not write checkpoint {path} ({error.strerror or error}; {buffer.tell() / 1e6:.1f} MB): "
+                      f"free space or fix permissions there; history.csv beside it holds the steps run") from None
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=False)  # our own file: holds numpy RNG states
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)  # our own file: holds numpy RNG states
+    except Exception as error:  # torch's zip reader says only "failed finding central directory"
+        raise RuntimeError(f"checkpoint {path} is unreadable (truncated or corrupt: {type(error).__name__}: "
+                           f"{str(error).splitlines()[0] if str(error) else ''}); start the run over with "
+                           "`-p resume False` (--set resume=False), or delete the file") from None
+    state["settings"] = config.canonical(state["settings"], str(path), say=lambda _: None)  # older setting names
+    return state
+
+
+def check_writable(folder: Path) -> None:
+    """Fail now, not after training, when `folder` cannot be created or written (permissions, read-only disk)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as error:
+        raise PermissionError(f"cannot write to {folder} ({error.strerror or error}): choose a writable run_dir "
+                              "or fix the folder's permissions") from None
 
 
 def _settings_mismatch(stored: dict[str, Any], settings, keys) -> dict[str, tuple]:
@@ -117,7 +145,7 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
     ckpt_file = checkpoint_path(run_dir)
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    objective = objectives.make(settings.objective, **settings.objective_params())
+    objective = objectives.make(settings.loss, **settings.objective_params())
 
     stored = _load_checkpoint(ckpt_file) if ckpt_file.exists() and (settings.resume or runs.is_finished(run_dir)) else None
     if runs.is_finished(run_dir):
@@ -142,10 +170,12 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
             pretrain.source_backbone(settings)
         if distributed:
             dist.barrier()
-    seed_everything(settings.seed)
+    if rank == 0:
+        check_writable(ckpt_file.parent)
+    seed_everything(settings.seed, settings.deterministic)
     net, info = model_lib.build(settings, objective.out_dim)
     if rank:  # augmentation randomness differs per rank; the model init above is shared
-        seed_everything(settings.seed + 1000 * rank)
+        seed_everything(settings.seed + 1000 * rank, settings.deterministic)
     memory_format = torch.channels_last if (cuda and settings.channels_last) else torch.contiguous_format
     net = net.to(device, memory_format=memory_format)
     optimizer = make_optimizer(net, settings)
@@ -168,7 +198,8 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
         if cuda and rng.get("cuda") is not None:
             torch.cuda.set_rng_state(rng["cuda"], device)
         history, start = list(stored["history"]), int(stored["step"])
-    if rank == 0:
+    if rank == 0:  # the checks passed: only now does the run folder get its records
+        runs.write_params(run_dir, settings, "train")
         runs.update_env(run_dir, {"pretrained": info["pretrained"], "model_parameters": info["parameters"],
                                   "train_device": str(device), "world_size": world})
 
@@ -187,6 +218,7 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
             dist.all_gather_object(per_rank, mine)
         if rank != 0:
             return
+        _write_history(run_dir, history)  # first: a checkpoint that cannot be written must not take the history along
         state = {
             "model": net.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "step": step, "finished": finished, "sampler": [r["sampler"] for r in per_rank],
@@ -195,7 +227,6 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
             "objective": {"name": objective.name, "params": objective.params},
         }
         _save_checkpoint(ckpt_file, state)
-        _write_history(run_dir, history)
 
     from tqdm.auto import tqdm
 
@@ -215,6 +246,8 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
         loss = objective.loss(output, target)
         loss_value = loss.item()
         if not np.isfinite(loss_value):
+            if rank == 0 and history:
+                _write_history(run_dir, history)
             raise FloatingPointError(f"loss is {loss_value} at step {step + 1} with objective {objective.label()} "
                                      f"(lr {scheduler.get_last_lr()[0]:.3g}): lower lr or check the inputs")
         optimizer.zero_grad(set_to_none=True)
@@ -255,6 +288,9 @@ def load_trained(run_dir: Path | str, device: str | torch.device = "cpu"):
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint in {Path(run_dir)}/checkpoints/last.pt: run notebooks/02_train.ipynb first")
     state = _load_checkpoint(path)
+    if not state.get("finished"):
+        raise RuntimeError(f"{path} is an unfinished training run (step {state.get('step')} of "
+                           f"{state['settings'].get('steps')}): run 02_train again on it (it resumes) before evaluating")
     settings = config.Settings(**{k: v for k, v in state["settings"].items() if k in config.FIELDS})
     objective = objectives.make(state["objective"]["name"], **state["objective"]["params"])
     net = model_lib.ReSeND(out_dim=objective.out_dim, d_model=settings.d_model, n_heads=settings.n_heads,
@@ -290,9 +326,7 @@ def main(argv=None) -> None:
         dist.init_process_group(backend="nccl" if cuda else "gloo")
     try:
         rank = dist.get_rank() if world > 1 else 0
-        run_dir = runs.prepare(settings, "train") if rank == 0 else settings.resolved_run_dir()
-        if world > 1:
-            dist.barrier()
+        run_dir = settings.resolved_run_dir()
         history = train(settings, run_dir, data.load_source(settings))
         if rank == 0:
             last = history.iloc[-1]

@@ -26,7 +26,7 @@ def tiny(tmp_path, name="run", **overrides):
 
 
 def test_train_writes_history_checkpoint_and_env(tmp_path, source):
-    settings = tiny(tmp_path, objective="ce")
+    settings = tiny(tmp_path, loss="ce")
     run_dir = runs.prepare(settings, "train")
     history = train.train(settings, run_dir, source)
     assert list(history["step"]) == [1, 2, 3, 4, 5, 6]
@@ -45,7 +45,7 @@ def test_train_writes_history_checkpoint_and_env(tmp_path, source):
 
 
 def test_per_pair_mode_trains(tmp_path, source):
-    history = train.train(tiny(tmp_path, pairing="per_pair", steps=2, objective="hinge"), tmp_path / "pp", source)
+    history = train.train(tiny(tmp_path, pairing="per_pair", steps=2, loss="hinge"), tmp_path / "pp", source)
     assert len(history) == 2 and np.isfinite(history["loss"]).all()
 
 
@@ -97,7 +97,7 @@ def test_a_finished_run_is_not_retrained(tmp_path, source, monkeypatch):
 
 def test_nan_loss_stops_with_the_step_and_objective(tmp_path, source):
     with pytest.raises(FloatingPointError, match=r"at step \d+ with objective bce_focal"):
-        train.train(tiny(tmp_path, objective="bce_focal", lr=1e30, warmup_steps=0), tmp_path / "nan", source)
+        train.train(tiny(tmp_path, loss="bce_focal", lr=1e30, warmup_steps=0), tmp_path / "nan", source)
 
 
 def test_load_trained_without_checkpoint(tmp_path):
@@ -123,7 +123,7 @@ def test_lars_optimizer_and_warmup(source):
 
 def test_cli_settings(tmp_path):
     cfg = tmp_path / "x.yaml"
-    cfg.write_text("preset: mini\nobjective: hinge\nhinge_delta: 0.1\n")
+    cfg.write_text("preset: mini\nloss: hinge\nhinge_delta: 0.1\n")
     settings = train.settings_from_cli(["--config", str(cfg), "--set", "steps=7", "--set", "pairing=per_pair"])
     assert (settings.preset, settings.d_model, settings.hinge_delta, settings.steps, settings.pairing) == \
         ("mini", 128, 0.1, 7, "per_pair")
@@ -149,3 +149,106 @@ def test_autocast_is_bf16_on_cuda_only_and_off_when_amp_is_off():
         y = torch.randn(4, 4, device="cuda")
         with device.autocast(torch.device("cuda")):
             assert (y @ y).dtype == torch.bfloat16
+
+
+def test_cli_set_applies_a_value_equal_to_the_smoke_default():
+    assert train.settings_from_cli(["--set", "preset=mini", "--set", "steps=30"]).steps == 30  # mini says 400
+
+
+def _state(run_dir):
+    return torch.load(train.checkpoint_path(run_dir), weights_only=False)["model"]
+
+
+def test_a_seeded_run_is_bit_identical_at_two_threads(tmp_path, source):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the default on the project's 2-core machine; 1 thread was always identical
+    try:
+        kw = dict(image_size=32, small_stem=False, steps=3, batch_pairs=32, images_per_class=2)
+        big = TensorImageSet(torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8,
+                                           generator=torch.Generator().manual_seed(1)), np.repeat(np.arange(16), 4))
+        first, second = tiny(tmp_path, "a", **kw), tiny(tmp_path, "b", **kw)
+        train.train(first, first.resolved_run_dir(), big)
+        train.train(second, second.resolved_run_dir(), big)
+    finally:
+        torch.set_num_threads(threads)
+    a, b = _state(first.resolved_run_dir()), _state(second.resolved_run_dir())
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+    assert torch.are_deterministic_algorithms_enabled()
+
+
+def test_a_refused_run_leaves_the_finished_runs_records_alone(tmp_path, source):
+    settings = tiny(tmp_path, steps=2)
+    run_dir = settings.resolved_run_dir()
+    train.train(settings, run_dir, source)
+    runs.write_metrics(run_dir, {"train_loss_last": 0.5})
+    before = {name: (run_dir / name).read_bytes() for name in ("params.yaml", "history.csv", "metrics.json")}
+    with pytest.raises(ValueError, match="finished run trained with other settings"):
+        train.train(tiny(tmp_path, steps=2, lr=0.1), run_dir, source)
+    assert {name: (run_dir / name).read_bytes() for name in before} == before
+    assert config.load_yaml(run_dir / "params.yaml")["lr"] == TINY["lr"]
+
+
+@pytest.fixture
+def unwritable(tmp_path):
+    """A folder this process cannot write: chmod for a normal user; root ignores modes, so a procfs folder."""
+    import os
+
+    if os.geteuid() == 0:
+        return "/proc/self/fdinfo"
+    folder = tmp_path / "locked"
+    folder.mkdir(mode=0o500)
+    return str(folder)
+
+
+def test_an_unwritable_checkpoint_folder_fails_before_training(tmp_path, source, unwritable, monkeypatch):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "checkpoints").symlink_to(unwritable)
+    monkeypatch.setattr(train._PairStep, "forward", lambda *a: pytest.fail("trained before checking the folder"))
+    with pytest.raises(PermissionError, match=r"cannot write to .*checkpoints .*choose a writable run_dir"):
+        train.train(tiny(tmp_path), run_dir, source)
+
+
+def test_a_full_disk_at_the_final_checkpoint_names_the_file_and_keeps_the_history(tmp_path, source, monkeypatch):
+    import errno
+
+    write = runs.atomic_write_bytes
+
+    def full_disk(path, data):
+        if path.name == "last.pt":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write(path, data)
+
+    monkeypatch.setattr(runs, "atomic_write_bytes", full_disk)
+    settings = tiny(tmp_path)
+    with pytest.raises(OSError, match=r"could not write checkpoint .*last\.pt \(No space left on device"):
+        train.train(settings, settings.resolved_run_dir(), source)
+    assert list(pd.read_csv(settings.resolved_run_dir() / "history.csv")["step"]) == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_truncated_checkpoint_names_the_file_and_the_fix(tmp_path, source):
+    settings = tiny(tmp_path, checkpoint_every=2, steps=4)
+    run_dir = settings.resolved_run_dir()
+    train.train(settings, run_dir, source)
+    path = train.checkpoint_path(run_dir)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(RuntimeError, match=r"checkpoint .*last\.pt is unreadable \(truncated or corrupt.*-p resume False"):
+        train.train(settings, run_dir, source)
+    history = train.train(tiny(tmp_path, checkpoint_every=2, steps=4, resume=False), run_dir, source)
+    assert len(history) == 4  # resume=False starts over
+
+
+def test_an_unfinished_checkpoint_is_not_evaluated(tmp_path, source, monkeypatch):
+    settings = tiny(tmp_path, checkpoint_every=3)
+    save = train._save_checkpoint
+
+    def save_then_die(path, state):
+        save(path, state)
+        if state["step"] == 3:
+            raise Killed
+
+    monkeypatch.setattr(train, "_save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        train.train(settings, settings.resolved_run_dir(), source)
+    with pytest.raises(RuntimeError, match=r"unfinished training run \(step 3 of 6\): run 02_train again"):
+        train.load_trained(settings.resolved_run_dir())
