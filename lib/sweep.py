@@ -5,9 +5,14 @@
 A grid YAML holds: ``study``, ``preset``, ``seeds``, ``configs`` (names of params/objectives/*.yaml),
 ``notebooks`` (stages, in order), ``overrides`` (flat settings for every run) and optionally
 ``comparisons: {benchmarks: [...], seeds: [...]}`` (06_comparisons once per benchmark x seed, after the
-ReSeND runs). A stage whose executed notebook exists in the run folder is skipped, so a finished run is
-never redone or overwritten; a failed stage leaves FAILED.txt and its partial notebook, and the sweep
-goes on. ``--jobs N`` runs N run folders at once (their stages still in order), each notebook kernel on
+ReSeND runs).
+
+A stage is done only when it succeeded: then, and only then, ``<run>/<stage>.done.json`` records a hash of its
+resolved settings and of the stage before it. A rerun skips a done stage, reruns an unfinished one (a killed
+sweep: training resumes from its last checkpoint) and reports, without touching it, a done stage whose settings
+changed since. A failed stage leaves FAILED.txt and its partial notebook (``.failed.ipynb``); the run's later
+stages wait, the other runs go on, and a retry redoes only the failed stage onwards. One sweep at a time per
+study (``<study>/.sweep.lock``). ``--jobs N`` runs N run folders at once (their stages still in order), each notebook kernel on
 cpu_count // N threads: on 2 cores, two single-threaded runs overlap one's kernel start-up and Python work
 with the other's training. The summary (lib.summary) is rebuilt at the end from the run folders alone.
 """
@@ -15,16 +20,21 @@ with the other's training. The summary (lib.summary) is rebuilt at the end from 
 from __future__ import annotations
 
 import argparse
+import fcntl
+import hashlib
+import json
+import logging
 import os
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from lib import config
+from lib import config, runs
 from lib.paths import NOTEBOOKS_DIR, OUTPUTS_DIR, PARAMS_DIR, REPO_ROOT
 
 GRID_KEYS = {"study", "preset", "seeds", "configs", "notebooks", "overrides", "comparisons"}
@@ -106,26 +116,82 @@ def plan(grid: Grid) -> list[Job]:
     return jobs
 
 
-def run_job(job: Job) -> str:
-    """Execute one stage with papermill; returns 'done', 'skipped' or 'failed' (FAILED.txt written)."""
+def _silent(_: str) -> None:
+    pass
+
+
+def stage_hash(job: Job, upstream: str = "") -> str:
+    """sha256 of what a stage's result depends on: its notebook name, its fully resolved settings and the hash of
+    the stage before it in the run (so a retrained model invalidates its evaluation)."""
+    settings = config.resolve(**job.params, say=_silent).to_dict()
+    blob = json.dumps({"notebook": job.notebook, "settings": settings, "upstream": upstream}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def stage_marker(job: Job) -> Path:
+    """``<run>/<notebook>.done.json``: written when, and only when, the stage succeeded."""
+    return job.run_dir / f"{job.notebook}.done.json"
+
+
+def read_marker(job: Job) -> dict[str, Any] | None:
+    path = stage_marker(job)
+    try:
+        return json.loads(path.read_text()) if path.exists() else None
+    except (OSError, json.JSONDecodeError):
+        return None  # a marker cut short is no marker: the stage reruns
+
+
+def _kernel_quiet() -> list[str]:
+    # jupyter_client interrupts a kernel before shutting it down, and ipykernel logs "KeyboardInterrupt caught in
+    # kernel" for it; the kernel's own log says nothing a sweep needs (cell errors reach papermill, not this log)
+    return ["--IPKernelApp.log_level=CRITICAL"]
+
+
+class _UnknownParameterFilter(logging.Filter):
+    """papermill warns about every value not in a notebook's parameters cell; the sweep's values are all checked
+    settings (`config.resolve` in `plan`), which the notebook resolves itself, so the warning is noise here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Passed unknown parameter")
+
+
+def run_job(job: Job, upstream: str = "") -> tuple[str, str]:
+    """Execute one stage with papermill unless it is done; returns (outcome, its hash) with outcome one of
+    'done' (ran now), 'skipped' (its marker matches), 'changed' (a marker with other settings or inputs: kept,
+    reported, not rerun) or 'failed' (FAILED.txt written, the partial notebook kept as ``.failed.ipynb``).
+
+    A stage without a marker was never finished (killed, failed, or interrupted while papermill wrote its
+    notebook) and runs again; training resumes from its last checkpoint.
+    """
     import papermill
 
+    digest = stage_hash(job, upstream)
+    marker = read_marker(job)
+    if marker is not None:
+        return ("skipped" if marker.get("hash") == digest else "changed"), digest
     failed = job.run_dir / "FAILED.txt"
-    if job.output.exists() and not failed.exists():
-        return "skipped"
     job.run_dir.mkdir(parents=True, exist_ok=True)
     failed.unlink(missing_ok=True)  # a retry of a failed stage
+    started = time.time()
+    logging.getLogger("papermill").addFilter(_UNKNOWN_PARAMETER_FILTER)
     try:
         papermill.execute_notebook(
             str(job.notebooks_dir / f"{job.notebook}.ipynb"), str(job.output), parameters=job.params,
             kernel_name="python3", cwd=str(REPO_ROOT), progress_bar=False, log_output=False,
+            extra_arguments=_kernel_quiet(),
         )
-        return "done"
     except Exception as error:  # papermill keeps the partial notebook at job.output
         message = f"{job.notebook} failed: {type(error).__name__}: {error}"
         failed.write_text(message + "\n\n" + traceback.format_exc())
         job.output.rename(job.output.with_suffix(".failed.ipynb")) if job.output.exists() else None
-        return "failed"
+        return "failed", digest
+    record = {"stage": job.notebook, "hash": digest, "upstream": upstream, "seconds": round(time.time() - started, 1),
+              "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    runs.atomic_write_text(stage_marker(job), json.dumps(record, indent=2))
+    return "done", digest
+
+
+_UNKNOWN_PARAMETER_FILTER = _UnknownParameterFilter()
 
 
 def build_backbones(jobs: list[Job]) -> None:
@@ -135,7 +201,7 @@ def build_backbones(jobs: list[Job]) -> None:
 
     recipes = {}
     for job in jobs:
-        if job.notebook in ("02_train", "06_comparisons") and not job.output.exists():
+        if job.notebook in ("02_train", "06_comparisons") and read_marker(job) is None:
             settings = config.resolve(**job.params)
             if settings.pretrained == "source":
                 recipes.setdefault(pretrain.weight_path(settings), settings)
@@ -152,13 +218,18 @@ def chains(jobs: list[Job]) -> list[list[Job]]:
 
 
 def run_chain(chain: list[Job]) -> list[tuple[str, str]]:
-    """Run one run folder's stages in order; stop at the first failure (a later stage needs the earlier one).
-    Returns ``[(stage label, 'done' | 'skipped' | 'failed'), ...]`` for the stages it reached."""
+    """Run one run folder's stages in order; stop at the first stage that failed or whose settings changed (a
+    later stage needs the earlier one). A stage that runs now first drops the markers of the stages after it, which
+    were computed from its previous result. Returns ``[(stage label, outcome), ...]`` for the stages it reached."""
     results = []
-    for job in chain:
-        result = run_job(job)
+    upstream = ""
+    for position, job in enumerate(chain):
+        if read_marker(job) is None:
+            for later in chain[position + 1:]:
+                stage_marker(later).unlink(missing_ok=True)
+        result, upstream = run_job(job, upstream)
         results.append((f"{job.label}/{job.notebook}", result))
-        if result == "failed":
+        if result in ("failed", "changed"):
             break
     return results
 
@@ -174,11 +245,39 @@ def _worker_init(threads: int) -> None:
         os.environ[name] = str(threads)
 
 
+@contextmanager
+def study_lock(study_dir: Path):
+    """Hold ``<study>/.sweep.lock`` (an flock, released when the process ends, even when killed) for the whole
+    sweep; a second sweep on the same study fails at once, naming the sweep that holds it."""
+    study_dir.mkdir(parents=True, exist_ok=True)
+    path = study_dir / ".sweep.lock"
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise RuntimeError(f"another sweep holds {study_dir} ({holder}): wait for it to finish, or run this grid "
+                               "under another study") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def run_grid(grid: Grid, only: list[str] | None = None, jobs: int = 1) -> dict[str, list[str]]:
-    """Run the grid's pending stages (see `run_jobs`), after building the backbones they need."""
+    """Run the grid's pending stages (see `run_jobs`) under the study's lock, after building the backbones they
+    need."""
     planned = [j for j in plan(grid) if not only or j.params.get("config_name") in only]
-    build_backbones(planned)
-    return run_jobs(planned, jobs, f"sweep {grid.study}")
+    with study_lock(OUTPUTS_DIR / grid.study):
+        build_backbones(planned)
+        return run_jobs(planned, jobs, f"sweep {grid.study}")
 
 
 def run_jobs(planned: list[Job], jobs: int = 1, desc: str = "sweep") -> dict[str, list[str]]:
@@ -187,7 +286,7 @@ def run_jobs(planned: list[Job], jobs: int = 1, desc: str = "sweep") -> dict[str
     runs start once every ReSeND run has finished (they read them)."""
     if jobs < 1:
         raise ValueError(f"jobs={jobs} must be >= 1 (the number of run folders executed at once)")
-    outcome: dict[str, list[str]] = {"done": [], "skipped": [], "failed": []}
+    outcome: dict[str, list[str]] = {"done": [], "skipped": [], "failed": [], "changed": []}
     resend = chains([j for j in planned if j.notebook != "06_comparisons"])
     comparisons = chains([j for j in planned if j.notebook == "06_comparisons"])
     bar = tqdm(total=len(planned), desc=desc, unit="stage")
@@ -236,12 +335,15 @@ def main(argv: list[str] | None = None) -> int:
     paths = summary.write_summary(OUTPUTS_DIR / grid.study, paper=grid.preset == "paper")
     minutes = (time.perf_counter() - start) / 60
     print(f"sweep {grid.study}: {len(outcome['done'])} stages run, {len(outcome['skipped'])} skipped, "
-          f"{len(outcome['failed'])} failed in {minutes:.1f} min")
+          f"{len(outcome['failed'])} failed, {len(outcome['changed'])} with changed settings in {minutes:.1f} min")
     for item in outcome["failed"]:
         print(f"  FAILED {item} (see its FAILED.txt)")
+    for item in outcome["changed"]:
+        print(f"  CHANGED {item}: finished with other settings or inputs; kept as it is, not rerun. To redo it, "
+              "move its run folder away; to keep both, run the grid under another study")
     for path in paths:
         print(f"  wrote {path.relative_to(REPO_ROOT)}")
-    return 1 if outcome["failed"] else 0
+    return 1 if outcome["failed"] or outcome["changed"] else 0
 
 
 if __name__ == "__main__":

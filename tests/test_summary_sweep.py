@@ -106,9 +106,13 @@ def _tiny_notebooks(nb_dir):
 
     nb_dir.mkdir()
     sources = {"ok": "import os, pathlib\npathlib.Path(run_dir, 'threads.txt').write_text(os.environ.get('OMP_NUM_THREADS', ''))",
-               "boom": "raise RuntimeError('deliberate')"}
+               "boom": "raise RuntimeError('deliberate')",
+               # slow: marks that it started, then sleeps seed seconds (a stage long enough to be killed)
+               "slow": "import pathlib, time\npathlib.Path(run_dir, 'started.txt').write_text('')\ntime.sleep(seed)",
+               # flaky: fails while run_dir/broken exists
+               "flaky": "import pathlib\nassert not pathlib.Path(run_dir, 'broken').exists(), 'still broken'"}
     for name, source in sources.items():
-        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("run_dir = ''", metadata={"tags": ["parameters"]}),
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("run_dir = ''\nseed = 0", metadata={"tags": ["parameters"]}),
                                              nbformat.v4.new_code_cell(source)])
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nbformat.write(nb, nb_dir / f"{name}.ipynb")
@@ -120,11 +124,12 @@ def test_failed_stage_is_recorded_and_finished_stage_skipped(tmp_path):
     nb_dir = _tiny_notebooks(tmp_path / "nbs")
     run_dir = tmp_path / "run"
     job = lambda name: sweep.Job(run_dir, name, {"run_dir": str(run_dir)}, notebooks_dir=nb_dir)  # noqa: E731
-    assert sweep.run_job(job("ok")) == "done"
-    assert sweep.run_job(job("ok")) == "skipped"
-    assert sweep.run_job(job("boom")) == "failed"
+    assert sweep.run_job(job("ok"))[0] == "done"
+    assert json.loads((run_dir / "ok.done.json").read_text())["hash"] == sweep.stage_hash(job("ok"))
+    assert sweep.run_job(job("ok"))[0] == "skipped"
+    assert sweep.run_job(job("boom"))[0] == "failed"
     assert "deliberate" in (run_dir / "FAILED.txt").read_text()
-    assert (run_dir / "boom.failed.ipynb").exists()  # the partial notebook stays
+    assert (run_dir / "boom.failed.ipynb").exists() and not (run_dir / "boom.done.json").exists()
 
 
 @pytest.mark.notebook
@@ -168,7 +173,7 @@ def test_backbones_built_once_per_recipe_before_pending_training_stages(tmp_path
     training = [j for j in jobs if j.notebook == "02_train"]
     for job in training[1:]:  # finished training stages need no backbone
         job.run_dir.mkdir(parents=True)
-        job.output.write_text("{}")
+        sweep.stage_marker(job).write_text(json.dumps({"hash": "done before"}))
     sweep.build_backbones(jobs)
     assert built == [pretrain.weight_path(config.resolve(**training[0].params))]  # one recipe, built once
     built.clear()
@@ -176,3 +181,79 @@ def test_backbones_built_once_per_recipe_before_pending_training_stages(tmp_path
     assert built == []
     sweep.build_backbones([sweep.Job(tmp_path / "x", "02_train", {**jobs[0].params, "pretrained": "none"})])
     assert built == []
+
+
+def _job(nb_dir, run_dir, name, **params):
+    return sweep.Job(run_dir, name, {"run_dir": str(run_dir), **params}, run_dir.name, notebooks_dir=nb_dir)
+
+
+@pytest.mark.notebook
+def test_a_killed_stage_is_never_recorded_as_done_and_reruns(tmp_path):
+    """Kill the sweep (by pid, with its kernel) while a stage runs: papermill has already written that stage's
+    notebook, but without a marker the stage is not done, so the rerun runs it and only then the stage after it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    nb_dir = _tiny_notebooks(tmp_path / "nbs")
+    run_dir = tmp_path / "run"
+    script = (f"from pathlib import Path\nfrom lib import sweep\nnb, run = Path({str(nb_dir)!r}), Path({str(run_dir)!r})\n"
+              "sweep.run_chain([sweep.Job(run, n, {'run_dir': str(run), 'seed': 60}, 'run', notebooks_dir=nb) "
+              "for n in ('slow', 'ok')])\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    deadline = time.time() + 120
+    while not (run_dir / "started.txt").exists():
+        assert proc.poll() is None and time.time() < deadline, "the sweep never reached the slow stage"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its kernel, as a killed terminal would
+    proc.wait()
+    assert (run_dir / "slow.ipynb").exists() and not (run_dir / "slow.done.json").exists()
+    assert not (run_dir / "ok.ipynb").exists()
+    chain = [_job(nb_dir, run_dir, "slow", seed=0), _job(nb_dir, run_dir, "ok", seed=0)]
+    assert sweep.run_chain(chain) == [("run/slow", "done"), ("run/ok", "done")]
+    assert sweep.run_chain(chain) == [("run/slow", "skipped"), ("run/ok", "skipped")]
+
+
+@pytest.mark.notebook
+def test_changed_settings_are_reported_and_the_finished_stage_kept(tmp_path):
+    nb_dir = _tiny_notebooks(tmp_path / "nbs")
+    run_dir = tmp_path / "run"
+    assert sweep.run_job(_job(nb_dir, run_dir, "ok", seed=0))[0] == "done"
+    before = (run_dir / "ok.ipynb").read_bytes()
+    assert sweep.run_chain([_job(nb_dir, run_dir, "ok", seed=1)]) == [("run/ok", "changed")]
+    assert (run_dir / "ok.ipynb").read_bytes() == before
+
+
+@pytest.mark.notebook
+def test_a_retry_reruns_only_the_failed_stage(tmp_path):
+    nb_dir = _tiny_notebooks(tmp_path / "nbs")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "broken").write_text("")
+    chain = [_job(nb_dir, run_dir, "ok"), _job(nb_dir, run_dir, "flaky")]
+    assert sweep.run_chain(chain) == [("run/ok", "done"), ("run/flaky", "failed")]
+    first = (run_dir / "ok.done.json").read_text()
+    (run_dir / "broken").unlink()
+    assert sweep.run_chain(chain) == [("run/ok", "skipped"), ("run/flaky", "done")]
+    assert (run_dir / "ok.done.json").read_text() == first and not (run_dir / "FAILED.txt").exists()
+
+
+def test_a_second_sweep_on_the_same_study_is_refused_naming_the_first(tmp_path):
+    import subprocess
+    import sys
+
+    script = (f"from pathlib import Path\nimport time\nfrom lib import sweep\n"
+              f"with sweep.study_lock(Path({str(tmp_path)!r})):\n    print('locked', flush=True)\n    time.sleep(60)\n")
+    holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RuntimeError, match=rf"another sweep holds .* \(pid {holder.pid}, started .*\): wait"):
+            with sweep.study_lock(tmp_path):
+                pass
+    finally:
+        holder.kill()  # by pid; the kernel releases a dead process's flock
+        holder.wait()
+    with sweep.study_lock(tmp_path):
+        assert "pid" in (tmp_path / ".sweep.lock").read_text()
