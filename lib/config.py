@@ -56,6 +56,7 @@ class Settings:
     objective: str = "bce"  # mse | bce | bce_focal | ce | ce_focal | hinge
     mse_c: float = 1.0  # mse: y = 2*sigmoid(c*x) - 1; paper grid c in {1, 10, 50}
     focal_gamma: float = 3.0  # bce_focal / ce_focal exponent
+    focal_k: float = 10.0  # bce_focal: focal weight from p = sigma(k*x), BCE on x (reference --sigmoid_compression)
     hinge_delta: float = 1.0  # hinge margin; paper grid delta in {1, 0.1, 0.01}
     # --- pairs (SPEC 3) ---
     pairing: str = "in_batch"  # in_batch (one backbone pass per image) | per_pair (reference: 2 passes per pair)
@@ -94,7 +95,7 @@ class Settings:
         """The parameters the chosen objective takes (see lib.objectives.REGISTRY)."""
         return {
             "mse": {"c": self.mse_c},
-            "bce_focal": {"gamma": self.focal_gamma},
+            "bce_focal": {"gamma": self.focal_gamma, "k": self.focal_k},
             "ce_focal": {"gamma": self.focal_gamma},
             "hinge": {"delta": self.hinge_delta},
         }.get(self.objective, {})
