@@ -3,9 +3,12 @@
 Conventions, used everywhere in this module:
 - Known test images are the *positive* class of every metric except ``aupr_out``.
 - ``normality`` is higher for images that look like a known class (max softmax over the class scores).
-- ``fpr95`` is the ReSeND/ICIAP convention: the fraction of UNKNOWN images accepted when the threshold
-  accepts 95 % of the KNOWN images. OpenOOD / pytorch-ood report the other role assignment
-  (OOD = positive, FPR of ID at 95 % TPR of OOD); we never mix the two.
+- ``fpr95`` takes known = positive, as ReSeND/ODIN report it: the fraction of UNKNOWN images accepted when the
+  threshold accepts 95 % of the KNOWN images, with our exact threshold rule (`fpr_at_95_known`: the
+  ceil(0.95 n_known)-th largest known score, accept >= it). The ReSeND/ICIAP code instead takes the ROC point whose
+  known recall is nearest 0.95 (`fpr95_reference`, not recorded): the two differ by up to ~1/n_known in known
+  recall. OpenOOD / pytorch-ood report the other role assignment (OOD = positive, FPR of ID at 95 % TPR of OOD);
+  we never mix the two.
 
 Everything is batched (the reference scores one test image at a time): the backbone features of all support
 and test images are computed once, then every (test image, prototype) pair goes through the relational module
@@ -39,16 +42,33 @@ EVAL_FIELDS = ("study", "run_dir", "seed", "device", "num_workers", "interactive
 
 # ----------------------------------------------------------------------------- metrics
 def fpr_at_95_known(normality: np.ndarray, is_known: np.ndarray) -> float:
-    """FPR95, ReSeND convention: fraction of unknown images accepted when 95 % of known images are accepted.
+    """FPR95 with known = positive: fraction of unknown images accepted when at least 95 % of the known images are.
 
     Exact rule (ties included): sort the known scores in decreasing order and let ``k = ceil(0.95 * n_known)``;
     the threshold ``t`` is the k-th largest known score; an image is *accepted* when its score is ``>= t``
     (so with ties at ``t`` more than 95 % of the known images may be accepted, never fewer);
-    ``fpr95 = mean(unknown_scores >= t)``.
+    ``fpr95 = mean(unknown_scores >= t)``. This is our rule, not the reference code's: that one takes the ROC
+    point whose known recall is nearest 0.95 (`fpr95_reference`), which may accept fewer than 95 % of the known
+    images (one fewer known image when ceil(0.95 n) / n is farther from 0.95 than the point below it).
     """
     normality = np.asarray(normality, dtype=np.float64)
     is_known = np.asarray(is_known, dtype=bool)
     return float(np.mean(normality[~is_known] >= known_threshold(normality, is_known)))
+
+
+def fpr95_reference(normality: np.ndarray, is_known: np.ndarray) -> float:
+    """FPR95 as the ReSeND/ICIAP reference code computes it (``fpr_and_fdr_at_recall``; for comparison, not in
+    METRICS): over the ROC points (threshold t = each distinct score down to the lowest known score, accept >= t)
+    take the one whose known recall is nearest 0.95, the lowest threshold among equally near ones, and return the
+    fraction of unknown images accepted there. Distances are float64 as in the reference, so an exact tie can
+    resolve by rounding (n_known = 10: |0.9 - 0.95| < |1.0 - 0.95| in float, recall 0.9 wins)."""
+    normality = np.asarray(normality, dtype=np.float64)
+    is_known = np.asarray(is_known, dtype=bool)
+    known = np.sort(normality[is_known])
+    thresholds = np.unique(normality[normality >= known[0]])  # increasing; the reference stops at full recall
+    recall = (len(known) - np.searchsorted(known, thresholds, side="left")) / len(known)
+    t = thresholds[np.argmin(np.abs(recall - 0.95))]  # argmin = first = lowest threshold among ties
+    return float(np.mean(normality[~is_known] >= t))
 
 
 def known_threshold(normality: np.ndarray, is_known: np.ndarray, fraction_pct: int = 95) -> float:

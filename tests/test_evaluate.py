@@ -63,6 +63,43 @@ def test_fpr95_differs_from_pytorch_ood_convention():
     assert theirs["AUROC"] == pytest.approx(evaluate.novelty_metrics(S1, K1)["auroc"])  # AUROC is symmetric
 
 
+def test_fpr95_reference_rule_hand_worked():
+    """The reference code's FPR95: the ROC point whose known recall is nearest 0.95 (lowest threshold on ties)."""
+    # 12 known at 1..12, unknown 0.5 1 1 2.5 3. Ours: k = ceil(0.95 * 12) = ceil(11.4) = 12 -> t = 1 (recall 12/12);
+    # unknown >= 1: 1, 1, 2.5, 3 -> 4/5. Reference: recall 11/12 = .917 (t = 2) is nearer .95 (.033) than 12/12
+    # (.05) -> unknown >= 2: 2.5, 3 -> 2/5. One known image (1/n_known of recall) apart.
+    s = np.array([*range(1, 13), 0.5, 1.0, 1.0, 2.5, 3.0], dtype=float)
+    k = np.arange(17) < 12
+    assert evaluate.fpr_at_95_known(s, k) == pytest.approx(4 / 5)
+    assert evaluate.fpr95_reference(s, k) == pytest.approx(2 / 5)
+    # same known, unknown 1 1.5 1.7: recall 11/12 holds for t = 1.5, 1.7 and 2; the lowest, 1.5, accepts 1.5 and
+    # 1.7 -> 2/3 (the highest, t = 2, would give 0). Ours: t = 1 accepts all three -> 1.
+    s, k = np.array([*range(1, 13), 1.0, 1.5, 1.7], dtype=float), np.arange(15) < 12
+    assert evaluate.fpr95_reference(s, k) == pytest.approx(2 / 3)
+    assert evaluate.fpr_at_95_known(s, k) == pytest.approx(1.0)
+    # 10 known at 1..10, unknown 1 1.5: recall .9 and 1 are both .05 from .95, but in float |.9 - .95| is the
+    # smaller, so recall .9 wins: lowest such t = 1.5 -> 1/2. Ours: ceil(9.5) = 10 -> t = 1 -> 2/2.
+    s, k = np.array([*range(1, 11), 1.0, 1.5], dtype=float), np.arange(12) < 10
+    assert evaluate.fpr95_reference(s, k) == pytest.approx(0.5) and evaluate.fpr_at_95_known(s, k) == 1.0
+    # S1 (4 known): ours t = 0.6 (recall 1) -> 1/3; reference: recall 3/4 (.2 away) vs 1 (.05) -> same t, 1/3
+    assert evaluate.fpr95_reference(S1, K1) == pytest.approx(1 / 3)
+    assert "fpr95_reference" not in evaluate.novelty_metrics(S1, K1)  # not a recorded metric
+
+
+def test_fpr95_reference_matches_sklearn_roc_points():
+    from sklearn.metrics import roc_curve
+
+    rng = np.random.default_rng(0)
+    for n_known in (7, 10, 12, 33, 50):
+        s = np.round(rng.normal(size=n_known + 40), 1)  # rounded: ties between and within the groups
+        k = np.arange(len(s)) < n_known
+        fpr, tpr, thresholds = roc_curve(k, s, drop_intermediate=False)  # thresholds decreasing
+        keep = thresholds >= s[k].min()  # the reference's curve ends where recall reaches 1
+        distance = np.abs(tpr[keep] - 0.95)
+        lowest_nearest = np.flatnonzero(distance == distance.min())[-1]
+        assert evaluate.fpr95_reference(s, k) == pytest.approx(fpr[keep][lowest_nearest])
+
+
 def test_accuracy_on_known_only():
     preds = np.array([0, 1, 2, 2, 0, 0, 0])
     labels = np.array([0, 1, 1, 2, 5, 6, 7])  # the unknown rows are ignored
