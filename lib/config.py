@@ -79,8 +79,8 @@ class Settings:
     log_every: int = 1  # steps between history rows
     # --- evaluation (SPEC 6, 8) ---
     eval_batch_size: int = 1024  # (test image, prototype) pairs per relational-module batch
-    prototypes: str = "mean"  # mean (class mean feature) | kcenter (K most significant per class, max) | knn
-    prototypes_k: int = 3  # K of kcenter / k of knn
+    prototypes: str = "mean"  # mean | kcenter (K per class, max) | knn (reference: top-k mean over all support) | knn_class (per class, softmax)
+    prototypes_k: int = 3  # K of kcenter / k of knn and knn_class
     r2_pairs: int = 600  # pairs for the R^2 analysis (paper: ~12000)
     # --- comparisons (SPEC 10) ---
     methods: str = "all"  # comma list of msp,maxlogit,energy,odin,mahalanobis,knn,mixoe_mixup,mixoe_cutmix,ssod,reweightood | all
@@ -200,7 +200,7 @@ CHOICES = {
     "device": ("auto", "cpu", "cuda"),
     "head": ("mlp", "fc"),
     "pairing": ("in_batch", "per_pair"),
-    "prototypes": ("mean", "kcenter", "knn"),
+    "prototypes": ("mean", "kcenter", "knn", "knn_class"),
     "objective": ("mse", "bce", "bce_focal", "ce", "ce_focal", "hinge"),
 }
 
