@@ -62,6 +62,7 @@ class Settings:
     loss: str = "bce"  # the objective: mse | bce | bce_focal (alias: focal) | ce | ce_focal | hinge
     mse_c: float = 1.0  # mse: y = 2*sigmoid(c*x) - 1; paper grid c in {1, 10, 50}
     focal_gamma: float = 3.0  # bce_focal / ce_focal exponent
+    focal_k: float = 10.0  # bce_focal: focal weight from p = sigma(k*x), BCE on x (reference --sigmoid_compression)
     hinge_delta: float = 1.0  # hinge margin; paper grid delta in {1, 0.1, 0.01}
     # --- pairs (SPEC 3) ---
     pairing: str = "in_batch"  # in_batch (one backbone pass per image) | per_pair (reference: 2 passes per pair)
@@ -85,8 +86,8 @@ class Settings:
     log_every: int = 1  # steps between history rows
     # --- evaluation (SPEC 6, 8) ---
     eval_batch_size: int = 1024  # (test image, prototype) pairs per relational-module batch
-    prototypes: str = "mean"  # mean (class mean feature) | kcenter (K most significant per class, max) | knn
-    prototypes_k: int = 3  # K of kcenter / k of knn
+    prototypes: str = "mean"  # mean | kcenter (K per class, max) | knn (reference: top-k mean over all support) | knn_class (per class, softmax)
+    prototypes_k: int = 3  # K of kcenter / k of knn and knn_class
     r2_pairs: int = 600  # pairs for the R^2 analysis (paper: ~12000)
     # --- comparisons (SPEC 10) ---
     methods: str = "all"  # comma list of msp,maxlogit,energy,odin,mahalanobis,knn,mixoe_mixup,mixoe_cutmix,ssod,reweightood | all
@@ -101,7 +102,7 @@ class Settings:
         """The parameters the chosen objective (``loss``) takes (see lib.objectives.REGISTRY)."""
         return {
             "mse": {"c": self.mse_c},
-            "bce_focal": {"gamma": self.focal_gamma},
+            "bce_focal": {"gamma": self.focal_gamma, "k": self.focal_k},
             "ce_focal": {"gamma": self.focal_gamma},
             "hinge": {"delta": self.hinge_delta},
         }.get(self.loss, {})
@@ -246,7 +247,7 @@ CHOICES = {
     "device": ("auto", "cpu", "cuda"),
     "head": ("mlp", "fc"),
     "pairing": ("in_batch", "per_pair"),
-    "prototypes": ("mean", "kcenter", "knn"),
+    "prototypes": ("mean", "kcenter", "knn", "knn_class"),
     "loss": ("mse", "bce", "bce_focal", "ce", "ce_focal", "hinge"),
 }
 

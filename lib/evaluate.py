@@ -2,10 +2,14 @@
 
 Conventions, used everywhere in this module:
 - Known test images are the *positive* class of every metric except ``aupr_out``.
-- ``normality`` is higher for images that look like a known class (max softmax over the class scores).
-- ``fpr95`` is the ReSeND/ICIAP convention: the fraction of UNKNOWN images accepted when the threshold
-  accepts 95 % of the KNOWN images. OpenOOD / pytorch-ood report the other role assignment
-  (OOD = positive, FPR of ID at 95 % TPR of OOD); we never mix the two.
+- ``normality`` is higher for images that look like a known class (max softmax over the class scores; with
+  ``prototypes=knn`` the reference kNN evaluator's mean of the top-k similarities to all support samples).
+- ``fpr95`` takes known = positive, as ReSeND/ODIN report it: the fraction of UNKNOWN images accepted when the
+  threshold accepts 95 % of the KNOWN images, with our exact threshold rule (`fpr_at_95_known`: the
+  ceil(0.95 n_known)-th largest known score, accept >= it). The ReSeND/ICIAP code instead takes the ROC point whose
+  known recall is nearest 0.95 (`fpr95_reference`, not recorded): the two differ by up to ~1/n_known in known
+  recall. OpenOOD / pytorch-ood report the other role assignment (OOD = positive, FPR of ID at 95 % TPR of OOD);
+  we never mix the two.
 
 Everything is batched (the reference scores one test image at a time): the backbone features of all support
 and test images are computed once, then every (test image, prototype) pair goes through the relational module
@@ -39,16 +43,33 @@ EVAL_FIELDS = ("study", "run_dir", "seed", "device", "num_workers", "interactive
 
 # ----------------------------------------------------------------------------- metrics
 def fpr_at_95_known(normality: np.ndarray, is_known: np.ndarray) -> float:
-    """FPR95, ReSeND convention: fraction of unknown images accepted when 95 % of known images are accepted.
+    """FPR95 with known = positive: fraction of unknown images accepted when at least 95 % of the known images are.
 
     Exact rule (ties included): sort the known scores in decreasing order and let ``k = ceil(0.95 * n_known)``;
     the threshold ``t`` is the k-th largest known score; an image is *accepted* when its score is ``>= t``
     (so with ties at ``t`` more than 95 % of the known images may be accepted, never fewer);
-    ``fpr95 = mean(unknown_scores >= t)``.
+    ``fpr95 = mean(unknown_scores >= t)``. This is our rule, not the reference code's: that one takes the ROC
+    point whose known recall is nearest 0.95 (`fpr95_reference`), which may accept fewer than 95 % of the known
+    images (one fewer known image when ceil(0.95 n) / n is farther from 0.95 than the point below it).
     """
     normality = np.asarray(normality, dtype=np.float64)
     is_known = np.asarray(is_known, dtype=bool)
     return float(np.mean(normality[~is_known] >= known_threshold(normality, is_known)))
+
+
+def fpr95_reference(normality: np.ndarray, is_known: np.ndarray) -> float:
+    """FPR95 as the ReSeND/ICIAP reference code computes it (``fpr_and_fdr_at_recall``; for comparison, not in
+    METRICS): over the ROC points (threshold t = each distinct score down to the lowest known score, accept >= t)
+    take the one whose known recall is nearest 0.95, the lowest threshold among equally near ones, and return the
+    fraction of unknown images accepted there. Distances are float64 as in the reference, so an exact tie can
+    resolve by rounding (n_known = 10: |0.9 - 0.95| < |1.0 - 0.95| in float, recall 0.9 wins)."""
+    normality = np.asarray(normality, dtype=np.float64)
+    is_known = np.asarray(is_known, dtype=bool)
+    known = np.sort(normality[is_known])
+    thresholds = np.unique(normality[normality >= known[0]])  # increasing; the reference stops at full recall
+    recall = (len(known) - np.searchsorted(known, thresholds, side="left")) / len(known)
+    t = thresholds[np.argmin(np.abs(recall - 0.95))]  # argmin = first = lowest threshold among ties
+    return float(np.mean(normality[~is_known] >= t))
 
 
 def known_threshold(normality: np.ndarray, is_known: np.ndarray, fraction_pct: int = 95) -> float:
@@ -207,7 +228,8 @@ def build_prototypes(support_feats: torch.Tensor, support_labels: np.ndarray, nu
 
     - ``mean``: one per class, its mean support feature (SPEC 6);
     - ``kcenter``: the K = min(k, n_c) "most significant" support features of each class by greedy k-center;
-    - ``knn``: every support feature (the class score is then the mean of the class's top-k similarities).
+    - ``knn`` / ``knn_class``: every support feature (the class score is then the mean of the class's top-k
+      similarities; see `score_benchmark` for how the two compute normality).
     """
     labels = np.asarray(support_labels)
     present = np.unique(labels)
@@ -225,10 +247,10 @@ def build_prototypes(support_feats: torch.Tensor, support_labels: np.ndarray, nu
             chosen = cls.mean(0, keepdim=True)
         elif kind == "kcenter":
             chosen = cls[kcenter_indices(cls, k)]
-        elif kind == "knn":
+        elif kind in ("knn", "knn_class"):
             chosen = cls
         else:
-            raise ValueError(f"unknown prototypes kind {kind!r}: mean | kcenter | knn")
+            raise ValueError(f"unknown prototypes kind {kind!r}: mean | kcenter | knn | knn_class")
         protos.append(chosen)
         owners.append(np.full(len(chosen), c, dtype=np.int64))
     return torch.cat(protos), np.concatenate(owners)
@@ -256,7 +278,7 @@ def pair_similarities(model, objective, test_feats: torch.Tensor, protos: torch.
 
 def class_scores(sims: torch.Tensor, owners: np.ndarray, num_known: int, kind: str = "mean", k: int = 3) -> torch.Tensor:
     """Reduce prototype similarities (N, M) to class scores (N, C): identity for ``mean``, max over the class's
-    prototypes for ``kcenter``, mean of the class's top-min(k, n_c) similarities for ``knn``."""
+    prototypes for ``kcenter``, mean of the class's top-min(k, n_c) similarities for ``knn`` and ``knn_class``."""
     if kind == "mean":
         return sims
     cols = []
@@ -266,13 +288,19 @@ def class_scores(sims: torch.Tensor, owners: np.ndarray, num_known: int, kind: s
     return torch.stack(cols, 1)
 
 
+def knn_normality(sims: torch.Tensor, k: int = 3) -> torch.Tensor:
+    """(N,) float64 mean of each row's top-min(k, M) similarities to all M support samples, whatever their class:
+    the reference kNN evaluator's normality (no per-class softmax; higher = more likely known)."""
+    return sims.double().topk(min(k, sims.shape[1]), dim=1).values.mean(1)
+
+
 # ----------------------------------------------------------------------------- one benchmark
 @dataclass
 class BenchmarkScores:
     """Scores of one benchmark; arrays are numpy, rows follow the benchmark's test set order."""
 
     name: str
-    normality: np.ndarray  # (N,) float64 in [1/C, 1], higher = more likely known
+    normality: np.ndarray  # (N,) float64, higher = more likely known: in [1/C, 1] (max softmax) except for knn
     predictions: np.ndarray  # (N,) int64 argmax class
     similarities: np.ndarray  # (N, C) float32 class scores s_c (higher = more similar)
     is_known: np.ndarray  # (N,) bool
@@ -289,6 +317,9 @@ def score_benchmark(model, objective, benchmark, settings: Settings,
     """Score every test image of `benchmark` against the known-class prototypes of its support set (SPEC 6).
 
     s_c = objective.similarity(model.relate(f(x), p_c)); normality = max_c softmax(s)_c; prediction = argmax_c.
+    ``prototypes=knn`` (the reference kNN evaluator) keeps that prediction (argmax of the per-class top-k means)
+    but takes normality = mean of the top-k similarities to all support samples (`knn_normality`), no softmax;
+    ``knn_class`` is the per-class variant: softmax over the per-class top-k means, as for mean / kcenter.
     Without `memo` every support and test image goes through the backbone and ``seconds`` is the wall-clock
     (what benchmarks/eval_throughput.py measures). With one, images it already holds are not recomputed; their
     recorded computing cost is added, so ``seconds`` still estimates the benchmark's stand-alone cost (06 gives
@@ -313,6 +344,8 @@ def score_benchmark(model, objective, benchmark, settings: Settings,
     scores = class_scores(sims, owners, benchmark.num_known, settings.prototypes, settings.prototypes_k)
     probs = torch.softmax(scores.double(), dim=1)
     normality, predictions = probs.max(1)
+    if settings.prototypes == "knn":
+        normality = knn_normality(sims, settings.prototypes_k)
     if device.type == "cuda":
         torch.cuda.synchronize()
     charged = memo.hit_seconds - charged_before if memo is not None else 0.0

@@ -53,8 +53,7 @@ class ReSeND(nn.Module):
         super().__init__()
         self.backbone = resnet18_features(small_stem)
         self.project = nn.Linear(FEATURE_DIM, d_model)
-        self.label_token = nn.Parameter(torch.zeros(1, 1, d_model))
-        nn.init.trunc_normal_(self.label_token, std=0.02)
+        self.label_token = nn.Parameter(torch.zeros(1, 1, d_model))  # trunc-normal .02 in init_relational
         self.blocks = nn.ModuleList(
             nn.TransformerEncoderLayer(d_model, n_heads, mlp_ratio * d_model, dropout=0.0, activation="gelu",
                                        layer_norm_eps=1e-6, norm_first=True, batch_first=True)
@@ -70,6 +69,25 @@ class ReSeND(nn.Module):
         else:
             raise ValueError(f"head={head!r} must be mlp or fc")
         self.out_dim = out_dim
+        self.init_relational()
+
+    def init_relational(self) -> None:
+        """Reference init of r and c (timm ViT ``init_weights``): every Linear and the attention qkv trunc-normal
+        std .02 with zero bias, LayerNorm 1 / 0, label token trunc-normal .02. The backbone keeps its own init."""
+        nn.init.trunc_normal_(self.label_token, std=0.02)
+        head = [self.head_hidden, self.head_out] if self.head_kind == "mlp" else [self.head_out]
+        for module in [self.project, *self.blocks, self.norm, *head]:
+            for sub in module.modules():
+                if isinstance(sub, nn.Linear):  # also the attention out_proj and the MLP linear1/linear2
+                    nn.init.trunc_normal_(sub.weight, std=0.02)
+                    if sub.bias is not None:
+                        nn.init.zeros_(sub.bias)
+                elif isinstance(sub, nn.MultiheadAttention):  # qkv is a Parameter pair, not a Linear
+                    nn.init.trunc_normal_(sub.in_proj_weight, std=0.02)
+                    nn.init.zeros_(sub.in_proj_bias)
+                elif isinstance(sub, nn.LayerNorm):
+                    nn.init.ones_(sub.weight)
+                    nn.init.zeros_(sub.bias)
 
     def features(self, images: Tensor) -> Tensor:
         """(N, 3, H, W) normalised images -> (N, 512) pooled backbone features."""

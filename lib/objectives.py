@@ -11,8 +11,9 @@ Conventions (x = head output, t = pair label, ``lib.SAME = 1`` / ``lib.DIFFERENT
 the correct class. The mapping used: for 1-logit objectives p = sigma(s * x), i.e. the logit of a *same* pair
 is x = log(p / (1 - p)) (and its negation for a different pair); every 1-logit loss here is symmetric in s,
 so one curve covers both labels. Consequently mse's curve is 4 * (1 - sigma(c * logit(p)))^2 (c changes its
-shape; c = 1 gives 4 (1 - p)^2) and hinge's is max(0, delta - logit(p)). For the 2-logit objectives p is the
-softmax probability of the correct class.
+shape; c = 1 gives 4 (1 - p)^2), bce_focal's is -(1 - sigma(k * logit(p)))^gamma * log(p) (its focal weight reads
+the compressed sigma(k x) while the BCE term reads x; k = 1 gives -(1 - p)^gamma log p) and hinge's is
+max(0, delta - logit(p)). For the 2-logit objectives p is the softmax probability of the correct class.
 """
 
 from __future__ import annotations
@@ -47,11 +48,11 @@ def _bce(output: Tensor, target: Tensor) -> Tensor:
     return F.binary_cross_entropy_with_logits(output[:, 0], target.to(output.dtype), reduction="none")
 
 
-def _bce_focal(output: Tensor, target: Tensor, gamma: float) -> Tensor:
+def _bce_focal(output: Tensor, target: Tensor, gamma: float, k: float) -> Tensor:
     sx = _signs(target, output) * output[:, 0]
-    log_p_t = F.logsigmoid(sx)  # p_t = sigma(x) for same, 1 - sigma(x) = sigma(-x) for different
-    log_one_minus_p_t = F.logsigmoid(-sx)  # stable log(1 - p_t)
-    return -torch.exp(gamma * log_one_minus_p_t) * log_p_t
+    log_p_t = F.logsigmoid(sx)  # the BCE term stays on x: p_t = sigma(x) for same, sigma(-x) for different
+    log_one_minus_focal_p_t = F.logsigmoid(-k * sx)  # focal weight from p = sigma(k x) (reference), stable log
+    return -torch.exp(gamma * log_one_minus_focal_p_t) * log_p_t
 
 
 def _ce(output: Tensor, target: Tensor) -> Tensor:
@@ -81,6 +82,10 @@ def _curve_log(p: Tensor) -> Tensor:
 
 def _curve_focal(p: Tensor, gamma: float) -> Tensor:
     return -((1 - p) ** gamma) * torch.log(p)
+
+
+def _curve_bce_focal(p: Tensor, gamma: float, k: float) -> Tensor:
+    return -torch.exp(gamma * F.logsigmoid(-k * _logit(p))) * torch.log(p)
 
 
 def _curve_hinge(p: Tensor, delta: float) -> Tensor:
@@ -121,8 +126,8 @@ REGISTRY: dict[str, ObjectiveSpec] = {
                          "(2 sigma(c x) - 1 - (+1 same | -1 different))^2"),
     "bce": ObjectiveSpec(_bce, {}, 1, _logit_similarity, _logit_predicts_same, _curve_log,
                          "binary cross-entropy with logits"),
-    "bce_focal": ObjectiveSpec(_bce_focal, {"gamma": 3.0}, 1, _logit_similarity, _logit_predicts_same, _curve_focal,
-                               "BCE * (1 - p_t)^gamma"),
+    "bce_focal": ObjectiveSpec(_bce_focal, {"gamma": 3.0, "k": 10.0}, 1, _logit_similarity, _logit_predicts_same,
+                               _curve_bce_focal, "BCE(x) * (1 - p_t)^gamma, p = sigma(k x) (reference k = 10)"),
     "ce": ObjectiveSpec(_ce, {}, 2, _same_logit_similarity, _argmax_predicts_same, _curve_log,
                         "2-logit softmax cross-entropy"),
     "ce_focal": ObjectiveSpec(_ce_focal, {"gamma": 3.0}, 2, _same_logit_similarity, _argmax_predicts_same, _curve_focal,

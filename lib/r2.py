@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from lib import DIFFERENT, SAME
 from lib.config import Settings
 
 
@@ -71,30 +72,49 @@ def relational_representations(model, source, triples: np.ndarray, settings: Set
     return torch.cat(reprs), torch.as_tensor(triples[:, 2], dtype=torch.long)
 
 
-def sample_triples(labels, n_pairs: int, settings: Settings) -> np.ndarray:
-    """(P, 3) int64 rows (image a, image b, label) of ~n_pairs pairs (whole anchors of 1 + k pairs, P >= n_pairs)
-    drawn by the training sampler of `settings` (``lib.pairs.from_settings``, same seed, same mode)."""
-    from lib import pairs
+R2_ANCHORS_PER_CLASS = 2  # the reference r2.py: 2 anchors per class ...
+R2_DIFFERENT_PER_ANCHOR = 5  # ... each with 1 same pair and 5 different pairs (1 : 5, not training's 1 : 20)
+R2_PAIRS_PER_CLASS = R2_ANCHORS_PER_CLASS * (1 + R2_DIFFERENT_PER_ANCHOR)
 
-    sampler = pairs.from_settings(settings, labels)
-    per_step = pairs.anchors_per_step(settings.batch_pairs, settings.neg_to_pos_ratio)
-    anchors_left = -(-n_pairs // (1 + settings.neg_to_pos_ratio))
+
+def sample_triples(labels, n_pairs: int, settings: Settings) -> np.ndarray:
+    """(P, 3) int64 rows (image a, image b, label) built as the reference r2.py does (SPEC 8).
+
+    ceil(n_pairs / 12) classes (drawn with ``settings.seed``; all classes with >= 2 images when there are fewer)
+    give 2 anchors each; an anchor has 1 same pair (another image of its class) then 5 different pairs (each an
+    image of a uniformly drawn other class). P = 12 x the classes used: >= n_pairs, or fewer when the source
+    runs out of classes (the caller reports len(result)).
+    """
+    if n_pairs < 1:
+        raise ValueError(f"n_pairs={n_pairs}: R^2 needs at least one class of pairs (12)")
+    labels = np.asarray(labels)
+    classes, counts = np.unique(labels, return_counts=True)
+    eligible = classes[counts >= 2]  # a same pair needs two distinct images
+    if len(eligible) == 0 or len(classes) < 2:
+        raise ValueError(f"R^2 pairs need a class with >= 2 images and >= 2 classes; got counts {counts.tolist()}")
+    rng = np.random.default_rng(settings.seed)
+    n_classes = min(-(-n_pairs // R2_PAIRS_PER_CLASS), len(eligible))
+    members = {c: np.flatnonzero(labels == c) for c in classes}
     rows = []
-    while anchors_left > 0:
-        batch = sampler.sample(min(per_step, anchors_left))
-        rows.append(np.stack([batch.images[batch.a], batch.images[batch.b], batch.label], 1))
-        anchors_left -= len(batch.anchors)
-    return np.concatenate(rows).astype(np.int64)
+    for c in np.sort(rng.choice(eligible, n_classes, replace=False)):
+        others = classes[classes != c]
+        for anchor in rng.choice(members[c], R2_ANCHORS_PER_CLASS, replace=False):
+            rows.append((anchor, rng.choice(members[c][members[c] != anchor]), SAME))
+            for neg_class in rng.choice(others, R2_DIFFERENT_PER_ANCHOR):
+                rows.append((anchor, rng.choice(members[neg_class]), DIFFERENT))
+    return np.asarray(rows, dtype=np.int64)
 
 
 def relational_r2(model, source, settings: Settings, n_pairs: int | None = None) -> dict[str, float]:
-    """R^2 of ~n_pairs pairs of `source` drawn by the training sampler (lib.pairs), eval transform.
+    """R^2 of ~n_pairs pairs of `source` built as the reference r2.py does (`sample_triples`), eval transform.
 
-    Returns ``{"r2", "n_pairs", "n_same", "n_different"}`` (plain floats).
+    Returns ``{"r2", "n_pairs", "n_same", "n_different", "n_pairs_requested", "n_classes"}`` (plain floats):
+    n_pairs is what was actually built (fewer than requested when the source has too few classes).
     """
     n_pairs = settings.r2_pairs if n_pairs is None else n_pairs
     triples = sample_triples(source.labels, n_pairs, settings)
     reprs, labels = relational_representations(model, source, triples, settings)
     n_same = int((labels == 1).sum())
     return {"r2": r_squared(reprs, labels), "n_pairs": float(len(labels)), "n_same": float(n_same),
-            "n_different": float(len(labels) - n_same)}
+            "n_different": float(len(labels) - n_same), "n_pairs_requested": float(n_pairs),
+            "n_classes": float(len(triples) // R2_PAIRS_PER_CLASS)}

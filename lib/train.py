@@ -39,7 +39,7 @@ from lib.device import autocast, resolve_device
 # settings that shape the trained weights: a stored run must match them to be reused or resumed
 TRAIN_KEYS = ("dataset", "data_root", "image_size", "source_classes", "pretrained", "pretrain_classes",
               "pretrain_epochs", "pretrain_lr", "small_stem", "d_model", "n_heads",
-              "n_blocks", "mlp_ratio", "head", "head_hidden", "loss", "mse_c", "focal_gamma", "hinge_delta",
+              "n_blocks", "mlp_ratio", "head", "head_hidden", "loss", "mse_c", "focal_gamma", "focal_k", "hinge_delta",
               "pairing", "neg_to_pos_ratio", "class_balance", "images_per_class", "batch_pairs", "lr", "warmup_steps",
               "weight_decay", "momentum", "lars", "lars_trust", "seed")
 TIMING_COLUMNS = ("pairs_per_s", "images_per_s", "seconds")

@@ -1,5 +1,7 @@
 """Novelty metrics on hand-worked score vectors (ties included), prototypes, batched scoring invariants, errors."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -63,6 +65,43 @@ def test_fpr95_differs_from_pytorch_ood_convention():
     assert theirs["AUROC"] == pytest.approx(evaluate.novelty_metrics(S1, K1)["auroc"])  # AUROC is symmetric
 
 
+def test_fpr95_reference_rule_hand_worked():
+    """The reference code's FPR95: the ROC point whose known recall is nearest 0.95 (lowest threshold on ties)."""
+    # 12 known at 1..12, unknown 0.5 1 1 2.5 3. Ours: k = ceil(0.95 * 12) = ceil(11.4) = 12 -> t = 1 (recall 12/12);
+    # unknown >= 1: 1, 1, 2.5, 3 -> 4/5. Reference: recall 11/12 = .917 (t = 2) is nearer .95 (.033) than 12/12
+    # (.05) -> unknown >= 2: 2.5, 3 -> 2/5. One known image (1/n_known of recall) apart.
+    s = np.array([*range(1, 13), 0.5, 1.0, 1.0, 2.5, 3.0], dtype=float)
+    k = np.arange(17) < 12
+    assert evaluate.fpr_at_95_known(s, k) == pytest.approx(4 / 5)
+    assert evaluate.fpr95_reference(s, k) == pytest.approx(2 / 5)
+    # same known, unknown 1 1.5 1.7: recall 11/12 holds for t = 1.5, 1.7 and 2; the lowest, 1.5, accepts 1.5 and
+    # 1.7 -> 2/3 (the highest, t = 2, would give 0). Ours: t = 1 accepts all three -> 1.
+    s, k = np.array([*range(1, 13), 1.0, 1.5, 1.7], dtype=float), np.arange(15) < 12
+    assert evaluate.fpr95_reference(s, k) == pytest.approx(2 / 3)
+    assert evaluate.fpr_at_95_known(s, k) == pytest.approx(1.0)
+    # 10 known at 1..10, unknown 1 1.5: recall .9 and 1 are both .05 from .95, but in float |.9 - .95| is the
+    # smaller, so recall .9 wins: lowest such t = 1.5 -> 1/2. Ours: ceil(9.5) = 10 -> t = 1 -> 2/2.
+    s, k = np.array([*range(1, 11), 1.0, 1.5], dtype=float), np.arange(12) < 10
+    assert evaluate.fpr95_reference(s, k) == pytest.approx(0.5) and evaluate.fpr_at_95_known(s, k) == 1.0
+    # S1 (4 known): ours t = 0.6 (recall 1) -> 1/3; reference: recall 3/4 (.2 away) vs 1 (.05) -> same t, 1/3
+    assert evaluate.fpr95_reference(S1, K1) == pytest.approx(1 / 3)
+    assert "fpr95_reference" not in evaluate.novelty_metrics(S1, K1)  # not a recorded metric
+
+
+def test_fpr95_reference_matches_sklearn_roc_points():
+    from sklearn.metrics import roc_curve
+
+    rng = np.random.default_rng(0)
+    for n_known in (7, 10, 12, 33, 50):
+        s = np.round(rng.normal(size=n_known + 40), 1)  # rounded: ties between and within the groups
+        k = np.arange(len(s)) < n_known
+        fpr, tpr, thresholds = roc_curve(k, s, drop_intermediate=False)  # thresholds decreasing
+        keep = thresholds >= s[k].min()  # the reference's curve ends where recall reaches 1
+        distance = np.abs(tpr[keep] - 0.95)
+        lowest_nearest = np.flatnonzero(distance == distance.min())[-1]
+        assert evaluate.fpr95_reference(s, k) == pytest.approx(fpr[keep][lowest_nearest])
+
+
 def test_accuracy_on_known_only():
     preds = np.array([0, 1, 2, 2, 0, 0, 0])
     labels = np.array([0, 1, 1, 2, 5, 6, 7])  # the unknown rows are ignored
@@ -100,15 +139,33 @@ def test_build_prototypes_and_class_scores():
     protos, owners = evaluate.build_prototypes(feats, labels, 2, "mean")
     assert torch.allclose(protos, torch.tensor([[2.0, 3.0], [8.0, 9.0]])) and owners.tolist() == [0, 1]
     protos, owners = evaluate.build_prototypes(feats, labels, 2, "knn")
-    assert len(protos) == 6
+    assert len(protos) == 6 and torch.equal(protos, evaluate.build_prototypes(feats, labels, 2, "knn_class")[0])
     sims = torch.tensor([[1.0, 2.0, 3.0, 9.0, 0.0, 0.0]])
     # knn k=2: class 0 -> mean(3, 2) = 2.5, class 1 -> mean(9, 0) = 4.5 ; kcenter-style max: 3, 9
     assert evaluate.class_scores(sims, owners, 2, "knn", 2).tolist() == [[2.5, 4.5]]
+    assert evaluate.class_scores(sims, owners, 2, "knn_class", 2).tolist() == [[2.5, 4.5]]
     assert evaluate.class_scores(sims, owners, 2, "kcenter").tolist() == [[3.0, 9.0]]
     with pytest.raises(ValueError, match="1 class"):
         evaluate.build_prototypes(feats, np.zeros(6, dtype=int), 1, "mean")
     with pytest.raises(ValueError, match="no support images"):
         evaluate.build_prototypes(feats, labels, 3, "mean")
+
+
+def test_knn_normality_reference_and_per_class_hand_worked():
+    """knn (reference): normality = mean of the top-k similarities to ALL support samples, no softmax;
+    knn_class: softmax over the per-class top-k means. Both predict the argmax of the per-class means."""
+    owners = np.array([0, 0, 0, 1, 1, 1])
+    sims = torch.tensor([[1.0, 2.0, 3.0, 9.0, 0.0, 0.0],   # one very similar support image of class 1
+                         [5.0, 5.0, 5.0, 0.0, 0.0, 0.0]])  # uniformly similar to class 0
+    # knn k=2: row 0 -> top-2 of all = 9, 3 -> 6; row 1 -> 5, 5 -> 5
+    assert evaluate.knn_normality(sims, 2).tolist() == [6.0, 5.0]
+    assert evaluate.knn_normality(sims, 10).tolist() == pytest.approx([15 / 6, 15 / 6])  # k capped at M = 6
+    # knn_class k=2: class means row 0 = [2.5, 4.5] -> max softmax 1 / (1 + e^-2) = 0.880797;
+    # row 1 = [5, 0] -> 1 / (1 + e^-5) = 0.993307. The two rules rank the rows in opposite order.
+    scores = evaluate.class_scores(sims, owners, 2, "knn_class", 2)
+    per_class = torch.softmax(scores.double(), dim=1).max(1).values
+    assert per_class.tolist() == pytest.approx([1 / (1 + math.exp(-2)), 1 / (1 + math.exp(-5))])
+    assert scores.argmax(1).tolist() == [1, 0]
 
 
 def test_average_metrics_and_table():
@@ -199,7 +256,7 @@ def test_batched_features_equal_per_image_eval_transform(tiny):
     torch.testing.assert_close(feats, one, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["mean", "kcenter", "knn"])
+@pytest.mark.parametrize("kind", ["mean", "kcenter", "knn_class"])
 def test_score_benchmark_invariants(tiny, kind):
     model, objective = tiny
     bench = toy_benchmark()
@@ -211,6 +268,27 @@ def test_score_benchmark_invariants(tiny, kind):
     assert scores.is_known.sum() == 9 and (~scores.is_known).sum() == 6
     m = scores.metrics()
     assert all(0.0 <= m[k] <= 1.0 for k in evaluate.METRICS)
+
+
+def test_score_benchmark_knn_is_the_reference_evaluator(tiny):
+    """knn: normality = mean top-k similarity to all support images (checked against the pair similarities
+    computed here), same class scores and predictions as knn_class, whose normality is a max softmax."""
+    model, objective = tiny
+    bench = toy_benchmark()
+    knn = evaluate.score_benchmark(model, objective, bench, settings(prototypes="knn", prototypes_k=2))
+    per_class = evaluate.score_benchmark(model, objective, bench, settings(prototypes="knn_class", prototypes_k=2))
+    support = evaluate.extract_features(model, bench.support, 16)
+    test = evaluate.extract_features(model, bench.test, 16)
+    sims = evaluate.pair_similarities(model, objective, test, support).double()  # (15 test, 12 support)
+    expected = sims.sort(dim=1, descending=True).values[:, :2].mean(1).numpy()
+    np.testing.assert_allclose(knn.normality, expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(knn.similarities, per_class.similarities)
+    np.testing.assert_array_equal(knn.predictions, per_class.predictions)
+    assert not np.allclose(knn.normality, per_class.normality)
+    assert np.all(per_class.normality >= 1 / 3 - 1e-9) and np.all(per_class.normality <= 1 + 1e-9)
+    # the global top-2 mean is at least every class's top-2 mean (each class holds 4 support images)
+    assert np.all(knn.normality >= knn.similarities.max(1) - 1e-6)
+    assert all(0.0 <= v <= 1.0 for v in knn.metrics().values())
 
 
 def test_batched_equals_one_pair_at_a_time_and_permutation(tiny):
@@ -294,7 +372,7 @@ def test_merge_settings_model_from_trained_eval_from_notebook():
                              data_root="/data/a", benchmarks="glyph")
     requested = config.resolve("smoke", benchmarks="emoji", prototypes="knn", eval_batch_size=64, run_dir="/tmp/r")
     merged = evaluate.merge_settings(trained, requested)
-    assert (merged.d_model, merged.image_size, merged.objective, merged.hinge_delta) == (16, 16, "hinge", 0.1)
+    assert (merged.d_model, merged.image_size, merged.loss, merged.hinge_delta) == (16, 16, "hinge", 0.1)
     assert (merged.benchmarks, merged.prototypes, merged.eval_batch_size) == ("emoji", "knn", 64)
     assert merged.data_root == "/data/a" and merged.run_dir == "/tmp/r"  # empty notebook data_root keeps the run's
 

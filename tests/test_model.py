@@ -49,6 +49,60 @@ def test_mlp_representation_is_pre_relu_and_fc_head_gives_v():
     assert rep.shape == (5, 16) and torch.allclose(out, fc.head_out(rep))
 
 
+def _relational_weights(net):
+    """(name, weight, bias) of every Linear of r and c, and the attention qkv Parameter pair."""
+    found = []
+    for name, sub in [("project", net.project), ("head_hidden", net.head_hidden), ("head_out", net.head_out)]:
+        found.append((name, sub.weight, sub.bias))
+    for i, block in enumerate(net.blocks):
+        found.append((f"blocks.{i}.qkv", block.self_attn.in_proj_weight, block.self_attn.in_proj_bias))
+        for name in ("self_attn.out_proj", "linear1", "linear2"):
+            sub = block.get_submodule(name)
+            found.append((f"blocks.{i}.{name}", sub.weight, sub.bias))
+    return found
+
+
+def _head_output_std(reference_init: bool, monkeypatch) -> float:
+    """Std of the head output on unit-scale random features, reference init or PyTorch's defaults."""
+    with monkeypatch.context() as patch:
+        if not reference_init:
+            patch.setattr(model.ReSeND, "init_relational", lambda self: None)
+        torch.manual_seed(0)
+        net = model.ReSeND(out_dim=1, d_model=64, n_heads=4, n_blocks=2, head_hidden=32, small_stem=True)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        return net.relate(torch.randn(256, 512), torch.randn(256, 512)).std().item()
+
+
+def test_relational_module_and_head_get_the_timm_vit_init(monkeypatch):
+    torch.manual_seed(0)
+    net = model.ReSeND(out_dim=1, d_model=64, n_heads=4, n_blocks=2, head_hidden=32, small_stem=True)
+    weights = _relational_weights(net)
+    assert len(weights) == 3 + 2 * 4  # project, head_hidden, head_out + (qkv, out_proj, linear1, linear2) per block
+    for name, weight, bias in weights:
+        # the sample std of n normal draws has a relative spread of 1/sqrt(2n): allow 5 of them (+1% slack)
+        assert abs(weight.std().item() - 0.02) <= 0.02 * (5 / (2 * weight.numel()) ** 0.5 + 0.01), name
+        assert weight.abs().max().item() < 0.02 * 6, name  # trunc-normal: nothing in the far tails
+        assert bias is None or torch.count_nonzero(bias) == 0, name
+    assert net.head_out.bias is None  # ICIAP head: last layer has no bias
+    assert abs(net.label_token.std().item() - 0.02) <= 0.02 * (5 / (2 * 64) ** 0.5 + 0.01)
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert len(norms) == 2 * 2 + 1  # norm1, norm2 per block + final norm
+    assert all(torch.all(m.weight == 1) and torch.all(m.bias == 0) for m in norms)
+    # the backbone keeps torchvision's kaiming-normal (fan_out) init: std sqrt(2 / (64 * 3 * 3)) = .059
+    assert abs(net.backbone.layer1[0].conv1.weight.std().item() - (2 / 576) ** 0.5) < 0.003
+    # PyTorch's defaults give a head output ~15x wider on these features (measured: .168 vs .011)
+    reference, pytorch_default = _head_output_std(True, monkeypatch), _head_output_std(False, monkeypatch)
+    assert reference < 0.05 and pytorch_default > 5 * reference
+
+
+def test_fc_head_gets_the_same_init():
+    torch.manual_seed(0)
+    net = model.ReSeND(out_dim=2, d_model=64, n_heads=4, n_blocks=1, head="fc", small_stem=True)
+    assert abs(net.head_out.weight.std().item() - 0.02) <= 0.02 * (5 / (2 * 128) ** 0.5 + 0.01)
+    assert torch.count_nonzero(net.head_out.bias) == 0
+
+
 def test_small_stem_keeps_resolution():
     big = model.resnet18_features(small_stem=False)
     small = model.resnet18_features(small_stem=True)

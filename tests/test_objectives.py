@@ -32,12 +32,20 @@ HAND_WORKED = [
     ("mse", {"c": 1.0}, one_logit(LN3, LN3), targets(SAME, DIFFERENT), 1.25),
     # mse c=10 at x=ln3/10: c*x = ln 3 -> y = 0.5 -> same 0.25
     ("mse", {"c": 10.0}, one_logit(LN3 / 10), targets(SAME), 0.25),
-    # bce_focal gamma=3 at x=0: p_t = 1/2 -> (1/2)^3 * ln 2 = 0.125 * 0.693147 = 0.0866434
+    # bce_focal gamma=3 at x=0: p_t = 1/2 whatever k -> (1/2)^3 * ln 2 = 0.125 * 0.693147 = 0.0866434
     ("bce_focal", {"gamma": 3.0}, one_logit(0.0), targets(SAME), 0.125 * LN2),
-    # bce_focal x=ln 3 same: p_t = 3/4 -> (1/4)^3 * -ln(3/4) = 0.015625 * 0.2876821 = 0.00449503
-    ("bce_focal", {"gamma": 3.0}, one_logit(LN3), targets(SAME), 0.015625 * 0.2876821),
-    # bce_focal x=ln 3 different: p_t = 1/4 -> (3/4)^3 * ln 4 = 0.421875 * 1.386294 = 0.584843
-    ("bce_focal", {"gamma": 3.0}, one_logit(LN3), targets(DIFFERENT), 0.421875 * 1.3862944),
+    # k=1 is the plain focal BCE. x=ln 3 same: p_t = 3/4 -> (1/4)^3 * -ln(3/4) = 0.015625 * 0.2876821 = 0.00449503
+    ("bce_focal", {"gamma": 3.0, "k": 1.0}, one_logit(LN3), targets(SAME), 0.015625 * 0.2876821),
+    # k=1, x=ln 3 different: p_t = 1/4 -> (3/4)^3 * ln 4 = 0.421875 * 1.386294 = 0.584843
+    ("bce_focal", {"gamma": 3.0, "k": 1.0}, one_logit(LN3), targets(DIFFERENT), 0.421875 * 1.3862944),
+    # k=10 (default), x=ln 3 / 10: focal p_t = sigma(10 x) = sigma(ln 3) = 3/4 -> weight (1/4)^3 = 0.015625;
+    # BCE on x: sigma(ln 3 / 10) = 1 / (1 + 3^-0.1) = 1 / (1 + 1/1.1161232) = 0.5274377, -ln = 0.6397245
+    # -> 0.015625 * 0.6397245 = 0.00999570
+    ("bce_focal", {}, one_logit(LN3 / 10), targets(SAME), 0.015625 * 0.6397245),
+    # k=10, same x, different pair: weight (3/4)^3 = 0.421875; BCE -ln(1 - 0.5274377) = -ln 0.4725623 = 0.7495857
+    # -> 0.421875 * 0.7495857 = 0.3162315; with the x=ln 3 / 10 same pair above: mean (0.0099957 + 0.3162315) / 2
+    ("bce_focal", {"gamma": 3.0, "k": 10.0}, one_logit(LN3 / 10, LN3 / 10), targets(SAME, DIFFERENT),
+     (0.015625 * 0.6397245 + 0.421875 * 0.7495857) / 2),
     # ce logits [0, 0]: p = 1/2 -> ln 2
     ("ce", {}, torch.zeros(1, 2, dtype=torch.float64), targets(SAME), LN2),
     # ce logits [0, ln 3]: softmax = [1/4, 3/4]; same -> -ln .75 = 0.287682, different -> ln 4 = 1.386294
@@ -75,6 +83,20 @@ def test_hand_worked_loss_curves():
     assert torch.allclose(objectives.make("mse", c=1).loss_curve(p), torch.tensor([1.0, 0.25], dtype=torch.float64))
     # hinge delta=1: max(0, 1 - logit p) -> 1, 1 - ln 3 = -0.0986 -> 0
     assert torch.allclose(objectives.make("hinge").loss_curve(p), torch.tensor([1.0, 0.0], dtype=torch.float64))
+    # bce_focal k=1: -(1 - p)^3 ln p -> (1/2)^3 ln 2 = 0.0866434, (1/4)^3 * 0.287682 = 0.00449503
+    assert torch.allclose(objectives.make("bce_focal", k=1).loss_curve(p),
+                          torch.tensor([0.125 * LN2, 0.015625 * 0.2876821], dtype=torch.float64))
+    # bce_focal k=10 at p = sigma(ln 3 / 10) = 0.5274377: focal weight (1 - sigma(ln 3))^3 = 1/64, -ln p = 0.6397245
+    p_compressed = torch.tensor([0.5, 0.5274377161638806], dtype=torch.float64)
+    assert torch.allclose(objectives.make("bce_focal").loss_curve(p_compressed),
+                          torch.tensor([0.125 * LN2, 0.015625 * 0.6397245], dtype=torch.float64))
+
+
+def test_bce_focal_takes_k_from_the_settings():
+    assert objectives.make("bce_focal").params == {"gamma": 3.0, "k": 10.0}  # the reference's default compression
+    settings = config.resolve("smoke", loss="bce_focal", focal_k=2.5, focal_gamma=2.0)
+    assert settings.objective_params() == {"gamma": 2.0, "k": 2.5}
+    assert config.resolve("smoke", loss="ce_focal", focal_k=2.5).objective_params() == {"gamma": 3.0}
 
 
 def correct_class_output(name, p, target):
@@ -147,7 +169,7 @@ def test_objective_file_resolves(filename):
     settings = config.resolve("smoke", **values)
     obj = objectives.make(settings.loss, **settings.objective_params())
     assert obj.name == values["loss"]
-    file_params = {"mse_c": "c", "focal_gamma": "gamma", "hinge_delta": "delta"}
+    file_params = {"mse_c": "c", "focal_gamma": "gamma", "focal_k": "k", "hinge_delta": "delta"}
     for key, param in file_params.items():
         if key in values:
             assert obj.params[param] == float(values[key])

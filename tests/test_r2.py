@@ -78,18 +78,39 @@ def test_errors():
     assert not math.isnan(r2.r_squared(torch.randn(4, 3), torch.tensor([0, 1, 0, 1])))
 
 
-def test_sample_triples_follow_the_training_sampler():
+def test_sample_triples_as_the_reference_r2_builds_them():
+    from lib import DIFFERENT, SAME, config
+
+    cfg = config.resolve("smoke", seed=3)
+    labels = np.repeat(np.arange(10), 4)  # 10 classes x 4 images
+    triples = r2.sample_triples(labels, 50, cfg)
+    # 50 pairs need ceil(50 / 12) = 5 classes x 2 anchors x (1 same + 5 different) = 60 pairs
+    assert triples.shape == (60, 3) and triples.dtype == np.int64
+    per_anchor = triples.reshape(10, 6, 3)  # rows come anchor by anchor: same pair, then its 5 different pairs
+    assert np.all(per_anchor[:, :, 0] == per_anchor[:, :1, 0])  # one anchor per block of 6
+    assert np.all(per_anchor[:, 0, 2] == SAME) and np.all(per_anchor[:, 1:, 2] == DIFFERENT)  # exactly 1 : 5
+    anchor_classes = labels[per_anchor[:, 0, 0]]
+    assert len(set(anchor_classes.tolist())) == 5
+    assert np.all(np.bincount(anchor_classes, minlength=10)[anchor_classes] == 2)  # 2 anchors per class used
+    assert len(set(per_anchor[:, 0, 0].tolist())) == 10  # the two anchors of a class are different images
+    same = triples[:, 2] == SAME
+    assert np.all(labels[triples[same, 0]] == labels[triples[same, 1]])
+    assert np.all(triples[same, 0] != triples[same, 1])  # a positive is another image of the class
+    assert np.all(labels[triples[~same, 0]] != labels[triples[~same, 1]])
+    assert np.array_equal(triples, r2.sample_triples(labels, 50, cfg))  # seeded by settings.seed
+    other = r2.sample_triples(labels, 50, config.resolve("smoke", seed=4))
+    assert not np.array_equal(triples, other)
+
+
+def test_sample_triples_with_too_few_classes_uses_them_all():
     from lib import SAME, config
 
-    cfg = config.resolve("smoke", neg_to_pos_ratio=3, batch_pairs=40)
-    labels = np.repeat(np.arange(6), 5)
-    triples = r2.sample_triples(labels, 50, cfg)
-    assert len(triples) >= 50 and len(triples) % 4 == 0  # whole anchors of 1 + k pairs
-    same = triples[:, 2] == SAME
-    assert same.sum() == len(triples) // 4
-    assert np.all(labels[triples[same, 0]] == labels[triples[same, 1]])
-    assert np.all(labels[triples[~same, 0]] != labels[triples[~same, 1]])
-    assert np.array_equal(triples, r2.sample_triples(labels, 50, cfg))  # seeded
+    labels = np.array([0, 0, 1, 1, 1, 2])  # class 2 has one image: no same pair, but it serves as a negative
+    triples = r2.sample_triples(labels, 12_000, config.resolve("smoke"))
+    assert len(triples) == 2 * 12  # the two classes with >= 2 images, 12 pairs each
+    assert set(labels[triples[triples[:, 2] == SAME, 0]].tolist()) == {0, 1}
+    with pytest.raises(ValueError, match=">= 2 images"):
+        r2.sample_triples(np.array([0, 1, 2]), 12, config.resolve("smoke"))
 
 
 def test_relational_r2_on_a_tiny_model():
@@ -103,7 +124,9 @@ def test_relational_r2_on_a_tiny_model():
     gen = torch.Generator().manual_seed(0)
     labels = np.repeat(np.arange(5), 4)
     source = TensorImageSet(torch.randint(0, 256, (20, 3, 16, 16), generator=gen, dtype=torch.uint8), labels)
-    cfg = config.resolve("smoke", image_size=16, device="cpu", neg_to_pos_ratio=3, batch_pairs=24, eval_batch_size=7)
+    cfg = config.resolve("smoke", image_size=16, device="cpu", eval_batch_size=7)
     out = r2.relational_r2(model, source, cfg, n_pairs=40)
-    assert out["n_pairs"] == 40 and out["n_same"] == 10 and out["n_different"] == 30
+    # ceil(40 / 12) = 4 of the 5 classes, 12 pairs each: 8 same, 40 different
+    assert out["n_pairs"] == 48 and out["n_same"] == 8 and out["n_different"] == 40
+    assert out["n_pairs_requested"] == 40 and out["n_classes"] == 4
     assert -1e-9 <= out["r2"] <= 1 + 1e-9
