@@ -47,7 +47,7 @@ def test_papermill_injected_values_apply_and_untouched_parameters_take_the_prese
 def test_loss_is_the_setting_objective_its_alias_and_focal_resolves_to_bce_focal():
     said = []
     s = config.resolve("smoke", loss="focal", say=said.append)
-    assert (s.loss, s.objective_params()) == ("bce_focal", {"gamma": 3.0})
+    assert (s.loss, s.objective_params()) == ("bce_focal", {"gamma": 3.0, "k": 10.0})
     assert said == ["loss 'focal' resolves to 'bce_focal' (the sigmoid focal loss, BCE x (1 - p_t)^focal_gamma, "
                     "focal_gamma 3 by default)"]
     said.clear()
