@@ -6,6 +6,7 @@ Classes are CJK Unified Ideographs covered by every chosen font; domains are fon
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -161,6 +162,21 @@ def make_plan(fonts=None) -> GlyphPlan:
     bench = {name: order[i * BENCH_CHARS:(i + 1) * BENCH_CHARS] for i, name in enumerate(BENCHMARKS)}
     source = order[need:need + MAX_SOURCE_CHARS]
     return GlyphPlan(chars=order[:need + MAX_SOURCE_CHARS], source=source, bench=bench, dropped_fonts=dropped)
+
+
+def plan_fingerprint(fonts=None) -> str:
+    """Short digest of the character plan (source pool in order + every benchmark's characters): anything cached
+    from the source set (the source-pretrained backbone, lib.pretrain) must key on it, so a plan change (e.g. a
+    new BENCH_CHARS) never reuses weights that saw characters which are now benchmark characters."""
+    return _plan_fingerprint(tuple(fonts or FONTS), BENCH_CHARS, NUM_KNOWN, MAX_SOURCE_CHARS, SPLIT_SEED, BENCHMARKS)
+
+
+@functools.lru_cache(maxsize=8)
+def _plan_fingerprint(fonts: tuple, *constants) -> str:  # the constants key the cache; make_plan reads them
+    plan = make_plan(list(fonts))
+    recipe = {"source": "".join(plan.source), "bench": {n: "".join(plan.bench[n]) for n in BENCHMARKS},
+              "num_known": NUM_KNOWN}
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def cache_key(fonts, chars, size: int, bench_chars) -> str:
