@@ -144,8 +144,8 @@ def se_line(df: pd.DataFrame, benchmarks: list[str], references: dict[str, dict[
         ref_se = ref.get(f"auroc_se__{b}")
         if pd.isna(run_se) and ref_se is None:
             continue
-        cells.append(f"{b} ±{'–' if pd.isna(run_se) else f'{run_se:.3f}'}"
-                     + (f" (backbone ref ±{ref_se:.3f})" if ref_se is not None else ""))
+        cells.append(f"{b} runs ±{'–' if pd.isna(run_se) else f'{run_se:.3f}'}"
+                     + (f", backbone ref ±{ref_se:.3f}" if ref_se is not None else ""))
     if not cells:
         return ""
     return "AUROC standard error (bootstrap over test images, stratified known/unknown; median SE over runs): " \
