@@ -115,6 +115,34 @@ def novelty_metrics(normality, is_known, predictions=None, labels=None) -> dict[
     return out
 
 
+AUROC_SE_RESAMPLES = 200  # bootstrap resamples of auroc_se
+AUROC_SE_SEED = 0  # fixed: the SE of a run never depends on the run seed
+
+
+def auroc_bootstrap_se(normality, is_known, resamples: int = AUROC_SE_RESAMPLES, seed: int = AUROC_SE_SEED) -> float:
+    """Bootstrap standard error of the AUROC over test images (plain float, AUROC units).
+
+    Stratified: each resample draws n_known known and n_unknown unknown images with replacement, so every
+    resample keeps the benchmark's known/unknown counts; SE = std (ddof=1) of the resampled AUROCs (Mann-Whitney
+    with average ranks, ties count 1/2 as in `novelty_metrics`). Images are resampled independently: images of
+    one class are correlated, so this is the test-image part of the uncertainty, not a between-class one.
+    """
+    from scipy.stats import rankdata
+
+    normality = np.asarray(normality, dtype=np.float64)
+    is_known = np.asarray(is_known, dtype=bool)
+    known, unknown = normality[is_known], normality[~is_known]
+    n1, n0 = len(known), len(unknown)
+    if n1 == 0 or n0 == 0:
+        raise ValueError("auroc_se needs known and unknown test images")
+    rng = np.random.default_rng(seed)
+    draws = np.concatenate([known[rng.integers(0, n1, (resamples, n1))],
+                            unknown[rng.integers(0, n0, (resamples, n0))]], axis=1)
+    ranks = rankdata(draws, axis=1)[:, :n1].sum(1)
+    aurocs = (ranks - n1 * (n1 + 1) / 2) / (n1 * n0)
+    return float(np.std(aurocs, ddof=1))
+
+
 # ----------------------------------------------------------------------------- features
 def model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
@@ -436,6 +464,7 @@ def evaluate_benchmarks(source: Any, settings: Settings, names: list[str] | None
     features: an image in several of them goes through the backbone once. ``eval_seconds__<name>`` keeps meaning
     the benchmark's stand-alone cost: features served by the memo are charged at the seconds they took (see
     `score_benchmark`). ``memo=False`` computes every benchmark in full. Metrics are the same either way.
+    ``auroc_se__<name>`` is the bootstrap standard error of the benchmark's AUROC (`auroc_bootstrap_se`).
     """
     if isinstance(source, (str, Path)):
         model, objective, settings = load_for_eval(source, settings)
@@ -453,9 +482,11 @@ def evaluate_benchmarks(source: Any, settings: Settings, names: list[str] | None
         scores[name] = score_benchmark(model, objective, benchmark, settings, features)
         per_benchmark[name] = scores[name].metrics()
         per_benchmark[name]["eval_seconds"] = scores[name].seconds
+        per_benchmark[name]["auroc_se"] = auroc_bootstrap_se(scores[name].normality, scores[name].is_known)
         kinds[name] = benchmark.kind
     flat = average_metrics({n: {k: m[k] for k in METRICS} for n, m in per_benchmark.items()}, kinds)
     flat.update({f"eval_seconds__{n}": m["eval_seconds"] for n, m in per_benchmark.items()})
+    flat.update({f"auroc_se__{n}": m["auroc_se"] for n, m in per_benchmark.items()})
     return flat, scores
 
 

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from lib import paths, runs
+from lib.datasets import glyphs as _glyphs
 
 CACHE = paths.CACHE_DIR / "pretrained"
 SEED = 0  # one backbone per recipe, shared by every run and seed (like the ImageNet weights)
@@ -43,7 +44,9 @@ def recipe(settings) -> dict:
     return {"dataset": settings.dataset, "image_size": settings.image_size, "small_stem": settings.small_stem,
             "classes": settings.pretrain_classes, "epochs": settings.pretrain_epochs, "lr": settings.pretrain_lr,
             "batch": BATCH, "seed": SEED, "weight_decay": settings.weight_decay, "momentum": settings.momentum,
-            "data_root": settings.data_root if settings.dataset == "imagenet" else ""}
+            "data_root": settings.data_root if settings.dataset == "imagenet" else "",
+            # glyph: which characters are source and which are benchmark (a new plan must not reuse old weights)
+            "char_plan": _glyphs.plan_fingerprint() if settings.dataset == "glyph" else ""}
 
 
 def weight_path(settings) -> Path:

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import argparse
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from lib import runs
+from lib import reference, runs
 
 RUN_NAME = re.compile(r"^(?P<config>.+)__seed(?P<seed>\d+)$")
 # Row order of the ICIAP table.
@@ -24,6 +25,15 @@ METRICS = ("auroc", "fpr95")
 # its same pairs "same" (02 records it as train_acc_same_last). A run on the plateau answers "different" for
 # every pair (the 1 : k prior), so its R^2 and AUROC say nothing about its objective.
 LEARNED_ACC_SAME = 0.05
+# Headline rule: a benchmark enters the headline averages and rho when the frozen-backbone reference row
+# (reference.py `backbone_proto`) has AUROC - HEADLINE_SE_FACTOR * SE >= HEADLINE_MIN_AUROC, i.e. its 95 % lower
+# bound over test images clears 0.6, the conventional floor of "poor" discrimination (0.5-0.6 = no
+# discrimination, Hosmer & Lemeshow). Where even the backbone's own features hold no such class signal, the
+# differences between objectives are below the noise; those benchmarks are reported in their own section.
+HEADLINE_MIN_AUROC = 0.6
+HEADLINE_SE_FACTOR = 2.0
+RHO_RESAMPLES = 1000  # bootstrap resamples (over seeds) of the rho interval
+RHO_SEED = 0  # fixed: the interval never depends on anything but the runs
 
 # SPEC 8-9: ICIAP 2023, ImageNet-trained ReSeND, seed 000.
 PAPER_R2 = {"mse_c1": .520, "mse_c10": .111, "mse_c50": .015, "bce": .592, "bce_focal": .441, "ce": .592,
@@ -89,21 +99,76 @@ def _cell(agg: pd.DataFrame, config: str, column: str) -> str:
     return f"{agg.at[config, column]:.3f}" + (f" ± {std:.3f}" if n > 1 and not pd.isna(std) else "")
 
 
-def table(agg: pd.DataFrame, benchmarks: list[str], kind: str, paper: bool) -> str:
-    """Markdown table: one row per config, AUROC / FPR95 per benchmark, their averages, R^2."""
+def _ref_cell(values: dict[str, float], keys: list[str]) -> str:
+    found = [values.get(k) for k in keys]
+    return "–" if not found or any(v is None for v in found) else f"{np.mean(found):.3f}"
+
+
+def table(agg: pd.DataFrame, benchmarks: list[str], kind: str, paper: bool, avg: str | None = None,
+          references: dict[str, dict[str, float]] | None = None) -> str:
+    """Markdown table: one row per config, AUROC / FPR95 per benchmark, their averages (columns
+    ``<metric>__<avg>``, default ``<kind>_avg``), R^2; then the reference rows of `references` (see
+    `reference.read_reference_rows`), averaged over the same `benchmarks`."""
+    avg = avg or f"{kind}_avg"
     header = ["config"] + [f"{b} AUROC / FPR95" for b in benchmarks] + ["avg AUROC / FPR95", "R²", "train acc same"]
     if paper:
         header += ["paper avg AUROC", "paper R²"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for config in agg.index:
         cells = [config] + [f"{_cell(agg, config, f'auroc__{b}')} / {_cell(agg, config, f'fpr95__{b}')}" for b in benchmarks]
-        cells += [f"{_cell(agg, config, f'auroc__{kind}_avg')} / {_cell(agg, config, f'fpr95__{kind}_avg')}",
+        cells += [f"{_cell(agg, config, f'auroc__{avg}')} / {_cell(agg, config, f'fpr95__{avg}')}",
                   _cell(agg, config, "r2"), _cell(agg, config, "train_acc_same_last")]
         if paper:
             ref = PAPER_INTRA_AUROC.get(config, (None,) * 5)[-1] if kind == "intra" else PAPER_CROSS_AUROC.get(config)
             cells += [f"{ref:.3f}" if ref is not None else "–", f"{PAPER_R2[config]:.3f}" if config in PAPER_R2 else "–"]
         lines.append("| " + " | ".join(cells) + " |")
+    for row, label in reference.TABLE_ROWS.items():
+        values = (references or {}).get(row)
+        if not values:
+            continue
+        cells = [f"*{label}*"] + [f"{_ref_cell(values, [f'auroc__{b}'])} / {_ref_cell(values, [f'fpr95__{b}'])}"
+                                  for b in benchmarks]
+        cells += [f"{_ref_cell(values, [f'auroc__{b}' for b in benchmarks])} / "
+                  f"{_ref_cell(values, [f'fpr95__{b}' for b in benchmarks])}", "–", "–"] + ["–", "–"] * paper
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def se_line(df: pd.DataFrame, benchmarks: list[str], references: dict[str, dict[str, float]] | None = None) -> str:
+    """One line: per benchmark the median over runs of ``auroc_se__<b>`` (bootstrap SE over test images) and the
+    backbone reference's SE; empty when neither is recorded."""
+    ref = (references or {}).get("backbone_proto", {})
+    cells = []
+    for b in benchmarks:
+        run_se = df[f"auroc_se__{b}"].median() if f"auroc_se__{b}" in df.columns else np.nan
+        ref_se = ref.get(f"auroc_se__{b}")
+        if pd.isna(run_se) and ref_se is None:
+            continue
+        cells.append(f"{b} runs ±{'–' if pd.isna(run_se) else f'{run_se:.3f}'}"
+                     + (f", backbone ref ±{ref_se:.3f}" if ref_se is not None else ""))
+    if not cells:
+        return ""
+    return "AUROC standard error (bootstrap over test images, stratified known/unknown; median SE over runs): " \
+        + "; ".join(cells)
+
+
+def headline_split(references: dict[str, dict[str, float]], benchmarks: list[str]) -> tuple[list[str], list[str]]:
+    """(benchmarks whose backbone reference AUROC - HEADLINE_SE_FACTOR * SE >= HEADLINE_MIN_AUROC, the others:
+    near chance or without a reference value), both in the order of `benchmarks`."""
+    ref = references.get("backbone_proto", {})
+    clear = [b for b in benchmarks if f"auroc__{b}" in ref and
+             ref[f"auroc__{b}"] - HEADLINE_SE_FACTOR * ref.get(f"auroc_se__{b}", 0.0) >= HEADLINE_MIN_AUROC]
+    return clear, [b for b in benchmarks if b not in clear]
+
+
+def add_average(df: pd.DataFrame, benchmarks: list[str], name: str) -> pd.DataFrame:
+    """`df` with columns ``auroc__<name>`` / ``fpr95__<name>``: per run the mean over `benchmarks` (NaN when one
+    is missing)."""
+    df = df.copy()
+    for metric in METRICS:
+        columns = [f"{metric}__{b}" for b in benchmarks]
+        df[f"{metric}__{name}"] = df.reindex(columns=columns).mean(axis=1, skipna=False) if benchmarks else np.nan
+    return df
 
 
 def learned(agg: pd.DataFrame) -> pd.Series:
@@ -119,16 +184,57 @@ def plateau_configs(df: pd.DataFrame) -> list[str]:
     return agg.index[~learned(agg)].tolist()
 
 
-def r2_auroc_correlation(agg: pd.DataFrame, kind: str = "intra", learned_only: bool = False) -> tuple[float, int]:
+def r2_auroc_correlation(agg: pd.DataFrame, kind: str = "intra", learned_only: bool = False,
+                         column: str | None = None) -> tuple[float, int]:
     """Spearman rho between per-config mean R^2 and mean average AUROC (rho, number of configs); with
-    `learned_only`, over the configs that left the label-prior plateau (see `learned`)."""
-    column = f"auroc__{kind}_avg"
+    `learned_only`, over the configs that left the label-prior plateau (see `learned`). `column` defaults to
+    ``auroc__<kind>_avg``."""
+    column = column or f"auroc__{kind}_avg"
     if "r2" not in agg.columns or column not in agg.columns:
         return float("nan"), 0
     both = agg.loc[learned(agg) if learned_only else agg.index, ["r2", column]].dropna()
     if len(both) < 3:
         return float("nan"), len(both)
     return float(spearmanr(both["r2"], both[column]).statistic), len(both)
+
+
+def r2_auroc_interval(df: pd.DataFrame, column: str, configs=None, resamples: int = RHO_RESAMPLES,
+                      seed: int = RHO_SEED) -> tuple[float, float]:
+    """95 % percentile bootstrap interval of the Spearman rho of `r2_auroc_correlation`: each resample draws every
+    config's runs (seeds) with replacement (R^2 and AUROC of a run stay together), recomputes the per-config means
+    and rho. Restricted to `configs` when given; (nan, nan) with fewer than 3 configs. Resamples whose rho is
+    undefined (constant ranks) are dropped."""
+    if "r2" not in df.columns or column not in df.columns:
+        return float("nan"), float("nan")
+    runs_ = df[["config", "r2", column]].dropna()
+    if configs is not None:
+        runs_ = runs_[runs_["config"].isin(list(configs))]
+    groups = [g[["r2", column]].to_numpy(dtype=np.float64) for _, g in runs_.groupby("config", sort=False)]
+    if len(groups) < 3:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = np.stack([g[rng.integers(0, len(g), (resamples, len(g)))].mean(1) for g in groups], axis=1)  # (R, C, 2)
+    from scipy.stats import rankdata
+
+    ranks = rankdata(means, axis=1)
+    ranks -= ranks.mean(1, keepdims=True)
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore")
+        rho = (ranks[..., 0] * ranks[..., 1]).sum(1) / np.sqrt((ranks[..., 0] ** 2).sum(1) * (ranks[..., 1] ** 2).sum(1))
+    rho = rho[np.isfinite(rho)]
+    if not len(rho):
+        return float("nan"), float("nan")
+    lo, hi = np.percentile(rho, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def _rho_text(agg: pd.DataFrame, df: pd.DataFrame, kind: str, column: str, learned_only: bool) -> str:
+    rho, n = r2_auroc_correlation(agg, kind, learned_only, column)
+    lo, hi = r2_auroc_interval(df, column, agg.index[learned(agg)] if learned_only else None)
+    interval = f" (95 % bootstrap interval over seeds: [{lo:.3f}, {hi:.3f}])" if not np.isnan(lo) else ""
+    if learned_only:
+        return f"Spearman ρ over the {n} configs that left the prior plateau: {rho:.3f}{interval}"
+    return f"Spearman ρ(R², avg {kind} AUROC) over {n} configs: {rho:.3f}{interval}"
 
 
 def write_summary(study_dir: Path, paper: bool = False) -> list[Path]:
@@ -139,19 +245,49 @@ def write_summary(study_dir: Path, paper: bool = False) -> list[Path]:
         return []
     written = [study_dir / "summary.csv"]
     df.to_csv(written[0], index=False)
-    agg = aggregate(df)
     groups = benchmarks_in(df)
     parts = [f"# Study `{study_dir.name}`: {df['config'].nunique()} configs, seeds {sorted(int(s) for s in df['seed'].unique())}",
              "Cells are mean ± std over seeds; FPR95 = fraction of unknown accepted at 95 % known accepted. "
              "`train acc same`: fraction of same pairs called same over the last fifth of training; below "
              f"{LEARNED_ACC_SAME} the run never left the label-prior plateau (it calls every pair different)."]
+    refs = reference.read_reference_rows(study_dir)
+    all_names = groups["intra"] + groups["cross"]
+    if refs.get("backbone_proto"):
+        clear, near = headline_split(refs, all_names)
+        parts.append(f"Headline (averages, ρ): the benchmarks where the frozen-backbone reference has AUROC − "
+                     f"{HEADLINE_SE_FACTOR:g}·SE ≥ {HEADLINE_MIN_AUROC} (its 95 % lower bound clears 'poor' "
+                     f"discrimination); the other {len(near)} are in the last section. Rows in italics are "
+                     "references, not trained configs, and never enter ρ.")
+    else:
+        clear, near = all_names, []
+        parts.append(f"No reference rows ({reference.REFERENCE_DIR}/metrics.json is missing): averages and ρ over "
+                     "every benchmark, as recorded by 03.")
+    averages = {}
     for kind in ("intra", "cross"):
-        if groups[kind]:
-            parts += [f"\n## {kind}-domain\n", table(agg, groups[kind], kind, paper)]
-            rho, n = r2_auroc_correlation(agg, kind)
-            parts.append(f"\nSpearman ρ(R², avg {kind} AUROC) over {n} configs: {rho:.3f}")
-            rho, n = r2_auroc_correlation(agg, kind, learned_only=True)
-            parts.append(f"Spearman ρ over the {n} configs that left the prior plateau: {rho:.3f}")
+        shown = [b for b in groups[kind] if b in clear]
+        averages[kind] = f"auroc__{kind}_headline" if refs.get("backbone_proto") else f"auroc__{kind}_avg"
+        if refs.get("backbone_proto"):
+            df = add_average(df, shown, f"{kind}_headline")
+            df = add_average(df, [b for b in groups[kind] if b in near], f"{kind}_near_chance")
+    agg = aggregate(df)
+    for kind in ("intra", "cross"):
+        shown = [b for b in groups[kind] if b in clear]
+        if shown:
+            parts += [f"\n## {kind}-domain\n", table(agg, shown, kind, paper, averages[kind][len("auroc__"):], refs)]
+            line = se_line(df, shown, refs)
+            parts += [f"\n{line}"] if line else []
+            parts.append(("\n" if not line else "") + _rho_text(agg, df, kind, averages[kind], learned_only=False))
+            parts.append(_rho_text(agg, df, kind, averages[kind], learned_only=True))
+    if near:
+        parts.append("\n## Benchmarks where even the backbone is near chance\n\nNot in the headline averages or ρ: "
+                     f"the frozen-backbone reference has AUROC − {HEADLINE_SE_FACTOR:g}·SE < {HEADLINE_MIN_AUROC} "
+                     "(or no reference value) here.")
+        for kind in ("intra", "cross"):
+            names = [b for b in groups[kind] if b in near]
+            if names:
+                parts += [f"\n### {kind}-domain\n", table(agg, names, kind, paper, f"{kind}_near_chance", refs)]
+                line = se_line(df, names, refs)
+                parts += [f"\n{line}"] if line else []
     if not paper:
         parts += ["\n## Paper reference (ICIAP 2023, ImageNet, seed 000; not comparable in scale)\n",
                   "| config | R² | intra avg AUROC | cross avg AUROC |", "|---|---|---|---|"]
@@ -159,11 +295,14 @@ def write_summary(study_dir: Path, paper: bool = False) -> list[Path]:
                   f"{PAPER_CROSS_AUROC.get(c, '–')} |" for c in CONFIG_ORDER if c in PAPER_R2]
     written.append(study_dir / "tables.md")
     runs.atomic_write_text(written[-1], "\n".join(parts) + "\n")
-    written += summary_figures(study_dir, df, agg, groups)
+    written += summary_figures(study_dir, df, agg, groups, averages)
     return written
 
 
-def summary_figures(study_dir: Path, df: pd.DataFrame, agg: pd.DataFrame, groups: dict[str, list[str]]) -> list[Path]:
+def summary_figures(study_dir: Path, df: pd.DataFrame, agg: pd.DataFrame, groups: dict[str, list[str]],
+                    averages: dict[str, str] | None = None) -> list[Path]:
+    """Per kind: AUROC bars of every benchmark and R^2 vs the kind's average AUROC column (`averages[kind]`,
+    default ``auroc__<kind>_avg``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -178,8 +317,9 @@ def summary_figures(study_dir: Path, df: pd.DataFrame, agg: pd.DataFrame, groups
             fig = study_plots.benchmark_bars(df, names, metric="auroc", title=f"{kind}-domain AUROC")
             written.append(runs.save_figure(fig, study_dir, f"auroc_{kind}"))
             plt.close(fig)
-        if "r2" in df.columns and f"auroc__{kind}_avg" in df.columns:
-            fig = eval_plots.r2_vs_auroc(df, f"auroc__{kind}_avg", agg.index[~learned(agg)])
+        column = (averages or {}).get(kind, f"auroc__{kind}_avg")
+        if "r2" in df.columns and column in df.columns and df[column].notna().any():
+            fig = eval_plots.r2_vs_auroc(df, column, agg.index[~learned(agg)])
             written.append(runs.save_figure(fig, study_dir, f"r2_vs_auroc_{kind}"))
             plt.close(fig)
     return written
