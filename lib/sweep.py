@@ -34,7 +34,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from lib import config, runs
+from lib import config, reference, runs, summary
 from lib.paths import NOTEBOOKS_DIR, OUTPUTS_DIR, PARAMS_DIR, REPO_ROOT
 
 GRID_KEYS = {"study", "preset", "seeds", "configs", "notebooks", "overrides", "comparisons"}
@@ -277,7 +277,11 @@ def run_grid(grid: Grid, only: list[str] | None = None, jobs: int = 1) -> dict[s
     planned = [j for j in plan(grid) if not only or j.params.get("config_name") in only]
     with study_lock(OUTPUTS_DIR / grid.study):
         build_backbones(planned)
-        return run_jobs(planned, jobs, f"sweep {grid.study}")
+        outcome = run_jobs(planned, jobs, f"sweep {grid.study}")
+        if grid.configs:  # the floor and ceiling every study table is read against (lib.reference)
+            reference.write_reference_rows(OUTPUTS_DIR / grid.study,
+                                           config.resolve(grid.preset, say=_silent, **(grid.overrides or {})))
+        return outcome
 
 
 def run_jobs(planned: list[Job], jobs: int = 1, desc: str = "sweep") -> dict[str, list[str]]:
@@ -330,7 +334,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     start = time.perf_counter()
     outcome = run_grid(grid, [c for c in args.only.split(",") if c] or None, args.jobs)
-    from lib import summary
 
     paths = summary.write_summary(OUTPUTS_DIR / grid.study, paper=grid.preset == "paper")
     minutes = (time.perf_counter() - start) / 60
