@@ -297,6 +297,10 @@ def load_split_list(list_path, data_root, image_size: int, domain: str = "", cla
     """A FileImageSet from a split list (`relpath label` per line, relpath relative to data_root)."""
     rows = _real.read_list(Path(list_path))
     paths = [Path(data_root) / rel for rel, _ in rows]
+    if verify and rows and not any(p.is_file() for p in paths):
+        raise FileNotFoundError(f"split list {list_path}: none of its {len(rows)} images exists under data_root "
+                                f"{data_root} (first: {rows[0][0]} -> {paths[0]}): fix data_root or the list's path "
+                                "prefix (layout in lib/splits/README.md)")
     labels = np.array([label for _, label in rows], dtype=np.int64)
     if class_names is None:
         class_names = [str(i) for i in range(int(labels.max()) + 1 if len(labels) else 0)]

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from lib import runs
 from lib.config import Settings
 from lib.device import autocast, resolve_device
 
@@ -477,8 +478,10 @@ def evaluate_benchmarks(source: Any, settings: Settings, names: list[str] | None
         raise ValueError(f"no benchmarks selected by {settings.benchmarks!r}")
     per_benchmark, kinds, scores = {}, {}, {}
     features = memo if isinstance(memo, FeatureMemo) else FeatureMemo() if memo else None
+    skipped = {}
     for name in names:
         benchmark = data.load_benchmark(name, settings)
+        skipped[name] = len(getattr(benchmark.support, "skipped", [])) + len(getattr(benchmark.test, "skipped", []))
         scores[name] = score_benchmark(model, objective, benchmark, settings, features)
         per_benchmark[name] = scores[name].metrics()
         per_benchmark[name]["eval_seconds"] = scores[name].seconds
@@ -487,6 +490,8 @@ def evaluate_benchmarks(source: Any, settings: Settings, names: list[str] | None
     flat = average_metrics({n: {k: m[k] for k in METRICS} for n, m in per_benchmark.items()}, kinds)
     flat.update({f"eval_seconds__{n}": m["eval_seconds"] for n, m in per_benchmark.items()})
     flat.update({f"auroc_se__{n}": m["auroc_se"] for n, m in per_benchmark.items()})
+    if settings.run_dir and any(skipped.values()):  # missing/undecodable files (each warned about when loaded)
+        runs.update_env(Path(settings.run_dir), {"skipped_images": {n: k for n, k in skipped.items() if k}})
     return flat, scores
 
 

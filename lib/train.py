@@ -201,7 +201,8 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
     if rank == 0:  # the checks passed: only now does the run folder get its records
         runs.write_params(run_dir, settings, "train")
         runs.update_env(run_dir, {"pretrained": info["pretrained"], "model_parameters": info["parameters"],
-                                  "train_device": str(device), "world_size": world})
+                                  "train_device": str(device), "world_size": world,
+                                  "source_skipped_images": len(getattr(source, "skipped", []))})
 
     step_module = _PairStep(net)
     if distributed:

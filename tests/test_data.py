@@ -146,10 +146,35 @@ def test_split_list_loader_skips_corrupt_images(tiny_image_tree):
     (root / "pacs" / "photo" / "dog" / "broken.png").write_bytes(b"not a png")
     listing = root / "list.txt"
     listing.write_text("pacs/photo/dog/img0.png 0\npacs/photo/dog/broken.png 0\npacs/photo/person/img1.png 1\n")
-    with pytest.warns(UserWarning, match="skipped 1 undecodable"):
+    with pytest.warns(UserWarning, match=r"skipped 1 undecodable \(first: .*broken.png\) of 3 image"):
         s = data.load_split_list(listing, root, image_size=16, domain="photo")
     assert len(s) == 2 and len(s.skipped) == 1 and s.labels.tolist() == [0, 1]
     assert s.batch_uint8([0, 1]).shape == (2, 3, 16, 16)
+
+
+def test_a_split_list_naming_missing_files_says_missing_not_undecodable(tiny_image_tree):
+    listing = tiny_image_tree / "list.txt"
+    listing.write_text("pacs/photo/dog/img0.png 0\npacs/photo/dog/gone.png 0\n")
+    with pytest.warns(UserWarning, match=r"skipped 1 missing \(first: .*gone.png\) of 2 image") as caught:
+        s = data.load_split_list(listing, tiny_image_tree, image_size=16)
+    assert "undecodable" not in str(caught[0].message) and len(s) == 1 and s.skipped[0].endswith("gone.png")
+
+
+def test_a_split_list_whose_every_path_is_wrong_names_the_list_the_root_and_the_first_path(tiny_image_tree):
+    listing = tiny_image_tree / "list.txt"
+    listing.write_text("PACS/kfold/photo/dog/img0.png 0\nPACS/kfold/photo/dog/img1.png 0\n")
+    with pytest.raises(FileNotFoundError, match=rf"split list {listing}: none of its 2 images exists under data_root "
+                                                rf"{tiny_image_tree} \(first: PACS/kfold/photo/dog/img0.png -> "):
+        data.load_split_list(listing, tiny_image_tree, image_size=16)
+
+
+def test_derived_split_lists_follow_the_folder_content(tiny_image_tree):
+    from PIL import Image
+
+    before = real.read_list(real.split_list(tiny_image_tree, "pacs", "photo", "all"))
+    Image.new("RGB", (4, 4)).save(tiny_image_tree / "pacs" / "photo" / "dog" / "added.png")
+    after = real.read_list(real.split_list(tiny_image_tree, "pacs", "photo", "all"))
+    assert len(after) == len(before) + 1 and ("pacs/photo/dog/added.png", 0) in after
 
 
 def test_file_decoding_failure_after_construction_is_counted(tiny_image_tree):

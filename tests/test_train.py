@@ -252,3 +252,16 @@ def test_an_unfinished_checkpoint_is_not_evaluated(tmp_path, source, monkeypatch
         train.train(settings, settings.resolved_run_dir(), source)
     with pytest.raises(RuntimeError, match=r"unfinished training run \(step 3 of 6\): run 02_train again"):
         train.load_trained(settings.resolved_run_dir())
+
+
+def test_skipped_source_images_are_counted_in_env_json(tmp_path, tiny_image_tree):
+    import json
+
+    from lib.data import FileImageSet
+
+    paths = [tiny_image_tree / "pacs" / "photo" / c / f"img{k}.png" for c in ("dog", "horse") for k in range(3)]
+    with pytest.warns(UserWarning, match="skipped 1 missing"):
+        source = FileImageSet(paths + [tiny_image_tree / "gone.png"], [0, 0, 0, 1, 1, 1, 1], image_size=16)
+    settings = tiny(tmp_path, steps=1, batch_pairs=4, neg_to_pos_ratio=1)
+    train.train(settings, settings.resolved_run_dir(), source)
+    assert json.loads((settings.resolved_run_dir() / "env.json").read_text())["source_skipped_images"] == 1

@@ -106,8 +106,8 @@ def _verify_image(path: Path) -> bool:
 class FileImageSet(ImageSet):
     """Images on disk, decoded with PIL as RGB and resized to a square of `image_size` pixels.
 
-    With `verify=True` (default) undecodable files are dropped at construction (`skipped` lists them, one warning
-    gives the count). A file that still fails later decodes to a black image and increments `decode_failures`.
+    With `verify=True` (default) missing and undecodable files are dropped at construction (`skipped` lists them,
+    one warning gives both counts and the first of each). A file that still fails later decodes to a black image and increments `decode_failures`.
     """
 
     def __init__(self, paths: Sequence, labels, image_size: int, domains=None, class_names=None, transform=None,
@@ -117,12 +117,15 @@ class FileImageSet(ImageSet):
                                                           ids if ids is not None else paths, class_names, "")
         self.skipped: list[str] = list(_skipped or [])
         if verify and len(paths):
-            ok = np.array([_verify_image(Path(p)) for p in paths], dtype=bool)
+            present = np.array([Path(p).is_file() for p in paths], dtype=bool)
+            ok = present & np.array([present[i] and _verify_image(Path(p)) for i, p in enumerate(paths)], dtype=bool)
             if not ok.all():
-                bad = paths[~ok].tolist()
-                self.skipped += bad
-                warnings.warn(f"skipped {len(bad)} undecodable image(s) (first: {bad[0]}): re-download or delete them",
-                              stacklevel=2)
+                missing, broken = paths[~present].tolist(), paths[present & ~ok].tolist()
+                self.skipped += missing + broken
+                parts = [f"{len(missing)} missing (first: {missing[0]})"] if missing else []
+                parts += [f"{len(broken)} undecodable (first: {broken[0]})"] if broken else []
+                warnings.warn(f"skipped {' and '.join(parts)} of {len(paths)} image(s): fix the paths or data_root, "
+                              "re-download or delete the broken files", stacklevel=2)
                 paths, labels, domains, ids = paths[ok], labels[ok], domains[ok], ids[ok]
         self.paths, self.labels, self.domains, self.ids, self.class_names = paths, labels, domains, ids, class_names
         self.image_size = int(image_size)

@@ -147,19 +147,33 @@ def read_list(path: Path) -> list[tuple[str, int]]:
     return rows
 
 
-def split_dir(data_root: Path) -> Path:
-    return CACHE_DIR / "splits" / hashlib.sha256(str(Path(data_root).resolve()).encode()).hexdigest()[:12]
+def content_key(folder: Path) -> str:
+    """12 hex digits naming what `folder` holds: every image's relative path and size (a walk of names, no
+    decoding), so a derived split is derived again when images are added, removed or replaced."""
+    entries = sorted(f"{p.relative_to(folder).as_posix()}:{p.stat().st_size}"
+                     for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTS)
+    return hashlib.sha256("\n".join(entries).encode()).hexdigest()[:12]
+
+
+def split_dir(data_root: Path, dataset: str = "", domain: str = "") -> Path:
+    """Cache folder of the lists derived from one dataset domain, keyed on the root and on the domain's content."""
+    root = CACHE_DIR / "splits" / hashlib.sha256(str(Path(data_root).resolve()).encode()).hexdigest()[:12]
+    if not dataset:
+        return root
+    folder = domain_dir(data_root, dataset, domain)
+    return root / f"{dataset}_{domain}_{content_key(folder) if folder.is_dir() else 'absent'}"
 
 
 def split_list(data_root: Path, dataset: str, domain: str, part: str) -> Path:
     """Path of the list `<dataset>_<domain>_<part>.txt` (part: support | test | all | classes): shipped one,
-    else data_root/splits/, else derived now into the cache."""
+    else data_root/splits/, else derived from the folder's current content into the cache."""
     name = f"{dataset}_{domain}_{part}.txt"
-    for folder in (SPLITS_DIR, Path(data_root) / "splits", split_dir(data_root)):
+    derived = split_dir(data_root, dataset, domain)
+    for folder in (SPLITS_DIR, Path(data_root) / "splits", derived):
         if (folder / name).exists():
             return folder / name
     rows = derive_lists(data_root, dataset, domain)
-    out = split_dir(data_root)
+    out = derived
     for key in ("support", "test", "all", "classes"):
         write_list(out / f"{dataset}_{domain}_{key}.txt", rows[key])
     return out / name
