@@ -12,12 +12,18 @@ JOBS ?= 2
 
 .PHONY: setup data demo study test test-fast lab strip clean-cache
 
+# Every step must succeed: pipefail makes a failing pip fail the recipe even though its output is filtered
+# (the filter drops one harmless pip notice and must not turn "no line left" into a failure).
+.SHELLFLAGS := -o pipefail -ec
+QUIET_PIP := { grep -v "is ignored: it is neither" || true; }
+
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "setup: installing pinned requirements into $(VENV) (first time ~3 min)"
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt 2>&1 | grep -v "is ignored: it is neither" || true
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1 | grep -v "is ignored: it is neither" || true
-	$(PY) -c "import torch, torchvision, lib" && touch $(STAMP)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt 2>&1 | $(QUIET_PIP)
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1 | $(QUIET_PIP)
+	@# from /, where the repo is not on sys.path: the kernels in notebooks/ import lib through the editable install
+	cd / && $(abspath $(PY)) -c "import torch, torchvision, lib" && touch $(abspath $(STAMP))
 
 setup: $(STAMP) data
 
