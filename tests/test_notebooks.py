@@ -8,6 +8,7 @@ import json
 import nbformat
 import pytest
 
+from lib import config
 from lib.paths import NOTEBOOKS_DIR, REPO_ROOT
 
 pytestmark = pytest.mark.notebook
@@ -75,3 +76,31 @@ def test_train_notebook_records_a_falling_loss_and_its_curves(tmp_path):
     assert 0.0 <= metrics["train_acc_same_last"] <= 1.0 and 0.0 <= metrics["train_acc_diff_last"] <= 1.0
     assert len((tmp_path / "history.csv").read_text().splitlines()) == 1 + 30  # header + one row per step
     assert (tmp_path / "checkpoints" / "last.pt").exists() and (tmp_path / "figures" / "02_learning_curves.png").exists()
+
+
+def test_the_users_own_command_trains_the_focal_loss(tmp_path):
+    """`papermill 02_train.ipynb out.ipynb -p loss focal`, run in notebooks/ with the venv's papermill, as the user
+    types it; run folders go to tmp_path (RESEND_OUTPUTS), the output notebook is moved there after."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}",
+           "RESEND_OUTPUTS": str(tmp_path)}
+    out = NOTEBOOKS_DIR / "out.ipynb"
+    try:
+        result = subprocess.run("papermill 02_train.ipynb out.ipynb -p loss focal", shell=True, cwd=NOTEBOOKS_DIR,
+                                env=env, capture_output=True, text=True, timeout=900)
+        shutil.move(out, tmp_path / "out.ipynb") if out.exists() else None
+    finally:
+        out.unlink(missing_ok=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Passed unknown parameter" not in result.stderr
+    nb = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "loss 'focal' resolves to 'bce_focal'" in printed
+    run_dir = tmp_path / "scratch" / "bce_focal__seed0"
+    assert config.load_yaml(run_dir / "params.yaml")["loss"] == "bce_focal"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["train_steps"] == 30 and metrics["train_loss_last"] < metrics["train_loss_init"]
