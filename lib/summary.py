@@ -25,6 +25,10 @@ METRICS = ("auroc", "fpr95")
 # its same pairs "same" (02 records it as train_acc_same_last). A run on the plateau answers "different" for
 # every pair (the 1 : k prior), so its R^2 and AUROC say nothing about its objective.
 LEARNED_ACC_SAME = 0.05
+# The gate when 02 recorded it: held-out pair AUROC (lib/pair_eval.py) >= this. It ranks pairs of source images
+# never trained on; accuracy is no gate (hinge with delta = 1 ranks pairs at 0.99 while calling every same pair
+# "different" at x > 0). Runs below it are flagged in every table and left out of the "learned" rho.
+LEARNED_PAIR_AUROC = 0.95
 # Headline rule: a benchmark enters the headline averages and rho when the frozen-backbone reference row
 # (reference.py `backbone_proto`) has AUROC - HEADLINE_SE_FACTOR * SE >= HEADLINE_MIN_AUROC, i.e. its 95 % lower
 # bound over test images clears 0.6, the conventional floor of "poor" discrimination (0.5-0.6 = no
@@ -88,6 +92,8 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     mean, std = numeric.mean(numeric_only=True), numeric.std(numeric_only=True, ddof=0)
     out = mean.join(std.add_suffix("_std"))
     out["n_seeds"] = df.groupby("config", sort=False)["seed"].count()
+    if "pair_auroc" in df.columns:  # the plateau gate holds for every seed, not on average
+        out["pair_auroc_min"] = df.groupby("config", sort=False)["pair_auroc"].min()
     return out
 
 
@@ -110,14 +116,15 @@ def table(agg: pd.DataFrame, benchmarks: list[str], kind: str, paper: bool, avg:
     ``<metric>__<avg>``, default ``<kind>_avg``), R^2; then the reference rows of `references` (see
     `reference.read_reference_rows`), averaged over the same `benchmarks`."""
     avg = avg or f"{kind}_avg"
-    header = ["config"] + [f"{b} AUROC / FPR95" for b in benchmarks] + ["avg AUROC / FPR95", "R²", "train acc same"]
+    header = ["config"] + [f"{b} AUROC / FPR95" for b in benchmarks] + ["avg AUROC / FPR95", "R²", "pair AUROC",
+                                                                          "train acc same"]
     if paper:
         header += ["paper avg AUROC", "paper R²"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for config in agg.index:
         cells = [config] + [f"{_cell(agg, config, f'auroc__{b}')} / {_cell(agg, config, f'fpr95__{b}')}" for b in benchmarks]
         cells += [f"{_cell(agg, config, f'auroc__{avg}')} / {_cell(agg, config, f'fpr95__{avg}')}",
-                  _cell(agg, config, "r2"), _cell(agg, config, "train_acc_same_last")]
+                  _cell(agg, config, "r2"), _cell(agg, config, "pair_auroc"), _cell(agg, config, "train_acc_same_last")]
         if paper:
             ref = PAPER_INTRA_AUROC.get(config, (None,) * 5)[-1] if kind == "intra" else PAPER_CROSS_AUROC.get(config)
             cells += [f"{ref:.3f}" if ref is not None else "–", f"{PAPER_R2[config]:.3f}" if config in PAPER_R2 else "–"]
@@ -129,7 +136,7 @@ def table(agg: pd.DataFrame, benchmarks: list[str], kind: str, paper: bool, avg:
         cells = [f"*{label}*"] + [f"{_ref_cell(values, [f'auroc__{b}'])} / {_ref_cell(values, [f'fpr95__{b}'])}"
                                   for b in benchmarks]
         cells += [f"{_ref_cell(values, [f'auroc__{b}' for b in benchmarks])} / "
-                  f"{_ref_cell(values, [f'fpr95__{b}' for b in benchmarks])}", "–", "–"] + ["–", "–"] * paper
+                  f"{_ref_cell(values, [f'fpr95__{b}' for b in benchmarks])}", "–", "–", "–"] + ["–", "–"] * paper
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -172,7 +179,11 @@ def add_average(df: pd.DataFrame, benchmarks: list[str], name: str) -> pd.DataFr
 
 
 def learned(agg: pd.DataFrame) -> pd.Series:
-    """Per config: True when its mean train_acc_same_last >= LEARNED_ACC_SAME (False where it is not recorded)."""
+    """Per config: True when it left the label-prior plateau: every seed's held-out pair AUROC >= LEARNED_PAIR_AUROC
+    (``pair_auroc_min``, see `aggregate`) where 02 recorded it, else (older runs) mean train_acc_same_last >=
+    LEARNED_ACC_SAME; False where neither is recorded."""
+    if "pair_auroc_min" in agg.columns:
+        return agg["pair_auroc_min"].fillna(0.0) >= LEARNED_PAIR_AUROC
     if "train_acc_same_last" not in agg.columns:
         return pd.Series(False, index=agg.index)
     return agg["train_acc_same_last"].fillna(0.0) >= LEARNED_ACC_SAME
@@ -248,8 +259,10 @@ def write_summary(study_dir: Path, paper: bool = False) -> list[Path]:
     groups = benchmarks_in(df)
     parts = [f"# Study `{study_dir.name}`: {df['config'].nunique()} configs, seeds {sorted(int(s) for s in df['seed'].unique())}",
              "Cells are mean ± std over seeds; FPR95 = fraction of unknown accepted at 95 % known accepted. "
-             "`train acc same`: fraction of same pairs called same over the last fifth of training; below "
-             f"{LEARNED_ACC_SAME} the run never left the label-prior plateau (it calls every pair different)."]
+             "`pair AUROC`: how well the trained model ranks held-out source pairs (same above different; "
+             f"lib/pair_eval.py); a config with a seed below {LEARNED_PAIR_AUROC} did not leave the label-prior plateau "
+             "(it calls every pair different) and is left out of the 'learned' ρ. `train acc same`: fraction of same "
+             "pairs called same over the last fifth of training (a calibration, not the gate)."]
     refs = reference.read_reference_rows(study_dir)
     all_names = groups["intra"] + groups["cross"]
     if refs.get("backbone_proto"):

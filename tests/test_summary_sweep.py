@@ -77,7 +77,7 @@ def test_plateau_configs_are_flagged_and_left_out_of_the_learned_correlation(tmp
     assert summary.r2_auroc_correlation(agg, learned_only=True) == (pytest.approx(-1.0), 3)
     summary.write_summary(tmp_path)
     tables = (tmp_path / "tables.md").read_text()
-    assert "| bce | 0.600 / – | 0.600 / – | 0.600 | 0.400 |" in tables
+    assert "| bce | 0.600 / – | 0.600 / – | 0.600 | – | 0.400 |" in tables  # no pair AUROC recorded: the old gate
     assert "Spearman ρ over the 3 configs that left the prior plateau: -1.000" in tables
 
 
@@ -257,3 +257,19 @@ def test_a_second_sweep_on_the_same_study_is_refused_naming_the_first(tmp_path):
         holder.wait()
     with sweep.study_lock(tmp_path):
         assert "pid" in (tmp_path / ".sweep.lock").read_text()
+
+
+def test_the_plateau_gate_is_held_out_pair_auroc_on_every_seed(tmp_path):
+    # hinge_d1: ranks pairs well but calls every same pair "different" (acc 0) -> learned;
+    # mse_c50: one seed at 0.90 -> not learned, however good the other seed and its accuracy
+    for seed, (hinge, mse) in enumerate([(0.99, 0.97), (0.98, 0.90)]):
+        _fake_run(tmp_path, f"hinge_d1__seed{seed}", {"pair_auroc": hinge, "train_acc_same_last": 0.0, "r2": 0.1,
+                                                       "auroc__glyph_printed": 0.7, "auroc__intra_avg": 0.7})
+        _fake_run(tmp_path, f"mse_c50__seed{seed}", {"pair_auroc": mse, "train_acc_same_last": 0.8, "r2": 0.2,
+                                                      "auroc__glyph_printed": 0.6, "auroc__intra_avg": 0.6})
+    agg = summary.aggregate(summary.collect(tmp_path))
+    assert summary.learned(agg).to_dict() == {"mse_c50": False, "hinge_d1": True}
+    assert agg.at["mse_c50", "pair_auroc_min"] == 0.90
+    summary.write_summary(tmp_path)
+    assert "| hinge_d1 | 0.700 ± 0.000 / – | 0.700 ± 0.000 / – | 0.100 ± 0.000 | 0.985 ± 0.005 | 0.000 ± 0.000 |" \
+        in (tmp_path / "tables.md").read_text()
