@@ -67,8 +67,13 @@ class Settings:
     batch_pairs: int = 336  # pairs per step (paper: 4096); in_batch uses batch_pairs // (1 + k) anchors
     lr: float = 0.008  # peak learning rate after warmup
     warmup_steps: int = 5  # linear warmup from 0 (paper: 500)
-    weight_decay: float = 5.0e-4  # SGD weight decay
+    weight_decay: float = 5.0e-4  # weight decay of weight matrices (sgd: L2 in the gradient; adamw: decoupled)
     momentum: float = 0.9  # SGD momentum
+    optimizer: str = "sgd"  # sgd (momentum, SPEC 5) | adamw (betas .9/.999)
+    schedule: str = "constant"  # constant (SPEC 5: warmup then constant) | cosine (warmup then cosine to 0 at `steps`)
+    grad_clip: float = 0.0  # max global gradient norm before each optimiser step; 0 = off
+    train_backbone: bool = True  # False = freeze the backbone, train r and c on a cached feature bank (lib.bank)
+    bank_views: int = 4  # train_backbone=False: train-augmented views of each source image in the bank
     lars: bool = False  # wrap SGD in LARS (paper: True, for batch 4096)
     lars_trust: float = 1.0e-3  # LARS trust coefficient
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
@@ -201,6 +206,8 @@ CHOICES = {
     "pairing": ("in_batch", "per_pair"),
     "prototypes": ("mean", "kcenter", "knn"),
     "objective": ("mse", "bce", "bce_focal", "ce", "ce_focal", "hinge"),
+    "optimizer": ("sgd", "adamw"),
+    "schedule": ("constant", "cosine"),
 }
 
 
@@ -218,3 +225,9 @@ def validate(s: Settings) -> None:
         raise ValueError(f"pretrained=source needs pretrain_epochs >= 1, got {s.pretrain_epochs}")
     if s.steps < 1:
         raise ValueError(f"steps={s.steps} must be >= 1")
+    if s.grad_clip < 0:
+        raise ValueError(f"grad_clip={s.grad_clip} must be >= 0 (0 = no clipping)")
+    if s.lars and s.optimizer != "sgd":
+        raise ValueError(f"lars wraps SGD: set optimizer=sgd or lars=false (got optimizer={s.optimizer!r})")
+    if s.bank_views < 1:
+        raise ValueError(f"bank_views={s.bank_views} must be >= 1")
