@@ -205,15 +205,13 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
         if cuda and rng.get("cuda") is not None:
             torch.cuda.set_rng_state(rng["cuda"], device)
         history, start = list(stored["history"]), int(stored["step"])
-    views = None
-    if frozen:  # rank 0 builds (or loads) the cached bank; the others wait, then load it
-        if rank == 0:
-            views = bank_lib.feature_bank(net.backbone, source, settings, device)
-        if distributed:
+    bank_feats = None
+    if frozen:  # rank 0 builds (or loads) the cached bank; the others wait for it, then load it
+        if distributed and rank:
             dist.barrier()
-        if rank:
-            views = bank_lib.feature_bank(net.backbone, source, settings, device)
-        views = views.train.to(device)  # (K, N, 512)
+        bank_feats = bank_lib.feature_bank(net.backbone, source, settings, device).train.to(device)  # (K, N, 512)
+        if distributed and not rank:
+            dist.barrier()
     regime = f"frozen backbone, feature bank of {settings.bank_views} views" if frozen else "finetune"
     if rank == 0:
         runs.update_env(run_dir, {"pretrained": info["pretrained"], "model_parameters": info["parameters"],
@@ -256,8 +254,8 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
         tic = time.perf_counter()
         batch = sampler.sample(n_anchors)
         if frozen:  # one of the K views of each image, drawn from the run's torch RNG (saved in the checkpoint)
-            pick = torch.randint(views.shape[0], (len(batch.images),))
-            images = views[pick.to(device), torch.from_numpy(batch.images).to(device)]
+            pick = torch.randint(bank_feats.shape[0], (len(batch.images),))
+            images = bank_feats[pick.to(device), torch.from_numpy(batch.images).to(device)]
         else:
             images = data.augment_batch(source, batch.images, transform).to(device, non_blocking=True)
             images = images.contiguous(memory_format=memory_format)
