@@ -74,8 +74,13 @@ class Settings:
     batch_pairs: int = 336  # pairs per step (paper: 4096); in_batch uses batch_pairs // (1 + k) anchors
     lr: float = 0.008  # peak learning rate after warmup
     warmup_steps: int = 5  # linear warmup from 0 (paper: 500)
-    weight_decay: float = 5.0e-4  # SGD weight decay
+    weight_decay: float = 5.0e-4  # weight decay of weight matrices (sgd: L2 in the gradient; adamw: decoupled)
     momentum: float = 0.9  # SGD momentum
+    optimizer: str = "sgd"  # sgd (momentum, SPEC 5) | adamw (betas .9/.999)
+    schedule: str = "constant"  # constant (SPEC 5: warmup then constant) | cosine (warmup then cosine to 0 at `steps`)
+    grad_clip: float = 0.0  # max global gradient norm before each optimiser step; 0 = off
+    train_backbone: bool = True  # False = freeze the backbone, train r and c on a cached feature bank (lib.bank)
+    bank_views: int = 4  # train_backbone=False: train-augmented views of each source image in the bank
     lars: bool = False  # wrap SGD in LARS (paper: True, for batch 4096)
     lars_trust: float = 1.0e-3  # LARS trust coefficient
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
@@ -249,6 +254,8 @@ CHOICES = {
     "pairing": ("in_batch", "per_pair"),
     "prototypes": ("mean", "kcenter", "knn", "knn_class"),
     "loss": ("mse", "bce", "bce_focal", "ce", "ce_focal", "hinge"),
+    "optimizer": ("sgd", "adamw"),
+    "schedule": ("constant", "cosine"),
 }
 
 
@@ -271,6 +278,8 @@ def validate(s: Settings) -> None:
                              "YAML or the -p flag")
     if not 0 <= s.momentum < 1:
         raise ValueError(f"setting momentum={s.momentum!r} must be in [0, 1)")
+    if s.lars and s.optimizer != "sgd":
+        raise ValueError(f"lars wraps SGD: set optimizer=sgd or lars=false (got optimizer={s.optimizer!r})")
 
 
 # (setting, lower bound, bound allowed): values outside train a constant model or fail deep inside torch
@@ -280,5 +289,6 @@ LOWER_BOUNDS = (
     ("neg_to_pos_ratio", 1, True), ("image_size", 8, True), ("log_every", 1, True), ("checkpoint_every", 0, True),
     ("eval_batch_size", 1, True), ("prototypes_k", 1, True), ("r2_pairs", 2, True), ("source_classes", 0, True),
     ("num_workers", 0, True), ("budget_s", 0.0, True), ("baseline_epochs", 1, True), ("baseline_lr", 0.0, False),
-    ("baseline_batch", 2, True), ("pretrain_lr", 0.0, False),
+    ("baseline_batch", 2, True), ("pretrain_lr", 0.0, False), ("grad_clip", 0.0, True), ("bank_views", 1, True),
+    ("focal_k", 0.0, False),
 )

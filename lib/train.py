@@ -1,5 +1,10 @@
 """Relational training (SPEC 5): SGD + linear warmup (+ LARS), bf16 autocast on CUDA, checkpoints, resume, DDP.
 
+Small presets may instead use AdamW, a cosine schedule, gradient clipping and ``train_backbone=False``: the
+backbone is frozen and r + c train on a cached bank of train-augmented source features (`lib.bank`); a step
+then picks one of each image's ``bank_views`` views (torch RNG of the run, so resume stays bit-identical) and
+runs no backbone at all. The checkpoint holds the full model either way.
+
 One step: sample a `PairBatch` -> load its images (uint8) -> augment each image independently -> one backbone
 pass -> index the feature matrix into pairs -> relate -> objective loss. ``per_pair`` and ``in_batch`` differ
 only in the batch the sampler draws.
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import math
 import os
 import random
 import time
@@ -33,7 +39,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from lib import SAME, config, model as model_lib, objectives, pairs, pretrain, runs
+from lib import SAME, bank as bank_lib, config, model as model_lib, objectives, pairs, pretrain, runs
 from lib.device import autocast, resolve_device
 
 # settings that shape the trained weights: a stored run must match them to be reused or resumed
@@ -41,7 +47,8 @@ TRAIN_KEYS = ("dataset", "data_root", "image_size", "source_classes", "pretraine
               "pretrain_epochs", "pretrain_lr", "small_stem", "d_model", "n_heads",
               "n_blocks", "mlp_ratio", "head", "head_hidden", "loss", "mse_c", "focal_gamma", "focal_k", "hinge_delta",
               "pairing", "neg_to_pos_ratio", "class_balance", "images_per_class", "batch_pairs", "lr", "warmup_steps",
-              "weight_decay", "momentum", "lars", "lars_trust", "seed")
+              "weight_decay", "momentum", "lars", "lars_trust", "seed", "optimizer", "schedule", "grad_clip",
+              "train_backbone", "bank_views")
 TIMING_COLUMNS = ("pairs_per_s", "images_per_s", "seconds")
 
 
@@ -61,11 +68,16 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
 
 
 def make_optimizer(net: nn.Module, settings) -> torch.optim.Optimizer:
-    """SGD (momentum, weight decay on weight matrices/kernels only) or timm's LARS with the same groups."""
-    decay = [p for p in net.parameters() if p.ndim >= 2 and p is not getattr(net, "label_token", None)]
+    """SGD (momentum, weight decay on weight matrices/kernels only), timm's LARS or AdamW with the same groups.
+
+    Only parameters with ``requires_grad`` are optimised (a frozen backbone is left out)."""
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    decay = [p for p in trainable if p.ndim >= 2 and p is not getattr(net, "label_token", None)]
     ids = {id(p) for p in decay}
-    no_decay = [p for p in net.parameters() if id(p) not in ids]
+    no_decay = [p for p in trainable if id(p) not in ids]
     groups = [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if settings.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=settings.lr)
     if settings.lars:
         from timm.optim import Lars  # trust ratio on the decayed group only (biases / norms are not adapted)
 
@@ -76,6 +88,27 @@ def make_optimizer(net: nn.Module, settings) -> torch.optim.Optimizer:
 def warmup_factor(warmup_steps: int):
     """LambdaLR factor: linear warmup (step+1)/warmup_steps, then constant 1 (SPEC 5: no decay)."""
     return lambda step: min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+
+
+def lr_factor(settings):
+    """LambdaLR factor of ``settings.schedule``: constant = `warmup_factor`; cosine = the same warmup, then
+    0.5 (1 + cos(pi (step - warmup) / (steps - warmup))), reaching 0 at ``steps``."""
+    warmup = warmup_factor(settings.warmup_steps)
+    if settings.schedule == "constant":
+        return warmup
+    start, span = settings.warmup_steps, max(1, settings.steps - settings.warmup_steps)
+    return lambda step: warmup(step) if step < start else 0.5 * (1 + math.cos(math.pi * min(1.0, (step - start) / span)))
+
+
+class _BankStep(nn.Module):
+    """bank features of a batch's images -> pairs by indexing -> relate (frozen backbone: no backbone pass)."""
+
+    def __init__(self, net: model_lib.ReSeND):
+        super().__init__()
+        self.net = net
+
+    def forward(self, feats: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.net.relate(feats[a], feats[b])
 
 
 class _PairStep(nn.Module):
@@ -125,7 +158,8 @@ def check_writable(folder: Path) -> None:
 
 def _settings_mismatch(stored: dict[str, Any], settings, keys) -> dict[str, tuple]:
     current = settings.to_dict()
-    return {k: (stored.get(k), current[k]) for k in keys if stored.get(k) != current[k]}
+    # a key the stored run predates took its default then (e.g. optimizer, train_backbone)
+    return {k: (stored.get(k), current[k]) for k in keys if stored.get(k, config.DEFAULTS[k]) != current[k]}
 
 
 def _write_history(run_dir: Path, history: list[dict]) -> None:
@@ -178,8 +212,11 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
         seed_everything(settings.seed + 1000 * rank, settings.deterministic)
     memory_format = torch.channels_last if (cuda and settings.channels_last) else torch.contiguous_format
     net = net.to(device, memory_format=memory_format)
+    frozen = not settings.train_backbone
+    if frozen:  # r and c train on the bank; the backbone keeps its (pretrained) weights and BN statistics
+        net.backbone.requires_grad_(False)
     optimizer = make_optimizer(net, settings)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_factor(settings.warmup_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(settings))
     sampler = pairs.from_settings(settings, source.labels, rank=rank)
     transform = data.train_transform(settings.image_size)
     history: list[dict] = []
@@ -198,13 +235,21 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
         if cuda and rng.get("cuda") is not None:
             torch.cuda.set_rng_state(rng["cuda"], device)
         history, start = list(stored["history"]), int(stored["step"])
+    bank_feats = None
+    if frozen:  # rank 0 builds (or loads) the cached bank; the others wait for it, then load it
+        if distributed and rank:
+            dist.barrier()
+        bank_feats = bank_lib.feature_bank(net.backbone, source, settings, device).train.to(device)  # (K, N, 512)
+        if distributed and not rank:
+            dist.barrier()
+    regime = f"frozen backbone, feature bank of {settings.bank_views} views" if frozen else "finetune"
     if rank == 0:  # the checks passed: only now does the run folder get its records
         runs.write_params(run_dir, settings, "train")
         runs.update_env(run_dir, {"pretrained": info["pretrained"], "model_parameters": info["parameters"],
-                                  "train_device": str(device), "world_size": world,
+                                  "train_device": str(device), "world_size": world, "train_regime": regime,
                                   "source_skipped_images": len(getattr(source, "skipped", []))})
 
-    step_module = _PairStep(net)
+    step_module = _BankStep(net) if frozen else _PairStep(net)
     if distributed:
         step_module = nn.parallel.DistributedDataParallel(step_module, device_ids=[device.index] if cuda else None)
     n_anchors = pairs.anchors_per_step(settings.batch_pairs // world, settings.neg_to_pos_ratio)
@@ -232,13 +277,20 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
     from tqdm.auto import tqdm
 
     net.train()
+    if frozen:
+        net.backbone.eval()  # never run, but kept in eval mode so no BN statistic could move
+    trainable = [p for p in net.parameters() if p.requires_grad]
     began = time.perf_counter()
     progress = tqdm(total=settings.steps, initial=start, disable=rank != 0, desc=f"train {objective.label()}")
     for step in range(start, settings.steps):
         tic = time.perf_counter()
         batch = sampler.sample(n_anchors)
-        images = data.augment_batch(source, batch.images, transform).to(device, non_blocking=True)
-        images = images.contiguous(memory_format=memory_format)
+        if frozen:  # one of the K views of each image, drawn from the run's torch RNG (saved in the checkpoint)
+            pick = torch.randint(bank_feats.shape[0], (len(batch.images),))
+            images = bank_feats[pick.to(device), torch.from_numpy(batch.images).to(device)]
+        else:
+            images = data.augment_batch(source, batch.images, transform).to(device, non_blocking=True)
+            images = images.contiguous(memory_format=memory_format)
         a, b = torch.from_numpy(batch.a).to(device), torch.from_numpy(batch.b).to(device)
         target = torch.from_numpy(batch.label).to(device)
         with autocast(device, settings.amp):
@@ -253,6 +305,8 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
                                      f"(lr {scheduler.get_last_lr()[0]:.3g}): lower lr or check the inputs")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if settings.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
         optimizer.step()
         lr = scheduler.get_last_lr()[0]
         scheduler.step()

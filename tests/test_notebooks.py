@@ -74,6 +74,7 @@ def test_train_notebook_records_a_falling_loss_and_its_curves(tmp_path):
     assert metrics["train_steps"] == 30 and metrics["train_seconds"] > 0
     assert metrics["train_loss_last"] < metrics["train_loss_init"]  # bce falls at least to the label prior
     assert 0.0 <= metrics["train_acc_same_last"] <= 1.0 and 0.0 <= metrics["train_acc_diff_last"] <= 1.0
+    assert 0.0 <= metrics["pair_auroc"] <= 1.0 and 0.0 <= metrics["pair_acc_same"] <= 1.0  # held-out pairs
     assert len((tmp_path / "history.csv").read_text().splitlines()) == 1 + 30  # header + one row per step
     assert (tmp_path / "checkpoints" / "last.pt").exists() and (tmp_path / "figures" / "02_learning_curves.png").exists()
 
