@@ -10,8 +10,8 @@ is the same image whatever K is.
 Cached as ``.cache/features/<hash>.pt``, the hash of its recipe: the backbone's content (sha1 of its state dict,
 so source pretraining, an ImageNet file and a random init are told apart), dataset, image_size,
 source_classes, bank_views, the source set's content (pixels + labels of an in-memory set; ids + labels of a
-file set), BANK_SEED and the file format. Written atomically under the file lock `lib.pretrain` uses for its
-backbones, so notebooks started together build it once; a process reuses a bank it already loaded.
+file set), BANK_SEED and the file format. Written atomically under a file lock (`runs.exclusive`, as for the
+pretrained backbones), so notebooks started together build it once; a process reuses a bank it already loaded.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lib import data, paths, pretrain, runs
+from lib import data, paths, runs
 from lib.device import autocast
 
 CACHE = paths.CACHE_DIR / "features"
@@ -95,7 +95,7 @@ def feature_bank(backbone: nn.Module, source, settings, device=None, verbose: bo
     if path in _LOADED:
         return _LOADED[path]
     if not path.exists():
-        with pretrain._exclusive(path):  # a second process asking for the same bank waits, then loads it
+        with runs.exclusive(path):  # a second process asking for the same bank waits, then loads it
             if not path.exists():
                 _build(backbone, source, settings, r, path, torch.device(device or "cpu"), verbose)
     state = torch.load(path, map_location="cpu", weights_only=True)

@@ -20,6 +20,7 @@ the features of an image shared by several benchmarks (same glyph font:char, sam
 from __future__ import annotations
 
 import dataclasses
+import io
 import re
 import time
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from lib import runs
+from lib import bank, runs
 from lib.config import Settings
 from lib.device import autocast, resolve_device
 
@@ -203,7 +204,7 @@ class FeatureMemo:
     tests/test_evaluate.py checks through the metrics).
     """
 
-    def __init__(self):
+    def __init__(self, path: Path | str | None = None):
         self.rows: dict[str, torch.Tensor] = {}
         self.cost: dict[str, float] = {}  # id -> seconds its computation took
         self.model_ref: int | None = None
@@ -211,6 +212,40 @@ class FeatureMemo:
         self.hits = 0
         self.computed = 0
         self.hit_seconds = 0.0
+        self.path = Path(path) if path is not None else None
+        if self.path is not None and self.path.exists():
+            self.rows, self.cost = self._read(self.path)
+        self._stored = set(self.rows)
+
+    @classmethod
+    def for_frozen_backbone(cls, backbone: torch.nn.Module, image_size: int) -> "FeatureMemo":
+        """A memo kept on disk, ``.cache/features/eval_<backbone digest>_<size>px.pt``, for a backbone that no run
+        changes (the frozen-backbone regime, the reference rows): every run of a study and the reference rows
+        then share the support/test features, computed once. Call `save` after use."""
+        from lib.paths import CACHE_DIR
+
+        digest = bank.backbone_digest(backbone)[:16]
+        return cls(CACHE_DIR / "features" / f"eval_{digest}_{image_size}px.pt")
+
+    @staticmethod
+    def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        return dict(zip(state["ids"], state["feats"])), dict(zip(state["ids"], state["cost"].tolist()))
+
+    def save(self) -> None:
+        """Merge the rows computed since loading into the memo's file (under a lock: parallel runs add theirs)."""
+        if self.path is None or set(self.rows) <= self._stored:
+            return
+        with runs.exclusive(self.path):
+            rows, cost = self._read(self.path) if self.path.exists() else ({}, {})
+            rows.update((k, v.cpu()) for k, v in self.rows.items())
+            cost.update(self.cost)
+            ids = sorted(rows)
+            buffer = io.BytesIO()
+            torch.save({"ids": ids, "feats": torch.stack([rows[i] for i in ids]).float(),
+                        "cost": torch.tensor([cost[i] for i in ids], dtype=torch.float64)}, buffer)
+            runs.atomic_write_bytes(self.path, buffer.getvalue())
+        self._stored = set(rows)
 
     def features(self, model, imageset, image_size: int, batch_size: int, device) -> torch.Tensor:
         """As `extract_features`, computing only the images whose id is not in the memo yet."""
@@ -233,7 +268,7 @@ class FeatureMemo:
         self.hits += len(hit_keys)
         self.hit_seconds += sum(self.cost[key] for key in hit_keys)
         self.computed += len(missing)
-        return torch.stack([self.rows[key] for key in ids.tolist()])
+        return torch.stack([self.rows[key] for key in ids.tolist()]).to(device)
 
 
 # ----------------------------------------------------------------------------- prototypes
@@ -477,7 +512,12 @@ def evaluate_benchmarks(source: Any, settings: Settings, names: list[str] | None
     if not names:
         raise ValueError(f"no benchmarks selected by {settings.benchmarks!r}")
     per_benchmark, kinds, scores = {}, {}, {}
-    features = memo if isinstance(memo, FeatureMemo) else FeatureMemo() if memo else None
+    if isinstance(memo, FeatureMemo):
+        features = memo
+    elif memo and not getattr(settings, "train_backbone", True):  # the backbone is the unchanged pretrained one
+        features = FeatureMemo.for_frozen_backbone(model.backbone, settings.image_size)
+    else:
+        features = FeatureMemo() if memo else None
     skipped = {}
     for name in names:
         benchmark = data.load_benchmark(name, settings)
@@ -490,6 +530,8 @@ def evaluate_benchmarks(source: Any, settings: Settings, names: list[str] | None
     flat = average_metrics({n: {k: m[k] for k in METRICS} for n, m in per_benchmark.items()}, kinds)
     flat.update({f"eval_seconds__{n}": m["eval_seconds"] for n, m in per_benchmark.items()})
     flat.update({f"auroc_se__{n}": m["auroc_se"] for n, m in per_benchmark.items()})
+    if features is not None:
+        features.save()
     if settings.run_dir and any(skipped.values()):  # missing/undecodable files (each warned about when loaded)
         runs.update_env(Path(settings.run_dir), {"skipped_images": {n: k for n, k in skipped.items() if k}})
     return flat, scores

@@ -19,9 +19,7 @@ Command line (builds the cache ahead of a sweep; a second call only prints where
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import io
 import json
@@ -58,18 +56,6 @@ def weight_path(settings) -> Path:
     return CACHE / f"resnet18_{r['dataset']}_{r['image_size']}px{stem}_{classes}cls_{r['epochs']}ep_{digest}.pth"
 
 
-@contextlib.contextmanager
-def _exclusive(path: Path):
-    """Hold an exclusive lock next to `path`: a second process asking for the same backbone waits, then reuses it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def source_backbone(settings, verbose: bool = True) -> Path:
     """The cached source-pretrained backbone of `settings`' recipe; trains and writes it first when missing.
 
@@ -80,7 +66,7 @@ def source_backbone(settings, verbose: bool = True) -> Path:
     path = weight_path(settings)
     if path.exists():
         return path
-    with _exclusive(path):
+    with runs.exclusive(path):
         if path.exists():  # built by another process while this one waited
             return path
         return _build(settings, path, verbose)

@@ -122,7 +122,7 @@ def load_backbone(settings: Settings):
 def compute_reference_rows(settings: Settings, names: list[str]) -> tuple[dict[str, float], dict]:
     """(flat metrics ``<row>__<metric>__<benchmark>`` + ``n_known__/n_unknown__<benchmark>``, backbone info)."""
     backbone, info = load_backbone(settings)
-    memo = evaluate.FeatureMemo()
+    memo = evaluate.FeatureMemo.for_frozen_backbone(backbone.backbone, settings.image_size)  # shared with frozen runs
     flat: dict[str, float] = {}
     for name in names:
         benchmark = data.load_benchmark(name, settings)
@@ -130,6 +130,7 @@ def compute_reference_rows(settings: Settings, names: list[str]) -> tuple[dict[s
         flat[f"n_known__{name}"], flat[f"n_unknown__{name}"] = float(known.sum()), float((~known).sum())
         for row, metrics in benchmark_rows(backbone, benchmark, settings, memo).items():
             flat.update({f"{row}__{key}__{name}": value for key, value in metrics.items()})
+    memo.save()
     return flat, info
 
 

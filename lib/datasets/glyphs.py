@@ -55,12 +55,15 @@ CJK_RANGE = (0x4E00, 0x9FFF)  # CJK Unified Ideographs block
 MIN_FONT_COVERAGE = 3000  # a font covering fewer CJK characters than this is dropped from the intersection
 SPLIT_SEED = 20220  # fixed: splits never depend on the run seed
 MAX_SOURCE_CHARS = 2000  # cap of the source character pool (keeps the cache ~31k images)
-# Per glyph benchmark: 100 known + 100 unknown characters (was 25 + 25). The bootstrap SE of the AUROC over test
+# Per glyph benchmark: 50 known + 50 unknown characters (was 25 + 25). The bootstrap SE of the AUROC over test
 # images (frozen-backbone reference row) at 25/50/75/100/125/150 known: glyph_handwritten .028/.022/.018/.015/.014/.014,
 # printed_to_handwritten .022/.017/.012/.012/.011/.011, handwritten_to_printed .011/.011/.009/.008/.008/.007,
 # printed .005/.004/.004/.004/.004/.004. Past 100 known the SE barely falls (the AUROC drops as classes are added;
-# glyph_handwritten tests on 5 fonts only) while the relational eval cost grows as (test images x known classes).
-BENCH_CHARS = 200
+# glyph_handwritten tests on 5 fonts only) while the relational eval cost grows as (test images x known classes):
+# 170k relational pairs per run at 50 known, 680k at 100 known. 50 known is what the mini study's 20-minute demo
+# (33 runs) affords; SE <= 0.01 holds on printed and about on handwritten_to_printed, not on the handwritten tests
+# (that needs more test fonts than the 10 handwritten ones).
+BENCH_CHARS = 100
 NUM_KNOWN = BENCH_CHARS // 2
 BENCHMARKS = ("glyph_printed", "glyph_handwritten", "glyph_printed_to_handwritten", "glyph_handwritten_to_printed")
 
