@@ -221,3 +221,28 @@ def test_pair_metrics_extract_features_with_the_trained_model(tmp_path, source):
     net, objective, _ = train.load_trained(settings.resolved_run_dir())
     metrics = pair_eval.pair_metrics(net, objective, source, settings)
     assert 0.0 <= metrics["pair_auroc"] <= 1.0 and metrics["pair_count"] == 16 * 4
+
+
+def test_frozen_runs_share_evaluation_features_on_disk(tmp_path, source, monkeypatch):
+    """A frozen run's support/test features go to a disk memo keyed by the backbone's content; a second run with
+    the same backbone (another objective, another seed) evaluates without a backbone pass, with the same scores."""
+    from lib import evaluate, paths
+    from lib.data import Benchmark
+
+    monkeypatch.setattr(paths, "CACHE_DIR", tmp_path / "cache")
+    named = TensorImageSet(source.images, source.labels, ids=[f"font:{i}" for i in range(len(source))])  # content ids
+    bench = Benchmark("tiny", "intra", named.subset(np.flatnonzero(named.labels < 2)), named, 2, "d", "d")
+    monkeypatch.setattr("lib.data.load_benchmark", lambda name, settings: bench)
+    results = []
+    for name, loss in (("first", "bce"), ("second", "hinge")):
+        settings = tiny(tmp_path, name, loss=loss, **FROZEN)
+        train.train(settings, settings.resolved_run_dir(), source)
+        net, objective, trained = train.load_trained(settings.resolved_run_dir())
+        memo = evaluate.FeatureMemo.for_frozen_backbone(net.backbone, trained.image_size)
+        metrics, scores = evaluate.evaluate_benchmarks((net, objective), trained, ["tiny"], memo=memo)
+        memo.save()
+        results.append((memo.computed, memo.hits, scores["tiny"]))
+    (computed_first, _, first), (computed_second, hits_second, second) = results
+    assert computed_first == len(source) and computed_second == 0 and hits_second == len(bench.support) + len(source)
+    assert first.is_known.tolist() == second.is_known.tolist()
+    assert memo.path.parent == tmp_path / "cache" / "features"
