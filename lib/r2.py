@@ -58,10 +58,17 @@ def relational_representations(model, source, triples: np.ndarray, settings: Set
     from lib.device import autocast
     from lib.evaluate import IMAGE_BATCH, extract_features, model_device
 
+    from lib.evaluate import FeatureMemo
+
     device = model_device(model)
     images, inverse = np.unique(triples[:, :2].reshape(-1), return_inverse=True)
-    feats = extract_features(model, source.subset(images), settings.image_size,
-                             min(settings.eval_batch_size, IMAGE_BATCH), device)
+    batch = min(settings.eval_batch_size, IMAGE_BATCH)
+    if getattr(settings, "train_backbone", True):
+        feats = extract_features(model, source.subset(images), settings.image_size, batch, device)
+    else:  # an unchanged backbone: the study's runs share these features on disk (FeatureMemo)
+        memo = FeatureMemo.for_frozen_backbone(model.backbone, settings.image_size)
+        feats = memo.features(model, source.subset(images), settings.image_size, batch, device)
+        memo.save()
     pos = torch.as_tensor(inverse.reshape(-1, 2), device=device)
     reprs = []
     for start in range(0, len(pos), settings.eval_batch_size):
