@@ -83,7 +83,8 @@ class Settings:
     bank_views: int = 4  # train_backbone=False: train-augmented views of each source image in the bank
     lars: bool = False  # wrap SGD in LARS (paper: True, for batch 4096)
     lars_trust: float = 1.0e-3  # LARS trust coefficient
-    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    amp: bool = True  # bf16 autocast on CUDA
+    cpu_amp: bool = False  # bf16 autocast of the relational module on CPU too (fast on avx512_bf16/AMX CPUs)
     channels_last: bool = True  # channels_last memory format on CUDA (ignored on CPU)
     checkpoint_every: int = 0  # steps between checkpoints; 0 = only at the end
     resume: bool = True  # continue from run_dir/checkpoints/last.pt when it exists

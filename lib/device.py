@@ -1,4 +1,5 @@
-"""Where a run computes: its torch device and its mixed precision (bf16 autocast on CUDA, fp32 on the CPU)."""
+"""Where a run computes: its torch device and its mixed precision (bf16 autocast on CUDA; on the CPU fp32, or bf16
+for the relational module with ``cpu_amp``)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,13 @@ def resolve_device(settings) -> torch.device:
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
 
 
-def autocast(device: torch.device, enabled: bool = True):
-    """bf16 autocast on a CUDA `device` when `enabled` (settings.amp); a no-op context on the CPU."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if enabled and device.type == "cuda" else nullcontext()
+def autocast(device: torch.device, enabled: bool = True, cpu: bool = False):
+    """bf16 autocast when `enabled` (settings.amp): on a CUDA `device` always, on the CPU only with `cpu`
+    (settings.cpu_amp, for the relational module: bf16 matmuls run ~1.4x faster in training and ~2.5x in
+    evaluation on CPUs with avx512_bf16/AMX, and slower on CPUs without); else a no-op context."""
+    if not enabled:
+        return nullcontext()
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", dtype=torch.bfloat16) if cpu else nullcontext()
+

@@ -322,7 +322,7 @@ def build_prototypes(support_feats: torch.Tensor, support_labels: np.ndarray, nu
 
 @torch.inference_mode()
 def pair_similarities(model, objective, test_feats: torch.Tensor, protos: torch.Tensor,
-                      batch_pairs: int = 1024) -> torch.Tensor:
+                      batch_pairs: int = 1024, cpu_amp: bool = False) -> torch.Tensor:
     """Similarity (N, M) float32 of every (test feature, prototype) pair; higher = more similar.
 
     Pairs are formed test-major and sent through ``model.relate`` in chunks of about `batch_pairs` pairs.
@@ -334,7 +334,7 @@ def pair_similarities(model, objective, test_feats: torch.Tensor, protos: torch.
     for start in range(0, n, rows_per_chunk):
         fa = test_feats[start : start + rows_per_chunk]
         r = len(fa)
-        with autocast(device):
+        with autocast(device, cpu=cpu_amp):
             head = model.relate(fa.repeat_interleave(m, dim=0), protos.repeat(r, 1))
         out[start : start + r] = objective.similarity(head.float()).float().view(r, m)
     return out
@@ -404,7 +404,7 @@ def score_benchmark(model, objective, benchmark, settings: Settings,
     protos, owners = build_prototypes(support, benchmark.support.labels, benchmark.num_known, settings.prototypes,
                                       settings.prototypes_k)
     test = features(model, benchmark.test, settings.image_size, image_batch, device)
-    sims = pair_similarities(model, objective, test, protos, settings.eval_batch_size)
+    sims = pair_similarities(model, objective, test, protos, settings.eval_batch_size, settings.cpu_amp)
     scores = class_scores(sims, owners, benchmark.num_known, settings.prototypes, settings.prototypes_k)
     probs = torch.softmax(scores.double(), dim=1)
     normality, predictions = probs.max(1)

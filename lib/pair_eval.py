@@ -77,7 +77,7 @@ def pair_metrics(model, objective, held_out, settings, features: torch.Tensor | 
     outputs = []
     for start in range(0, len(pos), settings.eval_batch_size):
         p = pos[start : start + settings.eval_batch_size]
-        with autocast(device):
+        with autocast(device, cpu=settings.cpu_amp):
             outputs.append(model.relate(features[p[:, 0]], features[p[:, 1]]).float())
     output = torch.cat(outputs)
     same = torch.as_tensor(triples[:, 2] == SAME, device=device)

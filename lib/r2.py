@@ -73,7 +73,7 @@ def relational_representations(model, source, triples: np.ndarray, settings: Set
     reprs = []
     for start in range(0, len(pos), settings.eval_batch_size):
         p = pos[start : start + settings.eval_batch_size]
-        with autocast(device):
+        with autocast(device, cpu=settings.cpu_amp):
             _, rep = model.relate(feats[p[:, 0]], feats[p[:, 1]], return_repr=True)
         reprs.append(rep.float())
     return torch.cat(reprs), torch.as_tensor(triples[:, 2], dtype=torch.long)

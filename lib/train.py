@@ -48,7 +48,7 @@ TRAIN_KEYS = ("dataset", "data_root", "image_size", "source_classes", "pretraine
               "n_blocks", "mlp_ratio", "head", "head_hidden", "loss", "mse_c", "focal_gamma", "focal_k", "hinge_delta",
               "pairing", "neg_to_pos_ratio", "class_balance", "images_per_class", "batch_pairs", "lr", "warmup_steps",
               "weight_decay", "momentum", "lars", "lars_trust", "seed", "optimizer", "schedule", "grad_clip",
-              "train_backbone", "bank_views")
+              "train_backbone", "bank_views", "cpu_amp")
 TIMING_COLUMNS = ("pairs_per_s", "images_per_s", "seconds")
 
 
@@ -293,7 +293,7 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
             images = images.contiguous(memory_format=memory_format)
         a, b = torch.from_numpy(batch.a).to(device), torch.from_numpy(batch.b).to(device)
         target = torch.from_numpy(batch.label).to(device)
-        with autocast(device, settings.amp):
+        with autocast(device, settings.amp, settings.cpu_amp):
             output = step_module(images, a, b)
         output = output.float()
         loss = objective.loss(output, target)

@@ -105,3 +105,20 @@ def test_the_users_own_command_trains_the_focal_loss(tmp_path):
     assert config.load_yaml(run_dir / "params.yaml")["loss"] == "bce_focal"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["train_steps"] == 30 and metrics["train_loss_last"] < metrics["train_loss_init"]
+
+
+def test_02_03_04_in_the_frozen_backbone_regime(tmp_path):
+    """The mini preset's regime (frozen backbone, feature bank, bf16 relational module on the CPU) through the three
+    notebooks as the sweep runs them, at smoke size."""
+    tiny = {"run_dir": str(tmp_path), "device": "cpu", "pretrained": "none", "d_model": 16, "n_heads": 2,
+            "head_hidden": 8, "image_size": 16, "source_classes": 10, "batch_pairs": 42, "steps": 20,
+            "train_backbone": False, "bank_views": 2, "optimizer": "adamw", "schedule": "cosine", "lr": 1e-3,
+            "grad_clip": 1.0, "cpu_amp": True, "pairing": "per_pair"}
+    metrics = execute("02_train", tmp_path, **tiny)
+    assert 0.0 <= metrics["pair_auroc"] <= 1.0 and metrics["train_steps"] == 20
+    env = json.loads((tmp_path / "env.json").read_text())
+    assert env["train_regime"] == "frozen backbone, feature bank of 2 views"
+    execute("03_evaluate", tmp_path, run_dir=str(tmp_path), device="cpu", benchmarks="glyph_printed")
+    metrics = execute("04_r2", tmp_path, run_dir=str(tmp_path), device="cpu", r2_pairs=84)
+    assert 0.0 <= metrics["auroc__glyph_printed"] <= 1.0 and 0.0 <= metrics["r2"] <= 1.0
+    assert config.load_yaml(tmp_path / "params_evaluate.yaml")["train_backbone"] is False

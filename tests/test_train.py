@@ -145,6 +145,9 @@ def test_autocast_is_bf16_on_cuda_only_and_off_when_amp_is_off():
     x = torch.randn(4, 4)
     with device.autocast(torch.device("cpu")):
         assert (x @ x).dtype == torch.float32  # the CPU path stays fp32
+    with device.autocast(torch.device("cpu"), cpu=True):  # unless cpu_amp asks for bf16 on the CPU too
+        assert (x @ x).dtype == torch.bfloat16
+    assert isinstance(device.autocast(torch.device("cpu"), enabled=False, cpu=True), contextlib.nullcontext)
     if torch.cuda.is_available():
         y = torch.randn(4, 4, device="cuda")
         with device.autocast(torch.device("cuda")):
