@@ -21,3 +21,29 @@ def tiny_image_tree(tmp_path):
             for k in range(3):
                 Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(folder / f"img{k}.png")
     return tmp_path
+
+
+class Killed(Exception):
+    """Stands in for a process killed right after a training checkpoint."""
+
+
+@pytest.fixture
+def train_until_killed(monkeypatch):
+    """``run(settings, source, at_step)``: lib.train.train on `settings` dies right after its checkpoint of step
+    `at_step` (the checkpoint is written, nothing after it); checkpointing is restored afterwards."""
+    from lib import train
+
+    def run(settings, source, at_step: int) -> None:
+        save = train._save_checkpoint
+
+        def save_then_die(path, state):
+            save(path, state)
+            if state["step"] == at_step:
+                raise Killed
+
+        monkeypatch.setattr(train, "_save_checkpoint", save_then_die)
+        with pytest.raises(Killed):
+            train.train(settings, settings.resolved_run_dir(), source)
+        monkeypatch.setattr(train, "_save_checkpoint", save)
+
+    return run

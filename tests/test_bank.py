@@ -131,25 +131,11 @@ def test_finetune_regime_is_recorded(tmp_path, source):
     assert runs.update_env(settings.resolved_run_dir(), {})["train_regime"] == "finetune"
 
 
-class Killed(Exception):
-    pass
-
-
-def test_frozen_resume_after_a_kill_is_bit_identical(tmp_path, source, monkeypatch):
+def test_frozen_resume_after_a_kill_is_bit_identical(tmp_path, source, train_until_killed):
     straight = tiny(tmp_path, "straight", checkpoint_every=3, **FROZEN)
     expected = train.train(straight, straight.resolved_run_dir(), source)
     killed = tiny(tmp_path, "killed", checkpoint_every=3, **FROZEN)
-    save = train._save_checkpoint
-
-    def save_then_die(path, state):
-        save(path, state)
-        if state["step"] == 3:
-            raise Killed
-
-    monkeypatch.setattr(train, "_save_checkpoint", save_then_die)
-    with pytest.raises(Killed):
-        train.train(killed, killed.resolved_run_dir(), source)
-    monkeypatch.setattr(train, "_save_checkpoint", save)
+    train_until_killed(killed, source, at_step=3)
     resumed = train.train(killed, killed.resolved_run_dir(), source)
     a = torch.load(train.checkpoint_path(straight.resolved_run_dir()), weights_only=False)["model"]
     b = torch.load(train.checkpoint_path(killed.resolved_run_dir()), weights_only=False)["model"]

@@ -49,27 +49,13 @@ def test_per_pair_mode_trains(tmp_path, source):
     assert len(history) == 2 and np.isfinite(history["loss"]).all()
 
 
-class Killed(Exception):
-    pass
-
-
-def test_resume_after_a_kill_is_bit_identical(tmp_path, source, monkeypatch):
+def test_resume_after_a_kill_is_bit_identical(tmp_path, source, train_until_killed):
     straight = tiny(tmp_path, "straight", checkpoint_every=3)
     expected = train.train(straight, straight.resolved_run_dir(), source)
     expected_state = torch.load(train.checkpoint_path(straight.resolved_run_dir()), weights_only=False)
 
     killed = tiny(tmp_path, "killed", checkpoint_every=3)
-    save = train._save_checkpoint
-
-    def save_then_die(path, state):
-        save(path, state)
-        if state["step"] == 3:
-            raise Killed  # the process dies right after the step-3 checkpoint
-
-    monkeypatch.setattr(train, "_save_checkpoint", save_then_die)
-    with pytest.raises(Killed):
-        train.train(killed, killed.resolved_run_dir(), source)
-    monkeypatch.setattr(train, "_save_checkpoint", save)
+    train_until_killed(killed, source, at_step=3)  # the process dies right after the step-3 checkpoint
     assert torch.load(train.checkpoint_path(killed.resolved_run_dir()), weights_only=False)["step"] == 3
     resumed = train.train(killed, killed.resolved_run_dir(), source)
     state = torch.load(train.checkpoint_path(killed.resolved_run_dir()), weights_only=False)
@@ -241,18 +227,9 @@ def test_a_truncated_checkpoint_names_the_file_and_the_fix(tmp_path, source):
     assert len(history) == 4  # resume=False starts over
 
 
-def test_an_unfinished_checkpoint_is_not_evaluated(tmp_path, source, monkeypatch):
+def test_an_unfinished_checkpoint_is_not_evaluated(tmp_path, source, train_until_killed):
     settings = tiny(tmp_path, checkpoint_every=3)
-    save = train._save_checkpoint
-
-    def save_then_die(path, state):
-        save(path, state)
-        if state["step"] == 3:
-            raise Killed
-
-    monkeypatch.setattr(train, "_save_checkpoint", save_then_die)
-    with pytest.raises(Killed):
-        train.train(settings, settings.resolved_run_dir(), source)
+    train_until_killed(settings, source, at_step=3)
     with pytest.raises(RuntimeError, match=r"unfinished training run \(step 3 of 6\): run 02_train again"):
         train.load_trained(settings.resolved_run_dir())
 
