@@ -273,3 +273,21 @@ def test_the_plateau_gate_is_held_out_pair_auroc_on_every_seed(tmp_path):
     summary.write_summary(tmp_path)
     assert "| hinge_d1 | 0.700 ± 0.000 / – | 0.700 ± 0.000 / – | 0.100 ± 0.000 | 0.985 ± 0.005 | 0.000 ± 0.000 |" \
         in (tmp_path / "tables.md").read_text()
+
+
+@pytest.mark.notebook
+def test_a_clean_sweep_prints_nothing_alarming(tmp_path):
+    """No 'KeyboardInterrupt caught in kernel' (jupyter_client interrupts every kernel before shutting it down) and no
+    'Passed unknown parameter' (the sweep passes checked settings a notebook's parameters cell need not list)."""
+    import subprocess
+    import sys
+
+    nb_dir = _tiny_notebooks(tmp_path / "nbs")
+    run = tmp_path / "run"
+    script = (f"from pathlib import Path\nfrom lib import sweep\nnb, run = Path({str(nb_dir)!r}), Path({str(run)!r})\n"
+              "chain = [sweep.Job(run, 'ok', {'run_dir': str(run), 'study': 'x', 'lr': 0.01}, 'run', notebooks_dir=nb)]\n"
+              "print(sweep.run_chain(chain) + sweep.run_chain(chain))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    printed = result.stdout + result.stderr
+    assert result.returncode == 0 and "[('run/ok', 'done'), ('run/ok', 'skipped')]" in printed, printed
+    assert "KeyboardInterrupt" not in printed and "Passed unknown parameter" not in printed and "WARNING" not in printed
