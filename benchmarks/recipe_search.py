@@ -12,8 +12,8 @@ steps x batch_pairs; ties: the higher worst-configuration AUROC) under which EVE
 here looks at the benchmarks, R² or the R²-AUROC finding. Shared recipe parts: batch 336 pairs (16 anchors x 21),
 linear warmup over the first 5 % of the steps, then cosine to 0, gradient-norm clip 1, weight decay = the
 preset's (it is also part of the source-pretraining recipe, see `lib.pretrain.recipe`, so changing it would
-change the backbone). The model gets the reference init of SPEC 2 (trunc-normal .02, zero bias, LN 1/0) with
-``--init reference`` (the default, applied after `lib.model.build` until that builds it itself).
+change the backbone). The model gets the reference init of SPEC 2 (trunc-normal .02, zero bias, LN 1/0), which
+`lib.model` builds (the first rows were searched with the same init patched in, before lib.model had it).
 
 Raw rows go to ``docs/recipe_search.csv`` (a rerun skips the trials already there); the table to
 ``docs/recipe_search.md``. Run from the repo root, one thread::
@@ -32,7 +32,6 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from torch import nn
 
 from lib import bank, config, data, pair_eval, train
 from lib import model as model_lib
@@ -93,39 +92,8 @@ Then, for the 20-minute demo (33 runs): halving the steps failed (SGD 5e-3 x 400
 1e-2 x 400: 0.55 / 0.65), so the steps stay at 800 and the relational module runs in bf16 on the CPU instead
 (`cpu_amp`, the same autocast the CUDA path uses; 29 s instead of 37 s a run): every configuration passed again
 (worst hinge d=.1, 0.982), and the choice rule (bf16 before fp32 at equal pairs) takes it. These last three
-recipes ran after the merge of the reference init into lib.model (`--init current`, the same init) and of the
+recipes ran after the merge of the reference init into lib.model (the same init, no longer patched in) and of the
 100-character glyph plan, whose source pool differs slightly from the one the earlier rows used."""
-
-
-def reference_init(net: model_lib.ReSeND) -> None:
-    """SPEC 2: every Linear of r and c trunc-normal std .02 with zero bias (the attention's in-projection too),
-    LayerNorm weight 1 / bias 0, label token trunc-normal .02; the backbone is left alone."""
-    for name, module in net.named_modules():
-        if name.startswith("backbone"):
-            continue
-        if isinstance(module, nn.MultiheadAttention):
-            nn.init.trunc_normal_(module.in_proj_weight, std=0.02)
-            nn.init.zeros_(module.in_proj_bias)
-        elif isinstance(module, nn.Linear):
-            nn.init.trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
-    nn.init.trunc_normal_(net.label_token, std=0.02)
-
-
-def use_reference_init() -> None:
-    build = model_lib.build
-
-    def build_then_init(settings, out_dim):
-        net, info = build(settings, out_dim)
-        with torch.no_grad():
-            reference_init(net)
-        return net, info
-
-    model_lib.build = build_then_init  # train.train looks it up on the module at call time
 
 
 def settings_of(config_name: str, recipe: str, seed: int, run_dir: Path):
@@ -218,15 +186,11 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--recipes", default=",".join(RECIPES), help="comma list of recipe names")
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma list of params/objectives names")
-    parser.add_argument("--init", choices=("reference", "current"), default="reference",
-                        help="reference = SPEC 2 init applied after lib.model.build; current = as lib.model builds")
     parser.add_argument("--no-second-seed", action="store_true", help="skip seed 1 of the chosen recipe")
     parser.add_argument("--csv", default=str(DOCS / "recipe_search.csv"))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    if args.init == "reference":
-        use_reference_init()
-    init = "SPEC 2 reference init (trunc-normal .02, zero bias)" if args.init == "reference" else "lib.model as built"
+    init = "SPEC 2 reference init (trunc-normal .02, zero bias), as lib.model builds it"
     csv = Path(args.csv)
     rows = pd.read_csv(csv) if csv.exists() else pd.DataFrame()
 
