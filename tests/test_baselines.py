@@ -224,3 +224,26 @@ def test_every_method_end_to_end(bench, outliers, settings, monkeypatch):
     assert len({results[n]["train_seconds"] for n in baselines.POSTHOC}) == 1
     flat = baselines.flat_metrics(results)
     assert "auroc__ssod" in flat and "train_seconds__mixoe_cutmix" in flat and "accuracy__msp" in flat
+
+
+def test_mahalanobis_on_a_singular_covariance_matches_sklearns_pseudo_inverse():
+    # 12 support images in 20 dimensions (as 175-325 images in 512-d): the tied covariance has rank <= 10
+    from sklearn.covariance import EmpiricalCovariance
+
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(12, 20, generator=g, dtype=torch.float64)
+    labels = torch.tensor([0] * 6 + [1] * 6)
+    test = torch.randn(5, 20, generator=g, dtype=torch.float64)
+    det = posthoc.fit_mahalanobis(feats, labels)
+    means = torch.stack([feats[labels == c].mean(0) for c in (0, 1)])
+    centred = (feats - means[labels]).numpy()
+    sk = EmpiricalCovariance(assume_centered=True).fit(centred)  # its precision_ is the pseudo-inverse (pinvh)
+    d2 = np.stack([sk.mahalanobis(test.numpy() - means[c].numpy()) for c in (0, 1)], axis=1)
+    expected = -0.5 * d2.min(axis=1)
+    assert np.linalg.matrix_rank(centred) < 20
+    assert np.allclose(posthoc.normality_from_outlier(det.predict_features(test)), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize(("support", "k"), [(1, 1), (175, 1), (325, 1), (1500, 2), (50_000, 50), (1_281_167, 1281)])
+def test_knn_k_follows_the_papers_fraction_of_the_training_set(support, k):
+    assert posthoc.knn_k(support) == k  # 50 of CIFAR-10's 50,000 = 0.1 %; at least 1, at most the support

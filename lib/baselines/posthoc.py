@@ -17,7 +17,10 @@ from lib.config import Settings
 IMAGENET_STD = [0.229, 0.224, 0.225]  # ODIN's input step is taken in pixel units, so undo the normalisation
 ODIN_EPS = 0.0014  # pytorch-ood / paper default step
 ODIN_TEMPERATURE = 1000.0
-KNN_K = 50  # paper's k for CIFAR-10; capped at the support size
+# KNN's k relative to the training-set size, as its paper sets it (Sun et al. 2022: k = 50 for CIFAR-10's 50,000
+# images, 1000 for ImageNet's 1.28M, i.e. ~0.1 %): k = max(1, round(KNN_FRACTION * N)) -> k = 1 for the support sets
+# of 175-325 images here (k = 50 on 5-13 images per class reaches into other classes: AUROC .34 on glyph_printed)
+KNN_FRACTION = 50 / 50_000
 
 LOGIT_DETECTORS = {"msp": MaxSoftmax.score, "maxlogit": MaxLogit.score, "energy": EnergyBased.score}
 POSTHOC = ("msp", "maxlogit", "energy", "odin", "mahalanobis", "knn")
@@ -29,17 +32,28 @@ def normality_from_outlier(outlier_score: torch.Tensor) -> np.ndarray:
 
 
 def fit_mahalanobis(features: torch.Tensor, labels: torch.Tensor) -> Mahalanobis:
-    """pytorch-ood Mahalanobis (class means, one tied covariance) with the covariance divided by N.
+    """pytorch-ood Mahalanobis (class means, one tied covariance) with the covariance divided by N and its
+    pseudo-inverse as the precision.
 
     pytorch-ood sums the centred outer products without dividing by N; dividing makes the distance the
-    textbook one (ranking, hence AUROC, is unchanged). Its outlier score is ``0.5 * min_c d_c^2``; pass
-    float64 features to ``predict_features``.
+    textbook one (ranking, hence AUROC, is unchanged). A support set smaller than the feature dimension
+    (175-325 images, 512-d) makes the covariance singular: pytorch-ood inverts ``S + 1e-6 I``, whose ridge then
+    dominates hundreds of directions; the pseudo-inverse (sklearn's EmpiricalCovariance, Lee et al.'s code) uses
+    only the directions the support spans. Its outlier score is ``0.5 * min_c d_c^2``; pass float64 features to
+    ``predict_features``.
     """
-    detector = Mahalanobis(None).fit_features(features.double(), labels)
+    features = features.double()
+    detector = Mahalanobis(None).fit_features(features, labels)
     detector.mu = detector.mu.double()  # pytorch-ood allocates float32; keep float64 so inputs match
-    detector.cov = detector.cov.double() / len(features)
-    detector.precision = torch.linalg.inv(detector.cov)
+    centred = features - detector.mu[labels.to(features.device)]
+    detector.cov = centred.T @ centred / len(features)  # without pytorch-ood's 1e-6 ridge
+    detector.precision = torch.linalg.pinv(detector.cov, hermitian=True)
     return detector
+
+
+def knn_k(support_size: int) -> int:
+    """KNN's k for a support set of `support_size` images (see KNN_FRACTION), at most the support size."""
+    return min(support_size, max(1, round(KNN_FRACTION * support_size)))
 
 
 def odin_normality(model: Classifier, imageset, settings: Settings) -> np.ndarray:
@@ -72,6 +86,6 @@ def posthoc_normality(name: str, model: Classifier, support_out: dict, test_out:
         detector = fit_mahalanobis(support_out["features"], labels)
         return normality_from_outlier(detector.predict_features(test_out["features"].double()))
     if name == "knn":
-        detector = KNN(None, k=min(KNN_K, len(labels))).fit_features(support_out["features"], labels)
-        return normality_from_outlier(detector.predict_features(test_out["features"]))
+        detector = KNN(None, k=knn_k(len(labels))).fit_features(support_out["features"].float(), labels)
+        return normality_from_outlier(detector.predict_features(test_out["features"].float()))
     raise KeyError(f"unknown post-hoc detector {name!r}: valid ones are {', '.join(POSTHOC)}")
