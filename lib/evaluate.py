@@ -227,6 +227,14 @@ class FeatureMemo:
         digest = bank.backbone_digest(backbone)[:16]
         return cls(CACHE_DIR / "features" / f"eval_{digest}_{image_size}px.pt")
 
+    @classmethod
+    def for_run(cls, model, settings) -> "FeatureMemo":
+        """The memo for scoring a run's images: on disk (`for_frozen_backbone`) when its backbone is the unchanged
+        pretrained one (``train_backbone: false``), else in memory, for this evaluation only."""
+        if getattr(settings, "train_backbone", True):
+            return cls()
+        return cls.for_frozen_backbone(model.backbone, settings.image_size)
+
     @staticmethod
     def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -338,6 +346,22 @@ def pair_similarities(model, objective, test_feats: torch.Tensor, protos: torch.
             head = model.relate(fa.repeat_interleave(m, dim=0), protos.repeat(r, 1))
         out[start : start + r] = objective.similarity(head.float()).float().view(r, m)
     return out
+
+
+@torch.inference_mode()
+def relate_pairs(model, feats: torch.Tensor, pos: torch.Tensor, batch_pairs: int, cpu_amp: bool = False,
+                 return_repr: bool = False) -> torch.Tensor:
+    """Head outputs (P, out_dim) float32 of the pairs of feature rows ``pos`` (P, 2), related in chunks of
+    `batch_pairs`; with `return_repr` the relational representations (P, H) instead (see ``ReSeND.relate``)."""
+    device = feats.device
+    out = []
+    for start in range(0, len(pos), batch_pairs):
+        p = pos[start : start + batch_pairs]
+        with autocast(device, cpu=cpu_amp):
+            fa, fb = feats[p[:, 0]], feats[p[:, 1]]
+            result = model.relate(fa, fb, return_repr=True)[1] if return_repr else model.relate(fa, fb)
+        out.append(result.float())
+    return torch.cat(out)
 
 
 def class_scores(sims: torch.Tensor, owners: np.ndarray, num_known: int, kind: str = "mean", k: int = 3) -> torch.Tensor:
@@ -512,12 +536,7 @@ def evaluate_benchmarks(source: Any, settings: Settings, names: list[str] | None
     if not names:
         raise ValueError(f"no benchmarks selected by {settings.benchmarks!r}")
     per_benchmark, kinds, scores = {}, {}, {}
-    if isinstance(memo, FeatureMemo):
-        features = memo
-    elif memo and not getattr(settings, "train_backbone", True):  # the backbone is the unchanged pretrained one
-        features = FeatureMemo.for_frozen_backbone(model.backbone, settings.image_size)
-    else:
-        features = FeatureMemo() if memo else None
+    features = memo if isinstance(memo, FeatureMemo) else FeatureMemo.for_run(model, settings) if memo else None
     skipped = {}
     for name in names:
         benchmark = data.load_benchmark(name, settings)

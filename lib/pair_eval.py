@@ -22,8 +22,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from lib import SAME, pairs
-from lib.device import autocast
-from lib.evaluate import IMAGE_BATCH, extract_features, model_device
+from lib.evaluate import IMAGE_BATCH, extract_features, model_device, relate_pairs
 
 HELD_OUT_FRACTION = 0.1
 SPLIT_SEED = 20231
@@ -74,12 +73,7 @@ def pair_metrics(model, objective, held_out, settings, features: torch.Tensor | 
     features = features.to(device)
     triples = held_out_pairs(held_out.labels, settings.neg_to_pos_ratio)
     pos = torch.as_tensor(triples[:, :2], device=device)
-    outputs = []
-    for start in range(0, len(pos), settings.eval_batch_size):
-        p = pos[start : start + settings.eval_batch_size]
-        with autocast(device, cpu=settings.cpu_amp):
-            outputs.append(model.relate(features[p[:, 0]], features[p[:, 1]]).float())
-    output = torch.cat(outputs)
+    output = relate_pairs(model, features, pos, settings.eval_batch_size, settings.cpu_amp)
     same = torch.as_tensor(triples[:, 2] == SAME, device=device)
     said_same = objective.predicts_same(output)
     score = objective.similarity(output).cpu().numpy()

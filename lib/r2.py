@@ -18,6 +18,7 @@ import torch
 
 from lib import DIFFERENT, SAME
 from lib.config import Settings
+from lib.evaluate import IMAGE_BATCH, FeatureMemo, model_device, relate_pairs
 
 
 def group_mean_distances(reprs: torch.Tensor, labels: torch.Tensor, block: int = 4096) -> torch.Tensor:
@@ -55,28 +56,15 @@ def relational_representations(model, source, triples: np.ndarray, settings: Set
 
     Features of every distinct image are computed once (batched), then pairs are related in batches.
     """
-    from lib.device import autocast
-    from lib.evaluate import IMAGE_BATCH, extract_features, model_device
-
-    from lib.evaluate import FeatureMemo
-
     device = model_device(model)
     images, inverse = np.unique(triples[:, :2].reshape(-1), return_inverse=True)
-    batch = min(settings.eval_batch_size, IMAGE_BATCH)
-    if getattr(settings, "train_backbone", True):
-        feats = extract_features(model, source.subset(images), settings.image_size, batch, device)
-    else:  # an unchanged backbone: the study's runs share these features on disk (FeatureMemo)
-        memo = FeatureMemo.for_frozen_backbone(model.backbone, settings.image_size)
-        feats = memo.features(model, source.subset(images), settings.image_size, batch, device)
-        memo.save()
+    memo = FeatureMemo.for_run(model, settings)  # a frozen backbone: the study's runs share these on disk
+    feats = memo.features(model, source.subset(images), settings.image_size,
+                          min(settings.eval_batch_size, IMAGE_BATCH), device)
+    memo.save()
     pos = torch.as_tensor(inverse.reshape(-1, 2), device=device)
-    reprs = []
-    for start in range(0, len(pos), settings.eval_batch_size):
-        p = pos[start : start + settings.eval_batch_size]
-        with autocast(device, cpu=settings.cpu_amp):
-            _, rep = model.relate(feats[p[:, 0]], feats[p[:, 1]], return_repr=True)
-        reprs.append(rep.float())
-    return torch.cat(reprs), torch.as_tensor(triples[:, 2], dtype=torch.long)
+    reprs = relate_pairs(model, feats, pos, settings.eval_batch_size, settings.cpu_amp, return_repr=True)
+    return reprs, torch.as_tensor(triples[:, 2], dtype=torch.long)
 
 
 R2_ANCHORS_PER_CLASS = 2  # the reference r2.py: 2 anchors per class ...

@@ -141,10 +141,9 @@ def read_marker(job: Job) -> dict[str, Any] | None:
         return None  # a marker cut short is no marker: the stage reruns
 
 
-def _kernel_quiet() -> list[str]:
-    # jupyter_client interrupts a kernel before shutting it down, and ipykernel logs "KeyboardInterrupt caught in
-    # kernel" for it; the kernel's own log says nothing a sweep needs (cell errors reach papermill, not this log)
-    return ["--IPKernelApp.log_level=CRITICAL"]
+# jupyter_client interrupts a kernel before shutting it down, and ipykernel logs "KeyboardInterrupt caught in kernel"
+# for it; the kernel's own log says nothing a sweep needs (cell errors reach papermill, not this log)
+KERNEL_ARGS = ["--IPKernelApp.log_level=CRITICAL"]
 
 
 class _UnknownParameterFilter(logging.Filter):
@@ -178,7 +177,7 @@ def run_job(job: Job, upstream: str = "") -> tuple[str, str]:
         papermill.execute_notebook(
             str(job.notebooks_dir / f"{job.notebook}.ipynb"), str(job.output), parameters=job.params,
             kernel_name="python3", cwd=str(REPO_ROOT), progress_bar=False, log_output=False,
-            extra_arguments=_kernel_quiet(),
+            extra_arguments=KERNEL_ARGS,
         )
     except Exception as error:  # papermill keeps the partial notebook at job.output
         message = f"{job.notebook} failed: {type(error).__name__}: {error}"

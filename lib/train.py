@@ -100,26 +100,17 @@ def lr_factor(settings):
     return lambda step: warmup(step) if step < start else 0.5 * (1 + math.cos(math.pi * min(1.0, (step - start) / span)))
 
 
-class _BankStep(nn.Module):
-    """bank features of a batch's images -> pairs by indexing -> relate (frozen backbone: no backbone pass)."""
-
-    def __init__(self, net: model_lib.ReSeND):
-        super().__init__()
-        self.net = net
-
-    def forward(self, feats: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return self.net.relate(feats[a], feats[b])
-
-
 class _PairStep(nn.Module):
-    """images -> one backbone pass -> pairs by indexing; a module so DDP hooks its forward."""
+    """images -> one backbone pass -> pairs by indexing; a module so DDP hooks its forward. With `frozen` the
+    inputs are already backbone features (the bank's views): no backbone pass."""
 
-    def __init__(self, net: model_lib.ReSeND):
+    def __init__(self, net: model_lib.ReSeND, frozen: bool = False):
         super().__init__()
         self.net = net
+        self.frozen = frozen
 
-    def forward(self, images: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        feats = self.net.features(images)
+    def forward(self, inputs: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        feats = inputs if self.frozen else self.net.features(inputs)
         return self.net.relate(feats[a], feats[b])
 
 
@@ -249,7 +240,7 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
                                   "train_device": str(device), "world_size": world, "train_regime": regime,
                                   "source_skipped_images": len(getattr(source, "skipped", []))})
 
-    step_module = _BankStep(net) if frozen else _PairStep(net)
+    step_module = _PairStep(net, frozen)
     if distributed:
         step_module = nn.parallel.DistributedDataParallel(step_module, device_ids=[device.index] if cuda else None)
     n_anchors = pairs.anchors_per_step(settings.batch_pairs // world, settings.neg_to_pos_ratio)
