@@ -108,7 +108,7 @@ def feature_bank(backbone: nn.Module, source, settings, device=None, verbose: bo
 @torch.inference_mode()
 def _features(backbone: nn.Module, images: torch.Tensor, device: torch.device, amp: bool) -> torch.Tensor:
     with autocast(device, amp):
-        return backbone(images.to(device)).float().cpu()
+        return backbone(images.to(device).contiguous(memory_format=torch.channels_last)).float().cpu()
 
 
 def _build(backbone: nn.Module, source, settings, r: dict, path: Path, device: torch.device, verbose: bool) -> None:

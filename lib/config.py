@@ -85,7 +85,7 @@ class Settings:
     lars_trust: float = 1.0e-3  # LARS trust coefficient
     amp: bool = True  # bf16 autocast on CUDA
     cpu_amp: bool = False  # bf16 autocast of the relational module on CPU too (fast on avx512_bf16/AMX CPUs)
-    channels_last: bool = True  # channels_last memory format on CUDA (ignored on CPU)
+    channels_last: bool = True  # channels_last memory format for the backbone (CUDA and CPU: ~1.2x on oneDNN CPUs)
     checkpoint_every: int = 0  # steps between checkpoints; 0 = only at the end
     resume: bool = True  # continue from run_dir/checkpoints/last.pt when it exists
     deterministic: bool = True  # torch deterministic algorithms: seeded CPU runs bit-identical at any thread count

@@ -167,8 +167,7 @@ def extract_features(model, imageset, image_size: int, batch_size: int = 256, de
     for start in range(0, len(imageset), batch_size):
         idx = np.arange(start, min(start + batch_size, len(imageset)))
         images = transform(imageset.batch_uint8(idx).to(device, non_blocking=True))
-        if device.type == "cuda":
-            images = images.contiguous(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)  # faster convolutions on CUDA and CPU
         with autocast(device):
             chunks.append(model.features(images).float())
     if not chunks:
@@ -492,7 +491,7 @@ def load_for_eval(run_dir: Path | str, settings: Settings):
 
     device = resolve_device(settings)
     model, objective, trained = train.load_trained(run_dir, device)
-    if device.type == "cuda":
+    if settings.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.eval()
     return model, objective, merge_settings(trained, settings, run_dir)

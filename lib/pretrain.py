@@ -42,6 +42,7 @@ def recipe(settings) -> dict:
     return {"dataset": settings.dataset, "image_size": settings.image_size, "small_stem": settings.small_stem,
             "classes": settings.pretrain_classes, "epochs": settings.pretrain_epochs, "lr": settings.pretrain_lr,
             "batch": BATCH, "seed": SEED, "weight_decay": settings.weight_decay, "momentum": settings.momentum,
+            "channels_last": settings.channels_last,  # the convolutions' layout changes the rounding
             "data_root": settings.data_root if settings.dataset == "imagenet" else "",
             # glyph: which characters are source and which are benchmark (a new plan must not reuse old weights)
             "char_plan": _glyphs.plan_fingerprint() if settings.dataset == "glyph" else ""}
@@ -95,7 +96,7 @@ def _build(settings, path: Path, verbose: bool) -> Path:
     subset = source.subset(rows)
     logits = classifier.infer(clf, subset, loop)["logits"]
     accuracy = float((logits.argmax(1).numpy() == np.asarray(subset.labels)).mean())
-    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     buffer = io.BytesIO()
     torch.save(state, buffer)
     runs.atomic_write_bytes(path, buffer.getvalue())

@@ -201,7 +201,7 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
     net, info = model_lib.build(settings, objective.out_dim)
     if rank:  # augmentation randomness differs per rank; the model init above is shared
         seed_everything(settings.seed + 1000 * rank, settings.deterministic)
-    memory_format = torch.channels_last if (cuda and settings.channels_last) else torch.contiguous_format
+    memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
     net = net.to(device, memory_format=memory_format)
     frozen = not settings.train_backbone
     if frozen:  # r and c train on the bank; the backbone keeps its (pretrained) weights and BN statistics

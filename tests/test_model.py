@@ -49,6 +49,41 @@ def test_mlp_representation_is_pre_relu_and_fc_head_gives_v():
     assert rep.shape == (5, 16) and torch.allclose(out, fc.head_out(rep))
 
 
+def test_the_last_block_on_the_label_token_alone_equals_the_full_block():
+    """relate runs its last block for the label token only (lib.model.label_token_block): the output, the
+    representation and the gradients must equal those of the full nn.TransformerEncoderLayer stack, in train and
+    eval mode (eval mode takes PyTorch's fused fast path for the full block)."""
+    torch.manual_seed(0)
+    net = model.ReSeND(out_dim=1, d_model=32, n_heads=4, n_blocks=2, head_hidden=16, small_stem=True)
+    with torch.no_grad():  # give the label token and biases non-trivial values
+        for p in net.parameters():
+            if p.requires_grad and p.dim() < 2:
+                p.add_(0.1 * torch.randn_like(p))
+    fa, fb = torch.randn(7, 512), torch.randn(7, 512)
+
+    def full_stack():
+        tokens = net.project(torch.stack([fa, fb], dim=1))
+        x = torch.cat([net.label_token.expand(len(tokens), -1, -1), tokens], dim=1)
+        for block in net.blocks:
+            x = block(x)
+        rep = net.head_hidden(net.norm(x[:, 0]))
+        return net.head_out(torch.relu(rep)), rep
+
+    for mode in ("train", "eval"):
+        getattr(net, mode)()
+        with torch.no_grad():
+            out, rep = net.relate(fa, fb, return_repr=True)
+            ref_out, ref_rep = full_stack()
+        assert torch.allclose(out, ref_out, atol=1e-6) and torch.allclose(rep, ref_rep, atol=1e-6), mode
+    net.train()
+    grads = []
+    for fn in (lambda: net.relate(fa, fb), lambda: full_stack()[0]):
+        net.zero_grad()
+        fn().square().sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in net.parameters() if p.grad is not None]))
+    assert grads[0].abs().max() > 0 and torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
 def _relational_weights(net):
     """(name, weight, bias) of every Linear of r and c, and the attention qkv Parameter pair."""
     found = []

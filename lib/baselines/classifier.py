@@ -119,7 +119,7 @@ def train_classifier(
     from lib import data
 
     device = resolve_device(settings)
-    channels_last = device.type == "cuda" and settings.channels_last
+    channels_last = settings.channels_last
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -182,7 +182,7 @@ def infer(model: Classifier, imageset, settings: Settings, outputs: Callable | N
     from lib import data
 
     device = resolve_device(settings)
-    channels_last = device.type == "cuda" and settings.channels_last
+    channels_last = settings.channels_last
     transform = data.eval_transform(settings.image_size)
     model.eval().to(device)
     parts: dict[str, list] = {}
