@@ -35,7 +35,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from lib import config, reference, runs, summary
-from lib.paths import NOTEBOOKS_DIR, OUTPUTS_DIR, PARAMS_DIR, REPO_ROOT
+from lib.paths import NOTEBOOKS_DIR, OUTPUTS_DIR, PARAMS_DIR, REPO_ROOT, shown
 
 GRID_KEYS = {"study", "preset", "seeds", "configs", "notebooks", "overrides", "comparisons"}
 STAGES = ("02_train", "03_evaluate", "04_r2")
@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     grid = load_grid(args.grid)
     if args.dry_run:
         for job in plan(grid):
-            print(f"{job.run_dir.relative_to(REPO_ROOT)}  {job.notebook}")
+            print(f"{shown(job.run_dir)}  {job.notebook}")
         return 0
     start = time.perf_counter()
     outcome = run_grid(grid, [c for c in args.only.split(",") if c] or None, args.jobs)
@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  CHANGED {item}: finished with other settings or inputs; kept as it is, not rerun. To redo it, "
               "move its run folder away; to keep both, run the grid under another study")
     for path in paths:
-        print(f"  wrote {path.relative_to(REPO_ROOT)}")
+        print(f"  wrote {shown(path)}")
     return 1 if outcome["failed"] or outcome["changed"] else 0
 
 

@@ -150,3 +150,12 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
     with pytest.raises(TypeError):
         runs.atomic_write_bytes(target, object())  # fails mid-write
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["x.bin"]
+
+
+def test_paths_are_shown_relative_to_the_repository_only_when_inside_it(tmp_path):
+    """The sweep prints the files it wrote with `paths.shown`: RESEND_OUTPUTS may point outside the repository
+    (a scratch disk), where `Path.relative_to` raised after a finished sweep."""
+    from lib import paths
+
+    assert paths.shown(paths.REPO_ROOT / "outputs" / "mini" / "tables.md") == "outputs/mini/tables.md"
+    assert paths.shown(tmp_path / "mini" / "tables.md") == str(tmp_path / "mini" / "tables.md")
