@@ -97,10 +97,12 @@ class Settings:
     r2_pairs: int = 600  # pairs for the R^2 analysis (paper: ~12000)
     # --- comparisons (SPEC 10) ---
     methods: str = "all"  # comma list of msp,maxlogit,energy,odin,mahalanobis,knn,mixoe_mixup,mixoe_cutmix,ssod,reweightood | all
-    budget_s: float = 0.0  # wall-clock per finetuning method; 0 = train for baseline_epochs (converged setting)
+    budget_s: float = 0.0  # 06: seconds per trained method of the budget-matched setting (beside the converged one); 0 = resend_study's ReSeND eval seconds, none: no such setting
     baseline_epochs: int = 2  # epochs on the support set in the converged setting
     baseline_lr: float = 0.05  # SGD lr of the support-set classifiers
     baseline_batch: int = 64  # images per batch for the support-set classifiers
+    mixoe_epochs: int = 2  # MixOE fine-tuning epochs from the converged CE classifier; smoke scales down the official 10 (mini, paper: 10)
+    comparison_seeds: int = 1  # 06: seeds per method (seed, seed+1, ...), reported as mean ± std over them
     resend_study: str = ""  # 06: study folder (under outputs/) whose ReSeND runs are compared; empty = baselines only
 
     # ------------------------------------------------------------------
@@ -291,5 +293,5 @@ LOWER_BOUNDS = (
     ("eval_batch_size", 1, True), ("prototypes_k", 1, True), ("r2_pairs", 2, True), ("source_classes", 0, True),
     ("num_workers", 0, True), ("budget_s", 0.0, True), ("baseline_epochs", 1, True), ("baseline_lr", 0.0, False),
     ("baseline_batch", 2, True), ("pretrain_lr", 0.0, False), ("grad_clip", 0.0, True), ("bank_views", 1, True),
-    ("focal_k", 0.0, False),
+    ("focal_k", 0.0, False), ("mixoe_epochs", 1, True), ("comparison_seeds", 1, True),
 )

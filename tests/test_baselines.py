@@ -1,17 +1,20 @@
-"""Comparison methods (lib/baselines): every loss and score on hand-worked tensors, the budget stop, and
-a tiny end-to-end run of every registered method (16 px images, a few steps, CPU)."""
+"""Comparison methods (lib/baselines): every loss and score on hand-worked tensors, the recipes, the budget stop,
+the training criterion, mean ± std over seeds, the ReSeND rows, and a tiny end-to-end run of every registered
+method (16 px images, a few steps, CPU); SSOD's patches on a real batch of glyph images."""
 
 from __future__ import annotations
 
+import json
 import math
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
 
-from lib import baselines, config
+from lib import baselines, config, data
 from lib.baselines import classifier as clf
 from lib.baselines import mixoe, posthoc, reweightood, ssod
 from lib.data import Benchmark, TensorImageSet
@@ -98,6 +101,66 @@ def test_ssod_loss_with_empty_patch_sets_is_plain_ce():
     assert torch.isfinite(full) and full > expected
 
 
+def test_ssod_patch_term_averages_only_the_non_empty_sets():
+    # hand-made 2x2 map, fc = identity, y = 0: locations [5,0] (p .9933) and [3,0] (p .9526) are ID, [0,0] (p .5)
+    # ignored; the head is a Linear(2,2) with zero weight and bias [0, ln 3]: every patch gets P(ID) = 3/4
+    model = clf.Classifier(nn.Identity(), 2)
+    model.fc = nn.Linear(2, 2)
+    head = nn.Linear(2, 2)
+    with torch.no_grad():
+        model.fc.weight.copy_(torch.eye(2))
+        model.fc.bias.zero_()
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor([0.0, math.log(3)]))
+    fmap = torch.tensor([[[5.0, 0.0], [0.0, 3.0]], [[0.0, 0.0], [0.0, 0.0]]])[None]  # (1,C=2,2,2): no OOD location
+    id_patches, ood_patches = ssod.patch_sets(model, fmap, torch.tensor([0]))
+    assert torch.equal(id_patches, torch.tensor([[5.0, 0.0], [3.0, 0.0]])) and ood_patches.shape == (0, 2)
+    ce_id, ce_ood = -math.log(0.75), -math.log(0.25)  # .2877, 1.3863
+    # only ID patches: the ID term alone, NOT halved (1/2 * .2877 would be the old rule)
+    assert math.isclose(ssod.patch_loss(head, id_patches, ood_patches).item(), ce_id, rel_tol=1e-6)
+    # only OOD patches ([0,5] -> p(y=0) = .0067 <= .05): the OOD term alone
+    ood_only = ssod.patch_sets(model, torch.tensor([[[0.0]], [[5.0]]])[None], torch.tensor([0]))
+    assert len(ood_only[0]) == 0 and len(ood_only[1]) == 1
+    assert math.isclose(ssod.patch_loss(head, *ood_only).item(), ce_ood, rel_tol=1e-6)
+    # both present: the paper's 1/2 (CE_ID + CE_OOD) = .8370; neither: 0
+    both = ssod.patch_loss(head, id_patches, ood_only[1])
+    assert math.isclose(both.item(), 0.5 * (ce_id + ce_ood), rel_tol=1e-6)
+    assert ssod.patch_loss(head, id_patches[:0], ood_patches).item() == 0.0
+
+
+@pytest.mark.parametrize(("overrides", "size"), [({}, 128), ({"small_stem": True}, 32), ({"image_size": 224}, 224),
+                                                 ({"image_size": 64, "small_stem": True}, 64)])
+def test_ssod_input_size_gives_at_least_a_4x4_map(overrides, size):
+    # standard stem: stride 32 -> 4 * 32 = 128 px; small stem: stride 8 -> 32 px; larger inputs stay as they are
+    settings = config.resolve("mini", say=lambda _: None, **overrides)
+    assert ssod.input_size(settings) == size and ssod.recipe(settings).image_size == size
+
+
+def test_ssod_on_real_glyph_images_has_locations_and_both_patch_sets():
+    # the mini preset's data and stem (random init, so no pretraining is built): at 32 px the map is 1x1 (not SSOD);
+    # at SSOD's input size it is 4x4, and once the fc separates the batch (fitted on the GAP features, as the CE term
+    # does) some locations are confident (ID) and some are not the image's class at all (OOD: the empty background)
+    torch.manual_seed(0)
+    settings = config.resolve("mini", pretrained="none", device="cpu", say=lambda _: None)
+    bench = data.load_benchmark("glyph_printed", settings)
+    idx = np.concatenate([np.flatnonzero(bench.support.labels == c)[:2] for c in range(10)])
+    labels = torch.as_tensor(bench.support.labels[idx])
+    model, _ = clf.build_classifier(bench.num_known, settings)
+    model.eval()
+    with torch.no_grad():
+        assert model.feature_map(data.augment_batch(bench.support, idx[:2], data.eval_transform(32))).shape[2:] == (1, 1)
+        fmap = model.feature_map(data.augment_batch(bench.support, idx, data.eval_transform(ssod.input_size(settings))))
+    assert fmap.shape[2:] == (4, 4)
+    opt = torch.optim.Adam(model.fc.parameters(), lr=1e-2)
+    for _ in range(200):
+        loss = nn.functional.cross_entropy(model.fc(fmap.mean(dim=(2, 3))), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    id_patches, ood_patches = ssod.patch_sets(model, fmap, labels)
+    assert len(id_patches) > 0 and len(ood_patches) > 0 and len(id_patches) + len(ood_patches) <= 16 * len(idx)
+
+
 # ---------------------------------------------------------------- MixOE
 def test_mixoe_soft_targets():
     # lam .7, K 4: true class .7 + .3/4 = .775, others .3/4 = .075
@@ -125,6 +188,49 @@ def test_cutmix_lambda_is_one_minus_box_area():
         assert mixoe.cutmix(x, x_out, (y0, y1, x0, x1))[1] == 1 - (y1 - y0) * (x1 - x0) / 64
 
 
+def test_mixoe_recipe_is_the_official_one():
+    # zjysteven/MixOE train_mixoe.py defaults: 10 epochs, lr 1e-3, batch 32, wd 1e-5, cosine to 1e-6, no clipping
+    r = mixoe.recipe()
+    assert (r.epochs, r.lr, r.batch, r.weight_decay, r.lr_min, r.grad_clip) == (10, 1e-3, 32, 1e-5, 1e-6, 0.0)
+    assert config.resolve("mini", say=lambda _: None).mixoe_epochs == 10 and config.resolve("paper").mixoe_epochs == 10
+    assert config.resolve("smoke").mixoe_epochs == 2  # scaled down for the seconds-long smoke runs (config comment)
+    # the schedule: 1e-3 at the start, 1e-6 at the end, their mean half-way
+    assert clf.cosine_lr(r, 0.0) == 1e-3 and math.isclose(clf.cosine_lr(r, 1.0), 1e-6)
+    assert math.isclose(clf.cosine_lr(r, 0.5), (1e-3 + 1e-6) / 2)
+
+
+def test_mixoe_loss_passes_clean_and_mixed_images_separately(outliers):
+    # with batch norm in train mode, each pass normalises with its own batch statistics (official code: two net()
+    # calls); replay the loss's random draws (outlier indices, then lam) with the same seed
+    torch.manual_seed(0)
+    trunk = nn.Sequential(nn.Conv2d(3, clf.FEATURE_DIM, 4, stride=4), nn.BatchNorm2d(clf.FEATURE_DIM), nn.ReLU())
+    model = clf.Classifier(trunk, 2).train()
+    transform = data.eval_transform(16)
+    ctx = clf.TrainContext(torch.device("cpu"), transform, False, 2, np.random.default_rng(0))
+    batch = clf.Batch(torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 0, 1]))
+    loss = mixoe.mixoe_loss("mixup", outliers)(model, ctx)(batch)
+    rng = np.random.default_rng(0)
+    x_out = clf.load_images(outliers, rng.integers(len(outliers), size=4), transform, torch.device("cpu"), False)
+    lam = float(rng.beta(1.0, 1.0))
+    x_mix = mixoe.mixup(batch.x, x_out, lam)
+    targets = mixoe.soft_targets(batch.y, lam, 2)
+    separate = nn.functional.cross_entropy(model(batch.x), batch.y) + 5.0 * mixoe.soft_cross_entropy(model(x_mix), targets)
+    joint = model(torch.cat([batch.x, x_mix]))
+    together = nn.functional.cross_entropy(joint[:4], batch.y) + 5.0 * mixoe.soft_cross_entropy(joint[4:], targets)
+    assert torch.allclose(loss, separate, rtol=1e-5) and not torch.allclose(loss, together, rtol=1e-3)
+
+
+def test_no_comparison_recipe_clips_gradients(bench, settings, monkeypatch):
+    recipes = [clf.support_recipe(settings), mixoe.recipe(), ssod.recipe(settings), reweightood.recipe(settings)]
+    assert all(r.grad_clip == 0.0 for r in recipes)
+    calls = []
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda *a, **k: calls.append(a))
+    clf.train_classifier(tiny_classifier(), clf.cross_entropy_loss, bench.support, settings, recipe=recipes[0])
+    assert calls == []
+    clf.train_classifier(tiny_classifier(), clf.cross_entropy_loss, bench.support, settings)  # lib.pretrain's call
+    assert len(calls) == 3 and calls[0][1] == clf.PRETRAIN_GRAD_CLIP  # 3 steps, clipped as the cached backbone was
+
+
 # ---------------------------------------------------------------- ReweightOOD
 @pytest.mark.parametrize("s, w_pos, w_neg", [
     (0.0, sigmoid(1.0), sigmoid(-4.0)),   # .7311, .0180
@@ -137,24 +243,66 @@ def test_reweight_weights(s, w_pos, w_neg):
 
 
 def test_reweight_loss_by_hand():
-    # z0=(1,0) z1=(.6,.8) [class 0], z2=(0,1) z3=(.8,.6) [class 1]; s01=.6 s02=0 s03=.8 s12=.8 s13=.96 s23=.6
+    # z0=(1,0) z1=(.6,.8) [class 0], z2=(0,1) z3=(.8,.6) [class 1]. Pairs i < j, each once:
+    # positives (0,1) s=.6, (2,3) s=.6; negatives (0,2) s=0, (0,3) s=.8, (1,2) s=.8, (1,3) s=.96
     z = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [0.8, 0.6]])
     y = torch.tensor([0, 0, 1, 1])
     tau = 0.1
-    pos = -sigmoid(1 - 2 * 0.6) * 0.6 / tau  # every anchor's single positive has s = .6: -sigma(-.2)*6 = -2.7010
-    neg_a = lambda s: sigmoid(5 * s - 4) * s / tau  # noqa: E731
     lse = lambda *v: math.log(sum(math.exp(t) for t in v))  # noqa: E731
-    # anchors 0 and 2: negatives s = 0, .8 -> LSE(0, .5*8) = 4.0181; anchors 1 and 3: s = .8, .96 -> LSE(4, 6.6237) = 6.6937
-    t02 = pos + lse(neg_a(0.0), neg_a(0.8))  # 1.3171 > 0: ELU = identity
-    t13 = pos + lse(neg_a(0.8), neg_a(0.96))  # 3.9927
-    expected = (t02 + t13) / 2  # 2.6549
-    assert math.isclose(expected, 2.6549, abs_tol=1e-3)
+    pos = lambda s: -sigmoid(1 - 2 * s) * s / tau  # noqa: E731  -w+ s / tau
+    neg = lambda s: sigmoid(5 * s - 4) * s / tau  # noqa: E731  w- s / tau
+    lse_pos = lse(pos(0.6), pos(0.6))  # -sigma(-.2)*6 + ln 2 = -2.7010 + .6931 = -2.0079
+    lse_neg = lse(neg(0.0), neg(0.8), neg(0.8), neg(0.96))  # LSE(0, 4, 4, sigma(.8)*9.6 = 6.6238) = 6.7604
+    expected = lse_pos + lse_neg  # 4.7525 > 0: ELU = identity
+    assert math.isclose(expected, 4.7525, abs_tol=1e-3)
     assert math.isclose(reweightood.reweight_contrastive_loss(z, y, tau).item(), expected, rel_tol=1e-5)
-    # collapsed classes: positives identical (s=1), negatives orthogonal (s=0):
-    # term = -sigma(-1)*10 + LSE(0,0) = -2.689 + ln2 = -1.996 < 0 -> ELU = e^-1.996 - 1 = -.8641
+    # collapsed classes: positives identical (s=1), negatives orthogonal (s=0), 4 negative pairs:
+    # LSE_pos = -sigma(-1)*10 + ln 2 = -1.9963, LSE_neg = ln 4 = 1.3863, sum -.6100 < 0 -> ELU = e^-.6100 - 1 = -.4567
     z2 = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
-    expected2 = math.exp(-sigmoid(-1.0) / tau + math.log(2)) - 1
+    expected2 = math.exp(-sigmoid(-1.0) / tau + math.log(2) + math.log(4)) - 1
+    assert math.isclose(expected2, -0.4567, abs_tol=1e-3)
     assert math.isclose(reweightood.reweight_contrastive_loss(z2, y, tau).item(), expected2, rel_tol=1e-5)
+
+
+def test_reweight_loss_without_negative_pairs_is_minus_one_with_zero_gradient():
+    # one class: LSE over no negative pair = -inf, ELU(-inf) = -1 (the official code's value), gradient 0
+    z = torch.nn.functional.normalize(torch.randn(4, 3), dim=1).requires_grad_()
+    loss = reweightood.reweight_contrastive_loss(z, torch.zeros(4, dtype=torch.long))
+    loss.backward()
+    assert loss.item() == -1.0 and torch.equal(z.grad, torch.zeros_like(z))
+
+
+def test_cider_transform_is_ciders_strong_augmentation():
+    from torchvision.transforms import v2
+
+    steps = reweightood.cider_transform(32).transforms
+    crop, flip, jitter, gray = steps[:4]
+    assert isinstance(crop, v2.RandomResizedCrop) and crop.scale == (0.2, 1.0) and tuple(crop.size) == (32, 32)
+    assert isinstance(flip, v2.RandomHorizontalFlip) and jitter.p == 0.8 and gray.p == 0.2
+    cj = jitter.transforms[0]
+    assert (cj.brightness, cj.contrast, cj.saturation, cj.hue) == ((0.6, 1.4), (0.6, 1.4), (0.6, 1.4), (-0.1, 0.1))
+    assert reweightood.recipe(config.resolve("smoke")).views == 2
+    assert reweightood.cider_transform(32)(torch.zeros(3, 40, 40, dtype=torch.uint8)).shape == (3, 32, 32)
+
+
+def test_cider_score_is_the_kth_neighbour_distance_on_normalised_features():
+    # support (normalised): (1,0) [class 0], (0,1) [class 1], (1,1)/sqrt2 [class 1]; 3 images -> k = 1
+    support = torch.tensor([[2.0, 0.0], [0.0, 5.0], [3.0, 3.0]])
+    test = torch.tensor([[7.0, 0.0], [1.0, 1.0], [1.0, -1.0]])
+    normality, predictions = reweightood.cider_normality(support, [0, 1, 1], test)
+    # (1,-1)/sqrt2 is nearest to (1,0): |(1 - .7071, .7071)| = sqrt(.0858 + .5) = .7654
+    assert np.allclose(normality, [0.0, 0.0, -math.sqrt((1 - 2 ** -0.5) ** 2 + 0.5)], atol=1e-6)
+    assert predictions.tolist() == [0, 1, 0]
+    # only directions count: rescaling any feature changes nothing
+    assert np.allclose(reweightood.cider_normality(support * torch.tensor([[3.0], [0.5], [2.0]]), [0, 1, 1], 4 * test)[0],
+                       normality, atol=1e-6)
+
+
+def test_leave_one_out_accuracy_by_hand():
+    # a=(1,0) b=(1,.1) [class 0], c=(0,1) d=(1,.3) [class 1]: a->b, b->a, c->d right; d's nearest other is b
+    # (cos .9817 vs a .9578): wrong -> 3/4
+    feats = torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [1.0, 0.3]])
+    assert reweightood.leave_one_out_accuracy(feats, [0, 0, 1, 1]) == 0.75
 
 
 def test_mahalanobis_tied_covariance_2d():
@@ -166,11 +314,6 @@ def test_mahalanobis_tied_covariance_2d():
     # (1,1): d0^2 = 2*(1+1) = 4, d1^2 = 2*(9+1) = 20; (2,0): d0^2 = d1^2 = 2*4 = 8. pytorch-ood outlier = .5*min d^2
     normality = posthoc.normality_from_outlier(det.predict_features(torch.tensor([[1.0, 1.0], [2.0, 0.0]], dtype=torch.float64)))
     assert np.allclose(normality, [-2.0, -4.0], atol=1e-4)
-    # ReweightOOD's version works on L2-normalised features: any positive rescaling gives the same result
-    test = torch.tensor([[1.0, 0.2], [0.0, 1.0]], dtype=torch.float64)
-    a = reweightood.mahalanobis_normality(feats + 0.5, labels, test)
-    b = reweightood.mahalanobis_normality(3 * (feats + 0.5), labels, 5 * test)
-    assert np.allclose(a[0], b[0]) and (a[1] == b[1]).all()
 
 
 # ---------------------------------------------------------------- post-hoc sign convention
@@ -196,11 +339,13 @@ def test_posthoc_feature_scores_are_normality(name):
 def test_budget_stops_training_early(bench, settings):
     model = tiny_classifier()
     t0 = time.perf_counter()
-    info = clf.train_classifier(model, clf.cross_entropy_loss, bench.support, settings, budget_s=0.2)
+    recipe = clf.support_recipe(settings)
+    info = clf.train_classifier(model, clf.cross_entropy_loss, bench.support, settings, budget_s=0.2, recipe=recipe)
     assert info["budget_mode"] == 1.0 and 0.2 <= info["train_seconds"] < 0.2 + 2.0
     assert time.perf_counter() - t0 < 3.0 and info["steps"] >= 1 and info["epochs"] == info["steps"] / 3
     # converged setting: exactly epochs * (24 // 8) steps
-    info = clf.train_classifier(tiny_classifier(), clf.cross_entropy_loss, bench.support, settings, budget_s=0.0, epochs=2)
+    info = clf.train_classifier(tiny_classifier(), clf.cross_entropy_loss, bench.support, settings, budget_s=0.0, epochs=2,
+                                recipe=recipe)
     assert info["steps"] == 6 and info["epochs"] == 2 and info["budget_mode"] == 0.0 and info["train_seconds"] > 0
 
 
@@ -211,19 +356,101 @@ def test_methods_from_spec():
         baselines.methods_from_spec("msp,mixoe")
 
 
-def test_every_method_end_to_end(bench, outliers, settings, monkeypatch):
+@pytest.fixture
+def tiny_trunk(monkeypatch):
     # ResNet-18 is too slow for a unit test on a loaded CPU: swap in the tiny trunk (the real one runs in the notebook)
     monkeypatch.setattr(clf, "resnet18_trunk", lambda s: (tiny_classifier().trunk, "tiny test trunk"))
+
+
+def test_every_method_end_to_end(bench, outliers, settings, tiny_trunk):
     results = baselines.run_methods(list(baselines.METHODS), bench, settings, outliers)
     assert set(results) == set(baselines.METHODS)
     for name, r in results.items():
         assert 0.0 <= r["auroc"] <= 1.0 and 0.0 <= r["fpr95"] <= 1.0 and 0.0 <= r["accuracy"] <= 1.0, name
         assert r["normality"].shape == (len(bench.test),) and np.isfinite(r["normality"]).all(), name
-        assert r["steps"] == 3 and r["train_seconds"] > 0, name
-    # the six post-hoc detectors share one classifier: identical training record and predictions
+        assert r["train_seconds"] > 0 and r["grad_clip"] == 0.0, name
+        # 24 support images: batch 8 -> 3 steps per epoch x baseline_epochs 1; MixOE: batch 32 -> one step of 24
+        # images per epoch x its mixoe_epochs 2 (smoke) fine-tuning epochs
+        assert r["steps"] == (2 if name in baselines.NEEDS_OUTLIERS else 3), name
+        # the training criterion: stated, reached value recorded, met exactly when value >= threshold
+        assert r["criterion"].endswith(">= 0.95") and 0.0 <= r["criterion_value"] <= 1.0, name
+        assert r["criterion_met"] is (r["criterion_value"] >= 0.95), name
+        assert r["aux_data"] == ("given outliers: 12 images of 1 classes" if name in baselines.NEEDS_OUTLIERS
+                                 else baselines.NO_AUX), name
+        json.dumps(baselines.record(r))  # the record is JSON-ready
+    assert results["ssod"]["image_size"] == 32  # smoke: small stem, 16 px -> upsampled to 4 * 8 = 32 px
+    assert results["reweightood"]["criterion"] == "support_1nn_accuracy >= 0.95"
+    # the six post-hoc detectors and converged MixOE share one classifier: identical training record
     assert len({results[n]["train_seconds"] for n in baselines.POSTHOC}) == 1
-    flat = baselines.flat_metrics(results)
-    assert "auroc__ssod" in flat and "train_seconds__mixoe_cutmix" in flat and "accuracy__msp" in flat
+    assert results["mixoe_mixup"]["base_train_seconds"] == results["msp"]["train_seconds"]
+    assert results["mixoe_mixup"]["train_seconds"] > results["msp"]["train_seconds"]
+
+
+def test_seeds_and_settings_give_mean_and_std(bench, outliers, settings, tiny_trunk):
+    names = ["msp", "mixoe_mixup", "ssod"]
+    rows, normality = baselines.run_seeds(names, bench, settings, outliers, {"converged": 0.0, "budget": 0.3}, [0, 1])
+    assert len(rows) == 2 * 2 * 3 and set(normality) == {f"{s}__seed{k}__{n}" for s in ("converged", "budget")
+                                                         for k in (0, 1) for n in names}
+    assert (rows["budget_mode"] == (rows["setting"] == "budget")).all()
+    budget_mixoe = rows.query("setting == 'budget' and method == 'mixoe_mixup'")
+    assert (budget_mixoe["base_train_seconds"] < 0.3).all()  # its own CE base on half the budget, not the shared one
+    assert not np.array_equal(normality["converged__seed0__ssod"], normality["converged__seed1__ssod"])
+    table = baselines.mean_std(rows)
+    assert table[["method", "setting"]].values.tolist() == [[n, s] for s in ("converged", "budget") for n in names]
+    ssod_rows = rows.query("setting == 'converged' and method == 'ssod'")["auroc"]
+    ssod_summary = table.query("setting == 'converged' and method == 'ssod'").iloc[0]
+    assert math.isclose(ssod_summary["auroc"], ssod_rows.mean()) and math.isclose(ssod_summary["auroc_std"], ssod_rows.std())
+    assert (table["n_seeds"] == 2).all() and table["aux_data"].str.contains("outliers").sum() == 2
+
+
+def test_mean_std_and_flat_metrics_by_hand():
+    rows = pd.DataFrame({"method": ["a"] * 4, "setting": ["converged"] * 3 + ["budget"], "seed": [0, 1, 2, 0],
+                         "family": "f", "aux_data": "none", "criterion": "support_accuracy >= 0.95",
+                         "auroc": [0.6, 0.7, 0.8, 0.5], "criterion_value": [0.96, 0.9, 1.0, 0.5],
+                         "criterion_met": [True, False, True, False]})
+    table = baselines.mean_std(rows)
+    conv, budget = table.iloc[0], table.iloc[1]
+    # mean .7; sample std sqrt(((-.1)^2 + 0 + .1^2) / (3 - 1)) = .1; met by 2 of 3 seeds
+    assert math.isclose(conv["auroc"], 0.7) and math.isclose(conv["auroc_std"], 0.1)
+    assert math.isclose(conv["criterion_met"], 2 / 3) and conv["n_seeds"] == 3
+    assert budget["n_seeds"] == 1 and math.isnan(budget["auroc_std"])  # one seed: no std
+    flat = baselines.flat_metrics(table)
+    assert math.isclose(flat["auroc__a"], 0.7) and math.isclose(flat["auroc_std__a"], 0.1)
+    assert flat["auroc__a__budget"] == 0.5 and "auroc_std__a__budget" not in flat and flat["n_seeds__a"] == 3.0
+
+
+def test_resend_rows_fixed_config_and_labelled_best(tmp_path):
+    # two configs x two seeds; bce has the better mean AUROC (.85 vs .7), mse_c10 is the fixed row anyway
+    for config_name, seed, auroc in [("mse_c10", 0, 0.6), ("mse_c10", 1, 0.8), ("bce", 0, 0.8), ("bce", 1, 0.9)]:
+        run = tmp_path / f"{config_name}__seed{seed}"
+        run.mkdir()
+        (run / "metrics.json").write_text(json.dumps({"auroc__b": auroc, "fpr95__b": 0.5, "eval_seconds__b": 10.0 + seed}))
+    (tmp_path / "comparisons_b__seed0").mkdir()  # skipped: not a ReSeND run
+    rows = baselines.resend_results(tmp_path, "b")
+    assert rows["method"].tolist() == ["resend_mse_c10", "resend_best_of_2"] and rows["config"].tolist() == ["mse_c10", "bce"]
+    assert math.isclose(rows["auroc"][0], 0.7) and math.isclose(rows["auroc_std"][0], math.sqrt(0.02))
+    assert math.isclose(rows["auroc"][1], 0.85) and "optimistic" in rows["selection"][1] and (rows["n_seeds"] == 2).all()
+    assert baselines.resend_eval_seconds(tmp_path, "b") == 10.5
+    assert baselines.resend_results(tmp_path, "other").empty and baselines.resend_eval_seconds(tmp_path, "other") is None
+
+
+def test_infer_features_are_float32(bench, settings):
+    model = tiny_classifier()
+    out = clf.infer(model, bench.support, settings)
+    x = data.augment_batch(bench.support, np.arange(len(bench.support)), data.eval_transform(settings.image_size))
+    with torch.no_grad():
+        expected = model.features(x.contiguous(memory_format=torch.channels_last))
+    assert out["features"].dtype == torch.float32 and torch.allclose(out["features"], expected, atol=1e-6)
+    # a bf16 feature would round the Mahalanobis / KNN distances: refused with the fix named
+    bf16 = {"features": out["features"].bfloat16()}
+    with pytest.raises(TypeError, match="feature detectors read float32 features, got torch.bfloat16"):
+        posthoc.posthoc_normality("knn", model, out, bf16, None, bench.support.labels, settings)
+
+
+def test_criterion_record():
+    assert clf.criterion_record(0.96) == {"criterion": "support_accuracy >= 0.95", "criterion_value": 0.96,
+                                          "criterion_met": True}
+    assert clf.criterion_record(0.5, what="x", threshold=0.6)["criterion_met"] is False
 
 
 def test_mahalanobis_on_a_singular_covariance_matches_sklearns_pseudo_inverse():

@@ -107,11 +107,17 @@ def test_embedded_benchmark_invariants(settings, name):
         assert set(b.support.domains) == {b.domain_support} and set(b.test.domains) == {b.domain_test}
 
 
-@pytest.mark.parametrize("name", ["glyph_handwritten", "emoji_google_to_openmoji_line", "fashion"])
-def test_outlier_pool_avoids_benchmark_classes(settings, name):
+@pytest.mark.parametrize(("name", "family"), [("glyph_handwritten", "emoji"), ("glyph_printed_to_handwritten", "emoji"),
+                                            ("emoji_google_to_openmoji_line", "glyph"), ("fashion", "glyph")])
+def test_outlier_pool_is_another_family(settings, name, family):
+    # MixOE's outliers: never the test unknowns' distribution, so another dataset family (glyph <-> emoji)
     b = data.load_benchmark(name, settings)
     pool = data.outlier_pool(name, settings)
-    assert len(pool) > 0 and not set(pool.class_names) & set(b.test.class_names)
+    assert data.outlier_family(name) == family and len(pool) > 0 and not set(pool.class_names) & set(b.test.class_names)
+    assert set(pool.domains) <= (set(emoji_ds.VENDORS) if family == "emoji" else {"printed"})
+    assert not set(pool.domains) & set(b.test.domains)
+    with pytest.raises(ValueError, match="unknown benchmark"):
+        data.outlier_family("glyph_nope")
 
 
 def test_benchmark_names_and_groups(settings):

@@ -1,35 +1,47 @@
 """Comparison methods (SPEC 10): trained or fitted on the benchmark's support set, which ReSeND never is.
 
 `METHODS` maps a name to its runner ``runner(benchmark, settings, outliers, budget_s, classifier) -> dict``
-returning ``{"normality", "predictions", "train_seconds", "epochs", "steps", ...}``; `run_method` adds the
-metrics of `lib.evaluate.novelty_metrics` (normality: higher = known). The six post-hoc detectors share
-one support-set CE classifier: `run_methods` trains it once and passes it to each.
+returning ``{"normality", "predictions", "train_seconds", "epochs", "steps", "aux_data", "criterion",
+"criterion_value", "criterion_met", ...}``; `run_method` adds the metrics of `lib.evaluate.novelty_metrics`
+(normality: higher = known) and the method's family. The six post-hoc detectors share one support-set CE
+classifier, which MixOE fine-tunes in the converged setting: `run_methods` trains it once.
+
+Statistics: `run_seeds` runs the methods over seeds in the converged setting (``budget_s = 0``) and the
+budget-matched one; `mean_std` reports mean ± std over the seeds per method and setting; `resend_results` gives
+the ReSeND rows to put beside them (a configuration fixed in advance, and the study's best as a labelled extra).
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import time
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 
+from lib import data, evaluate, summary
 from lib.baselines import classifier as clf
 from lib.baselines import mixoe, posthoc, reweightood, ssod
 from lib.config import Settings
 
+NO_AUX = "none (support set only)"  # aux_data of a method that saw nothing besides the support set (and its weights)
+# The ReSeND row: this objective, fixed before any comparison was run (not chosen on the test results); the study's
+# best configuration on test AUROC is a separate, labelled (optimistic) row.
+FIXED_RESEND_CONFIG = "mse_c10"
+CONVERGED = "converged"  # the setting trained to each recipe's end (budget_s = 0); "budget" = ReSeND's eval seconds
 
-def _trained(benchmark, settings: Settings, make_loss, budget_s: float, views: int = 1):
+
+def _trained(benchmark, settings: Settings, make_loss, budget_s: float, recipe: clf.Recipe):
     model, note = clf.build_classifier(benchmark.num_known, settings)
-    info = clf.train_classifier(model, make_loss, benchmark.support, settings, budget_s, views=views)
-    info["weights"] = note
-    return model, info
+    info = clf.train_classifier(model, make_loss, benchmark.support, settings, budget_s, recipe=recipe)
+    return model, {**info, "weights": note, **recipe.record(settings), "aux_data": NO_AUX}
 
 
 def _posthoc_runner(name: str) -> Callable:
     def run(benchmark, settings, outliers=None, budget_s=0.0, classifier=None):
-        if classifier is None:
-            classifier = clf.train_support_classifier(benchmark, settings, budget_s)
-        model, info = classifier
+        model, info = classifier or clf.train_support_classifier(benchmark, settings, budget_s)
         start = time.perf_counter()
         cache = model.__dict__.setdefault("posthoc_outputs", {})  # one inference pass shared by the six detectors
         key = (benchmark.name, id(benchmark.test), settings.image_size)
@@ -38,38 +50,60 @@ def _posthoc_runner(name: str) -> Callable:
         support_out, test_out = cache[key]
         normality = posthoc.posthoc_normality(name, model, support_out, test_out, benchmark.test,
                                               benchmark.support.labels, settings)
-        return {**info, "normality": normality, "predictions": test_out["logits"].argmax(1).numpy(),
-                "score_seconds": time.perf_counter() - start}
+        return {**info, "aux_data": NO_AUX, "normality": normality,
+                "predictions": test_out["logits"].argmax(1).numpy(), "score_seconds": time.perf_counter() - start}
 
     return run
+
+
+def describe_outliers(benchmark, outliers) -> str:
+    """aux_data of MixOE: the outliers' family and size, e.g. ``emoji outliers: 4000 images of 71 classes``."""
+    family = data.outlier_family(benchmark.name) if benchmark.name in data.BENCHMARKS else "given"
+    return f"{family} outliers: {len(outliers)} images of {len(np.unique(outliers.labels))} classes"
 
 
 def _run_mixoe(variant: str) -> Callable:
     def run(benchmark, settings, outliers=None, budget_s=0.0, classifier=None):
         if outliers is None or len(outliers) == 0:
             raise ValueError(f"mixoe_{variant} needs auxiliary outliers: pass data.outlier_pool(benchmark, settings)")
-        model, info = _trained(benchmark, settings, mixoe.mixoe_loss(variant, outliers), budget_s)
+        if classifier is None or budget_s > 0:  # budget-matched: its own CE base gets half the budget, MixOE the rest
+            classifier = clf.train_support_classifier(benchmark, settings, budget_s / 2)
+        base, base_info = classifier
+        model = copy.deepcopy(base)
+        model.__dict__.pop("posthoc_outputs", None)
+        recipe = mixoe.recipe(epochs=settings.mixoe_epochs)
+        info = clf.train_classifier(model, mixoe.mixoe_loss(variant, outliers), benchmark.support, settings,
+                                    budget_s / 2, recipe=recipe)
         out = clf.infer(model, benchmark.test, settings)
-        msp = out["logits"].double().softmax(dim=1).max(dim=1).values.numpy()
-        return {**info, "normality": msp, "predictions": out["logits"].argmax(1).numpy()}
+        support_accuracy = clf.accuracy(clf.infer(model, benchmark.support, settings)["logits"], benchmark.support.labels)
+        return {**info, "train_seconds": base_info["train_seconds"] + info["train_seconds"],
+                "base_train_seconds": base_info["train_seconds"], "base_epochs": base_info["epochs"],
+                "weights": f"support CE classifier ({base_info['weights']})", **recipe.record(settings),
+                **clf.criterion_record(support_accuracy), "aux_data": describe_outliers(benchmark, outliers),
+                "normality": out["logits"].double().softmax(dim=1).max(dim=1).values.numpy(),
+                "predictions": out["logits"].argmax(1).numpy()}
 
     return run
 
 
 def _run_ssod(benchmark, settings, outliers=None, budget_s=0.0, classifier=None):
-    model, info = _trained(benchmark, settings, ssod.ssod_loss(), budget_s)
-    out = clf.infer(model, benchmark.test, settings, outputs=ssod.ood_head_outputs)
-    return {**info, "normality": ssod.ssod_score(out["logits"], out["ood_logits"]),
-            "predictions": out["logits"].argmax(1).numpy()}
+    recipe = ssod.recipe(settings)
+    model, info = _trained(benchmark, settings, ssod.ssod_loss(), budget_s, recipe)
+    size = recipe.size(settings)
+    out = clf.infer(model, benchmark.test, settings, outputs=ssod.ood_head_outputs, image_size=size)
+    support_logits = clf.infer(model, benchmark.support, settings, image_size=size)["logits"]
+    return {**info, **clf.criterion_record(clf.accuracy(support_logits, benchmark.support.labels)),
+            "normality": ssod.ssod_score(out["logits"], out["ood_logits"]), "predictions": out["logits"].argmax(1).numpy()}
 
 
 def _run_reweightood(benchmark, settings, outliers=None, budget_s=0.0, classifier=None):
-    model, info = _trained(benchmark, settings, reweightood.reweightood_loss(), budget_s, views=2)
-    support_out = clf.infer(model, benchmark.support, settings)
-    test_out = clf.infer(model, benchmark.test, settings)
-    normality, predictions = reweightood.mahalanobis_normality(
-        support_out["features"], benchmark.support.labels, test_out["features"])
-    return {**info, "normality": normality, "predictions": predictions}
+    model, info = _trained(benchmark, settings, reweightood.reweightood_loss(), budget_s, reweightood.recipe(settings))
+    support = clf.infer(model, benchmark.support, settings)["features"]
+    test = clf.infer(model, benchmark.test, settings)["features"]
+    normality, predictions = reweightood.cider_normality(support, benchmark.support.labels, test)
+    loo = reweightood.leave_one_out_accuracy(support, benchmark.support.labels)
+    return {**info, **clf.criterion_record(loo, what="support_1nn_accuracy"), "normality": normality,
+            "predictions": predictions}
 
 
 METHODS: dict[str, Callable] = {
@@ -83,6 +117,13 @@ POSTHOC = set(posthoc.POSTHOC)
 NEEDS_OUTLIERS = {"mixoe_mixup", "mixoe_cutmix"}
 
 
+def family(name: str) -> str:
+    """The table's family of a comparison method."""
+    if name in POSTHOC:
+        return "post-hoc on support classifier"
+    return "trained on support + outliers" if name in NEEDS_OUTLIERS else "trained on support"
+
+
 def methods_from_spec(spec: str) -> list[str]:
     """``"all"`` or a comma list (``"msp,ssod"``) -> method names, in registry order for ``all``."""
     if spec.strip() == "all":
@@ -94,74 +135,128 @@ def methods_from_spec(spec: str) -> list[str]:
     return names
 
 
-def run_method(name: str, benchmark, settings: Settings, outliers=None, budget_s: float | None = None,
+def run_method(name: str, benchmark, settings: Settings, outliers=None, budget_s: float = 0.0,
                classifier=None) -> dict:
-    """Run one method; return its metrics (auroc, fpr95, aupr_in, aupr_out, accuracy), train_seconds,
-    epochs, steps and the test ``normality`` array (higher = known). ``budget_s=None`` = ``settings.budget_s``;
-    ``classifier`` = a ``(model, train_info)`` from `classifier.train_support_classifier` to reuse (post-hoc)."""
-    from lib import evaluate
-
+    """Run one method; return its metrics (auroc, fpr95, aupr_in, aupr_out, accuracy), family, train_seconds,
+    epochs, steps, recipe, criterion, aux_data and the test ``normality`` array (higher = known). ``budget_s = 0``:
+    the converged setting; ``classifier`` = a ``(model, train_info)`` from `classifier.train_support_classifier`
+    to reuse (post-hoc detectors; MixOE's base in the converged setting)."""
     methods_from_spec(name)
-    budget_s = settings.budget_s if budget_s is None else budget_s
     result = METHODS[name](benchmark, settings, outliers, budget_s, classifier)
     labels = np.asarray(benchmark.test.labels)
     metrics = evaluate.novelty_metrics(result["normality"], benchmark.is_known(labels), result["predictions"], labels)
-    return {**metrics, **result}
+    return {**metrics, "family": family(name), **result}
 
 
-def run_methods(names: list[str], benchmark, settings: Settings, outliers=None, budget_s: float | None = None,
+def run_methods(names: list[str], benchmark, settings: Settings, outliers=None, budget_s: float = 0.0,
                 progress: Callable | None = None) -> dict[str, dict]:
-    """`run_method` for each name; the post-hoc detectors share one support-set classifier (trained once)."""
-    budget_s = settings.budget_s if budget_s is None else budget_s
+    """`run_method` for each name; the post-hoc detectors (and MixOE, converged) share one CE classifier."""
     shared, results = None, {}
     for name in (progress or (lambda x: x))(names):
-        if name in POSTHOC and shared is None:
+        uses_shared = name in POSTHOC or (name in NEEDS_OUTLIERS and budget_s <= 0)
+        if uses_shared and shared is None:
             shared = clf.train_support_classifier(benchmark, settings, budget_s)
-        results[name] = run_method(name, benchmark, settings, outliers, budget_s, shared if name in POSTHOC else None)
+        results[name] = run_method(name, benchmark, settings, outliers, budget_s, shared if uses_shared else None)
     return results
 
 
-def flat_metrics(results: dict[str, dict], keys=("auroc", "fpr95", "aupr_in", "aupr_out", "accuracy",
-                                                  "train_seconds", "epochs", "steps")) -> dict[str, float]:
-    """``{"auroc__ssod": ..., "train_seconds__msp": ...}``: the flat keys of metrics.json."""
-    return {f"{key}__{name}": float(result[key]) for name, result in results.items() for key in keys if key in result}
+def seeds_of(settings: Settings) -> list[int]:
+    """The comparison seeds: ``seed, seed + 1, ...``, ``comparison_seeds`` of them."""
+    return [settings.seed + i for i in range(settings.comparison_seeds)]
 
 
-def resend_results(study_dir, benchmark: str):
-    """ReSeND rows for `benchmark` from a study folder's run folders: one per objective config, mean over seeds
-    of ``auroc__<b>``, ``fpr95__<b>``, ``accuracy__<b>``, ``eval_seconds__<b>`` (empty frame when none)."""
-    import pandas as pd
+def record(result: dict) -> dict:
+    """A result without its arrays, ready for JSON / a table row: strings and booleans kept, numbers as floats."""
+    return {k: v if isinstance(v, (str, bool)) else float(v) for k, v in result.items()
+            if k not in ("normality", "predictions")}
 
-    from lib import summary
 
+def run_seeds(names: list[str], benchmark, settings: Settings, outliers=None, budgets: dict[str, float] | None = None,
+              seeds: list[int] | None = None, progress: Callable | None = None) -> tuple[pd.DataFrame, dict]:
+    """`run_methods` for every setting of `budgets` (name -> budget_s; default ``{"converged": 0.0}``) and every seed
+    (default `seeds_of`). Returns (rows, normality): one row per (setting, seed, method), the `record` of its result;
+    ``normality["<setting>__seed<k>__<method>"]`` its test normality array."""
+    budgets = {CONVERGED: 0.0} if budgets is None else budgets
+    rows, normality = [], {}
+    for setting, budget_s in budgets.items():
+        for seed in seeds_of(settings) if seeds is None else seeds:
+            run = dataclasses.replace(settings, seed=seed)
+            for name, result in run_methods(names, benchmark, run, outliers, budget_s, progress).items():
+                rows.append({"method": name, "setting": setting, "seed": seed, **record(result)})
+                normality[f"{setting}__seed{seed}__{name}"] = result["normality"]
+    return pd.DataFrame(rows), normality
+
+
+SUMMARY_KEYS = ("auroc", "fpr95", "aupr_in", "aupr_out", "accuracy", "train_seconds", "epochs", "steps",
+                "criterion_value")
+
+
+def mean_std(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per (method, setting) of `run_seeds` rows, in run order: family, aux_data, criterion, then for each
+    SUMMARY_KEYS column its mean over seeds and ``<key>_std`` (sample std, ddof 1: NaN for one seed),
+    ``criterion_met`` (fraction of the seeds that met it) and ``n_seeds``."""
+    groups = rows.groupby(["method", "setting"], sort=False)
+    keys = [k for k in SUMMARY_KEYS if k in rows]
+    mean, std = groups[keys].mean(), groups[keys].std(ddof=1).add_suffix("_std")
+    out = groups[["family", "aux_data", "criterion"]].first().join(mean).join(std)
+    out["criterion_met"] = groups["criterion_met"].mean()
+    out["n_seeds"] = groups["seed"].nunique()
+    order = ["family", "aux_data", "criterion", *[c for k in keys for c in (k, f"{k}_std")], "criterion_met", "n_seeds"]
+    return out[order].reset_index()
+
+
+def flat_metrics(table: pd.DataFrame) -> dict[str, float]:
+    """Flat keys of metrics.json from a `mean_std` table: ``auroc__ssod`` (converged mean), ``auroc_std__ssod``,
+    ``criterion_met__ssod``, ``n_seeds__ssod``; other settings add ``__<setting>`` (``auroc__ssod__budget``)."""
+    flat = {}
+    for row in table.to_dict("records"):
+        suffix = row["method"] + ("" if row["setting"] == CONVERGED else f"__{row['setting']}")
+        for key, value in row.items():
+            numeric = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+            if key not in ("method", "setting") and numeric and np.isfinite(value):  # one seed: no std, no key
+                flat[f"{key}__{suffix}"] = float(value)
+    return flat
+
+
+def _resend_by_config(study_dir, benchmark: str) -> pd.DataFrame:
+    """Per ReSeND config of the study: mean and std over seeds of auroc, fpr95, accuracy, eval_seconds on
+    `benchmark`, and n_seeds (empty when none)."""
     df = summary.collect(study_dir) if study_dir else pd.DataFrame()
-    columns = {f"{m}__{benchmark}": m for m in ("auroc", "fpr95", "accuracy", "eval_seconds")}
     if df.empty or f"auroc__{benchmark}" not in df:
-        return pd.DataFrame(columns=["method", "family", *columns.values(), "n_seeds"])
-    present = [c for c in columns if c in df]
-    agg = df.groupby("config", sort=False)[present].mean().rename(columns=columns)
-    agg["n_seeds"] = df.groupby("config", sort=False)["seed"].count()
-    agg = agg.dropna(subset=["auroc"]).reset_index().rename(columns={"config": "method"})
-    agg["method"] = "resend_" + agg["method"]
-    agg["family"] = "ReSeND (no support training)"
-    return agg
+        return pd.DataFrame()
+    names = {f"{m}__{benchmark}": m for m in ("auroc", "fpr95", "accuracy", "eval_seconds") if f"{m}__{benchmark}" in df}
+    df = df.rename(columns=names).dropna(subset=["auroc"])
+    groups = df.groupby("config", sort=False)
+    keys = list(names.values())
+    out = groups[keys].mean().join(groups[keys].std(ddof=1).add_suffix("_std"))
+    out["n_seeds"] = groups["seed"].nunique()
+    return out
+
+
+def resend_results(study_dir, benchmark: str, fixed: str = FIXED_RESEND_CONFIG) -> pd.DataFrame:
+    """The ReSeND rows for `benchmark` from a study folder's run folders (mean ± std over seeds): ``resend_<fixed>``,
+    the configuration fixed in advance, and ``resend_best_of_<n>``, the study's configuration of best mean test AUROC
+    among its n (chosen on the test set: optimistic, labelled so). Empty frame when the study has no run."""
+    by_config = _resend_by_config(study_dir, benchmark)
+    if by_config.empty:
+        return pd.DataFrame()
+    best = by_config["auroc"].idxmax()
+    picks = ([(f"resend_{fixed}", fixed, "fixed in advance")] if fixed in by_config.index else []) + [
+        (f"resend_best_of_{len(by_config)}", best, f"best test AUROC of {len(by_config)} configs (optimistic)")]
+    return pd.DataFrame([{"method": method, "setting": "no support training", "family": "ReSeND (no support training)",
+                          "aux_data": "relational source set only", "config": config, "selection": selection,
+                          **by_config.loc[config].to_dict()} for method, config, selection in picks])
 
 
 def resend_eval_seconds(study_dir, benchmark: str) -> float | None:
-    """Mean ReSeND evaluation seconds on `benchmark` over the study's runs: the finetuning budget (SPEC 10)."""
-    rows = resend_results(study_dir, benchmark)
-    if "eval_seconds" not in rows or rows["eval_seconds"].dropna().empty:
+    """Mean ReSeND evaluation seconds on `benchmark` over the study's configs: the finetuning budget (SPEC 10)."""
+    by_config = _resend_by_config(study_dir, benchmark)
+    if "eval_seconds" not in by_config or by_config["eval_seconds"].dropna().empty:
         return None
-    return float(rows["eval_seconds"].mean())
+    return float(by_config["eval_seconds"].mean())
 
 
-def comparison_table(results: dict[str, dict], resend_rows=None):
-    """One row per method (ReSeND objectives first): method, family, auroc, fpr95, aupr_in, aupr_out, accuracy,
-    train_seconds, epochs."""
-    import pandas as pd
-
-    family = lambda n: "post-hoc on support classifier" if n in POSTHOC else "trained on support"  # noqa: E731
-    keys = ("auroc", "fpr95", "aupr_in", "aupr_out", "accuracy", "train_seconds", "epochs")
-    rows = [{"method": n, "family": family(n), **{k: float(r[k]) for k in keys if k in r}} for n, r in results.items()]
-    frames = [f for f in (resend_rows, pd.DataFrame(rows)) if f is not None and not f.empty]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(rows)
+def comparison_table(table: pd.DataFrame, resend_rows: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The ReSeND rows first, then the `mean_std` rows of the comparison methods (one per method and setting)."""
+    frames = [f for f in (resend_rows, table) if f is not None and not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else table

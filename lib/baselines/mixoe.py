@@ -3,6 +3,12 @@
 L = CE(f(x), y) + beta * softCE(f(x_mix), y_mix),  y_mix = lam * onehot(y) + (1 - lam) / K,  lam ~ Beta(a, a)
 (one lam per batch, as in the reference code). mixup: x_mix = lam x + (1 - lam) x_out; cutmix: paste an
 outlier box of area ~(1 - lam) into x, then lam := 1 - box area / image area. Score = MSP.
+
+As the official code (zjysteven/MixOE, train/train_mixoe.py): the clean and the mixed batch go through the network
+in two passes (each with its own batch-norm statistics); the model is a converged CE baseline fine-tuned with
+`recipe` (10 epochs, SGD lr 1e-3 Nesterov, batch 32, wd 1e-5, cosine per step to 1e-6, no gradient clipping).
+The outliers come from another dataset family than the benchmark (`lib.data.outlier_pool`), never from the
+test unknowns' distribution; every result says which (``aux_data``).
 """
 
 from __future__ import annotations
@@ -13,9 +19,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lib.baselines.classifier import Batch, Classifier, TrainContext, load_images
+from lib.baselines.classifier import Batch, Classifier, Recipe, TrainContext, load_images
 
 DEFAULTS = {"mixup": {"alpha": 1.0, "beta": 5.0}, "cutmix": {"alpha": 2.0, "beta": 5.0}}
+
+
+def recipe(epochs: int = 10, lr: float = 1e-3, batch: int = 32, weight_decay: float = 1e-5, lr_min: float = 1e-6
+           ) -> Recipe:
+    """The official fine-tuning recipe (its argparse defaults); `settings.mixoe_epochs` passes `epochs`."""
+    return Recipe(epochs=epochs, lr=lr, batch=batch, weight_decay=weight_decay, lr_min=lr_min)
 
 
 def soft_targets(labels: torch.Tensor, lam: float, num_classes: int) -> torch.Tensor:
@@ -51,7 +63,8 @@ def cutmix(x: torch.Tensor, x_out: torch.Tensor, box: tuple[int, int, int, int])
 
 def mixoe_loss(variant: str, outliers, alpha: float | None = None, beta: float | None = None
                ) -> Callable[[Classifier, TrainContext], Callable[[Batch], torch.Tensor]]:
-    """Loss factory for `classifier.train_classifier`; outliers drawn uniformly from `outliers` (an ImageSet)."""
+    """Loss factory for `classifier.train_classifier`; per step, len(batch) outliers drawn uniformly from `outliers`
+    (an ImageSet, train-augmented like the support), then one lam ~ Beta(alpha, alpha)."""
     if variant not in DEFAULTS:
         raise KeyError(f"unknown MixOE variant {variant!r}: choose mixup or cutmix")
     alpha = DEFAULTS[variant]["alpha"] if alpha is None else alpha
@@ -66,8 +79,8 @@ def mixoe_loss(variant: str, outliers, alpha: float | None = None, beta: float |
                 x_mix = mixup(batch.x, x_out, lam)
             else:
                 x_mix, lam = cutmix(batch.x, x_out, cutmix_box(batch.x.shape[2], batch.x.shape[3], lam, ctx.rng))
-            logits = model(torch.cat([batch.x, x_mix]))
-            known, mixed = logits[: len(batch.y)], logits[len(batch.y):]
+            known = model(batch.x)  # two passes: clean and mixed images keep their own batch-norm statistics
+            mixed = model(x_mix)
             return F.cross_entropy(known.float(), batch.y) + beta * soft_cross_entropy(
                 mixed, soft_targets(batch.y, lam, ctx.num_classes))
 

@@ -56,6 +56,23 @@ def knn_k(support_size: int) -> int:
     return min(support_size, max(1, round(KNN_FRACTION * support_size)))
 
 
+def require_float32(*features: torch.Tensor) -> None:
+    """Mahalanobis and KNN read float32 features (bf16 ones would round the distances): raise otherwise."""
+    dtypes = {str(f.dtype) for f in features}
+    if dtypes != {"torch.float32"}:
+        raise TypeError(f"feature detectors read float32 features, got {', '.join(sorted(dtypes))}: "
+                        "take them from classifier.infer (float32 outside autocast)")
+
+
+def knn_normality(support_features: torch.Tensor, support_labels, test_features: torch.Tensor) -> np.ndarray:
+    """pytorch-ood KNN in float32: minus the distance from each test image's L2-normalised feature to its k-th
+    nearest normalised support feature, k = `knn_k` of the support size."""
+    require_float32(support_features, test_features)
+    labels = torch.as_tensor(np.asarray(support_labels), dtype=torch.long)
+    detector = KNN(None, k=knn_k(len(labels))).fit_features(support_features, labels)
+    return normality_from_outlier(detector.predict_features(test_features))
+
+
 def odin_normality(model: Classifier, imageset, settings: Settings) -> np.ndarray:
     """ODIN needs input gradients, so it runs on images (eval transform), in float32."""
     from lib import data
@@ -77,15 +94,15 @@ def posthoc_normality(name: str, model: Classifier, support_out: dict, test_out:
 
     `support_out`/`test_out` are `classifier.infer` outputs (logits, pooled features).
     """
+    if name not in POSTHOC:
+        raise KeyError(f"unknown post-hoc detector {name!r}: valid ones are {', '.join(POSTHOC)}")
     if name in LOGIT_DETECTORS:
         return normality_from_outlier(LOGIT_DETECTORS[name](test_out["logits"].double()))
     if name == "odin":
         return odin_normality(model, test_set, settings)
     labels = torch.as_tensor(np.asarray(support_labels), dtype=torch.long)
+    require_float32(support_out["features"], test_out["features"])
     if name == "mahalanobis":
         detector = fit_mahalanobis(support_out["features"], labels)
         return normality_from_outlier(detector.predict_features(test_out["features"].double()))
-    if name == "knn":
-        detector = KNN(None, k=knn_k(len(labels))).fit_features(support_out["features"].float(), labels)
-        return normality_from_outlier(detector.predict_features(test_out["features"].float()))
-    raise KeyError(f"unknown post-hoc detector {name!r}: valid ones are {', '.join(POSTHOC)}")
+    return knn_normality(support_out["features"], labels, test_out["features"])

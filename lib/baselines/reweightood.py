@@ -1,10 +1,14 @@
-"""ReweightOOD (CVPRW 2024): reweighted contrastive learning, Mahalanobis score (SPEC 10).
+"""ReweightOOD (CVPRW 2024): reweighted contrastive learning, CIDER's KNN score (SPEC 10).
 
-z = L2-normalised projections of 2 augmented views per image, s_ij = z_i . z_j (cosine).
-w+ = sigmoid(1 - 2 s) (hard positives, low s, weigh more), w- = sigmoid(5 s - 4) (hard negatives, high s), detached.
-L = mean over anchors i of ELU( LSE_{j in P(i)}(-w+_ij s_ij / tau) + LSE_{j in N(i)}(w-_ij s_ij / tau) ), tau = 0.1,
-P(i) = same class without i, N(i) = other classes; anchors lacking either set are skipped.
-Score: Mahalanobis (class means, tied covariance) on L2-normalised backbone features; normality = -min_c d_c^2.
+As the official code (sudarshanregmi/ReweightOOD, OpenOOD/openood/trainers/reweightood_trainer.py, CIDER network
+and preprocessor): z = L2-normalised projections (MLP head) of 2 strongly augmented views per image, s_ij = z_i.z_j.
+Over the pairs i < j of the whole batch (each pair once): positives P = same label, negatives N = other labels;
+w+ = sigmoid(1 - 2 s) (hard positives, low s, weigh more), w- = sigmoid(5 s - 4) (hard negatives), detached;
+L = ELU( LSE_{(i,j) in N}(w- s / tau) + LSE_{(i,j) in P}(-w+ s / tau) ), ONE value per batch, tau = 0.1.
+Augmentation: CIDER's (`cider_transform`). Score: the official test script's CIDER postprocessor, the distance from a
+test image's L2-normalised backbone feature to its k-th nearest normalised support feature (normality = minus it;
+pytorch-ood's KNN computes exactly that), k as for the KNN detector (`posthoc.knn_k`: CIDER's K = 50 of 50,000).
+CIDER predicts no class; the accuracy column uses the nearest support image's class.
 """
 
 from __future__ import annotations
@@ -16,33 +20,54 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lib.baselines.classifier import FEATURE_DIM, Batch, Classifier, TrainContext
-from lib.baselines.posthoc import fit_mahalanobis
+from lib.baselines.classifier import FEATURE_DIM, Batch, Classifier, Recipe, TrainContext, support_recipe
+from lib.baselines.posthoc import knn_normality
+from lib.config import Settings
+from lib.data import IMAGENET_MEAN, IMAGENET_STD
 
 TAU = 0.1
 PROJECTION_DIM = 128
+M_POS, C_POS, M_NEG, C_NEG = 2.0, 1.0, 5.0, 4.0  # official m_w, c_w, m_b, c_b: w+ = sigma(-(2s - 1)), w- = sigma(5s - 4)
+
+
+def cider_transform(image_size: int):
+    """CIDER's training augmentation (non-ImageNet branch), torchvision v2 on uint8 (3,H,W): RandomResizedCrop
+    scale .2-1, horizontal flip, ColorJitter(.4,.4,.4,.1) with p .8, grayscale p .2, ImageNet normalisation."""
+    from torchvision.transforms import v2
+
+    return v2.Compose([
+        v2.RandomResizedCrop(image_size, scale=(0.2, 1.0), antialias=True),
+        v2.RandomHorizontalFlip(0.5),
+        v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+        v2.RandomGrayscale(0.2),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+
+
+def recipe(settings: Settings) -> Recipe:
+    """The support-set recipe with 2 CIDER-augmented views per image."""
+    return support_recipe(settings, augment=cider_transform, views=2)
 
 
 def reweight_weights(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(w+, w-) = (sigmoid(1 - 2s), sigmoid(5s - 4)), detached."""
     s = s.detach()
-    return torch.sigmoid(1.0 - 2.0 * s), torch.sigmoid(5.0 * s - 4.0)
+    return torch.sigmoid(-(M_POS * s - C_POS)), torch.sigmoid(M_NEG * s - C_NEG)
 
 
 def reweight_contrastive_loss(z: torch.Tensor, labels: torch.Tensor, tau: float = TAU) -> torch.Tensor:
-    """The ReweightOOD loss of L2-normalised projections z (N,d) with labels (N,)."""
+    """The ReweightOOD loss of L2-normalised projections z (N,d) with labels (N,): one ELU of the batch's two LSEs.
+
+    A batch without negative pairs (one class) has LSE = -inf there and gives ELU(-inf) = -1 with zero gradient, as
+    the official code does.
+    """
     s = z.float() @ z.float().T
-    w_pos, w_neg = reweight_weights(s)
     same = labels[:, None] == labels[None, :]
-    eye = torch.eye(len(labels), dtype=torch.bool, device=z.device)
-    pos, neg = same & ~eye, ~same
-    ninf = torch.finfo(s.dtype).min
-    lse_pos = torch.logsumexp((-w_pos * s / tau).masked_fill(~pos, ninf), dim=1)
-    lse_neg = torch.logsumexp((w_neg * s / tau).masked_fill(~neg, ninf), dim=1)
-    valid = pos.any(dim=1) & neg.any(dim=1)
-    if not valid.any():
-        return s.new_zeros(()) * z.sum()
-    return F.elu(lse_pos + lse_neg)[valid].mean()
+    upper = torch.ones_like(same).triu(diagonal=1)
+    s_pos, s_neg = s[same & upper], s[~same & upper]
+    w_pos, w_neg = reweight_weights(s_pos)[0], reweight_weights(s_neg)[1]
+    return F.elu(torch.logsumexp(w_neg * s_neg / tau, dim=0) + torch.logsumexp(-w_pos * s_pos / tau, dim=0))
 
 
 def add_projection(model: Classifier) -> nn.Module:
@@ -52,12 +77,14 @@ def add_projection(model: Classifier) -> nn.Module:
 
 
 def reweightood_loss(tau: float = TAU) -> Callable[[Classifier, TrainContext], Callable[[Batch], torch.Tensor]]:
-    """Loss factory for `classifier.train_classifier(..., views=2)`."""
+    """Loss factory for `classifier.train_classifier` with a 2-view recipe."""
 
     def make(model: Classifier, ctx: TrainContext) -> Callable[[Batch], torch.Tensor]:
         head = add_projection(model).to(ctx.device)
 
         def loss(batch: Batch) -> torch.Tensor:
+            if batch.x2 is None:
+                raise ValueError("ReweightOOD needs 2 views per image: train it with reweightood.recipe (views=2)")
             z = F.normalize(head(model.features(torch.cat([batch.x, batch.x2]))).float(), dim=1)
             return reweight_contrastive_loss(z, torch.cat([batch.y, batch.y]), tau)
 
@@ -66,11 +93,24 @@ def reweightood_loss(tau: float = TAU) -> Callable[[Classifier, TrainContext], C
     return make
 
 
-def mahalanobis_normality(support_features: torch.Tensor, support_labels, test_features: torch.Tensor
-                          ) -> tuple[np.ndarray, np.ndarray]:
-    """(normality, predictions): -min_c (z - mu_c)^T Sigma^-1 (z - mu_c) and its argmin c, on L2-normalised
-    features, Sigma tied over classes (divided by N)."""
-    detector = fit_mahalanobis(F.normalize(support_features.double(), dim=1),
-                               torch.as_tensor(np.asarray(support_labels), dtype=torch.long))
-    log_density = detector._calc_gaussian_scores(F.normalize(test_features.double(), dim=1))  # -0.5 d_c^2, (N,K)
-    return (2.0 * log_density.max(dim=1).values).numpy(), log_density.argmax(dim=1).numpy()
+def nearest_support_class(support_features: torch.Tensor, support_labels, test_features: torch.Tensor) -> np.ndarray:
+    """The class of each test image's nearest support image (cosine, i.e. L2 on normalised features)."""
+    cosine = F.normalize(test_features.double(), dim=1) @ F.normalize(support_features.double(), dim=1).T
+    return np.asarray(support_labels)[cosine.argmax(dim=1).numpy()]
+
+
+def leave_one_out_accuracy(support_features: torch.Tensor, support_labels) -> float:
+    """Fraction of support images whose nearest OTHER support image (normalised features) has their class: the
+    training criterion of a method with no classifier head (the classes are apart where its score looks)."""
+    z = F.normalize(support_features.double(), dim=1)
+    cosine = (z @ z.T).fill_diagonal_(-torch.inf)
+    labels = np.asarray(support_labels)
+    return float((labels[cosine.argmax(dim=1).numpy()] == labels).mean())
+
+
+def cider_normality(support_features: torch.Tensor, support_labels, test_features: torch.Tensor
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(normality, predictions): minus the k-th nearest-neighbour distance on normalised features (CIDER's score),
+    and the nearest support image's class."""
+    normality = knn_normality(support_features, support_labels, test_features)
+    return normality, nearest_support_class(support_features, support_labels, test_features)

@@ -3,8 +3,20 @@
 The fc is applied at every location of the last feature map (a 1x1-conv view of it). A location whose
 ground-truth-class probability is >= gamma is an ID patch, <= 1 - gamma an OOD patch, otherwise ignored
 (masks without gradient). An OOD head (MLP -> 2 logits, index 1 = ID) learns ID vs OOD patches.
-Loss = CE(class logits of the GAP feature, y) + lam * 1/2 (CE(head(ID patches), ID) + CE(head(OOD patches), OOD)),
-an empty patch set contributing 0. Score = max softmax(class) * P_ID(head(GAP feature)).
+Loss = CE(class logits of the GAP feature, y) + lam * mean over the NON-EMPTY patch sets of
+CE(head(ID patches), ID) and CE(head(OOD patches), OOD): with both sets present this is the paper's
+1/2 (CE_ID + CE_OOD); a batch without one set is not halved; without either, the patch term is 0.
+Score = max softmax(class) * P_ID(head(GAP feature)).
+
+Input size: SSOD needs a feature map with real locations, and the mini preset's 32 px with the standard stem
+(stride 32) leaves a 1x1 map, where the one "patch" is the whole image. SSOD therefore upsamples its inputs until
+the last map is MIN_MAP_SIDE x MIN_MAP_SIDE (`input_size`): 128 px with the standard stem, the small stem's 32 px
+unchanged, the paper preset's 224 px (7x7) unchanged; the paper itself upsamples to 224 px "to obtain sufficient
+background information". Measured by benchmarks/ssod_map_size.py (1 thread, ResNet-18, batch 32, forward +
+backward): standard stem 32 px 1x1 0.13 s/step; 64 px 2x2 0.31 s; 128 px 4x4 1.17 s; 224 px 7x7 3.47 s; small
+stem 32 px 4x4 1.04 s. Upsampling to 128 px costs about what the small stem does and keeps the preset's
+pretrained backbone (a small stem needs its own: ImageNet's 7x7 conv1 does not fit it and the source-pretrained
+backbone is built per stem); 224 px would triple the cost again for a 7x7 map.
 """
 
 from __future__ import annotations
@@ -16,11 +28,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lib.baselines.classifier import FEATURE_DIM, Batch, Classifier, TrainContext
+from lib.baselines.classifier import FEATURE_DIM, Batch, Classifier, Recipe, TrainContext, support_recipe
+from lib.config import Settings
 
 GAMMA = 0.95  # patch-confidence threshold (paper: 0.95-0.99)
 LAMBDA = 1.0  # weight of the OOD-head term ("loss-wise balance")
 OOD, ID = 0, 1  # OOD-head logit indices
+MIN_MAP_SIDE = 4  # SSOD's last feature map is at least 4x4 locations (16 patches per image)
+
+
+def input_size(settings: Settings) -> int:
+    """SSOD's input side: ``settings.image_size`` upsampled until ResNet-18's last map (stride 8 with the small stem,
+    32 with the standard one) is at least MIN_MAP_SIDE wide."""
+    stride = 8 if settings.small_stem else 32
+    return max(settings.image_size, MIN_MAP_SIDE * stride)
+
+
+def recipe(settings: Settings) -> Recipe:
+    """The support-set recipe at SSOD's input size."""
+    return support_recipe(settings, image_size=input_size(settings))
 
 
 def add_ood_head(model: Classifier, hidden: int = 256) -> nn.Module:
@@ -40,6 +66,25 @@ def patch_masks(gt_prob: torch.Tensor, gamma: float = GAMMA) -> tuple[torch.Tens
     return gt_prob >= gamma, gt_prob <= 1.0 - gamma
 
 
+def patch_sets(model: Classifier, fmap: torch.Tensor, labels: torch.Tensor, gamma: float = GAMMA
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ID patches (n_id,C), OOD patches (n_ood,C)): the feature vectors of the locations of `fmap` (B,C,h,w)
+    whose probability of the image's label `labels` (B,) is >= gamma, resp. <= 1 - gamma (masks without gradient)."""
+    with torch.no_grad():
+        probs = location_logits(model, fmap).float().softmax(dim=1)
+        gt = probs.gather(1, labels[:, None, None, None].expand(-1, 1, *probs.shape[2:]))[:, 0]
+    id_mask, ood_mask = patch_masks(gt, gamma)
+    patches = fmap.permute(0, 2, 3, 1)  # (B,h,w,C): one feature vector per location
+    return patches[id_mask], patches[ood_mask]
+
+
+def patch_loss(head: nn.Module, id_patches: torch.Tensor, ood_patches: torch.Tensor) -> torch.Tensor:
+    """Mean over the non-empty sets of CE(head(ID patches), ID) and CE(head(OOD patches), OOD); 0 if both are empty."""
+    terms = [F.cross_entropy(head(p).float(), torch.full((len(p),), target, device=p.device))
+             for p, target in ((id_patches, ID), (ood_patches, OOD)) if len(p)]
+    return torch.stack(terms).mean() if terms else id_patches.new_zeros((), dtype=torch.float32)
+
+
 def ssod_loss(gamma: float = GAMMA, lam: float = LAMBDA) -> Callable[[Classifier, TrainContext], Callable[[Batch], torch.Tensor]]:
     def make(model: Classifier, ctx: TrainContext) -> Callable[[Batch], torch.Tensor]:
         head = add_ood_head(model).to(ctx.device)
@@ -47,19 +92,7 @@ def ssod_loss(gamma: float = GAMMA, lam: float = LAMBDA) -> Callable[[Classifier
         def loss(batch: Batch) -> torch.Tensor:
             fmap = model.feature_map(batch.x)  # (B,C,h,w)
             cls = F.cross_entropy(model.fc(fmap.mean(dim=(2, 3))).float(), batch.y)
-            with torch.no_grad():
-                probs = location_logits(model, fmap).float().softmax(dim=1)
-                gt = probs.gather(1, batch.y[:, None, None, None].expand(-1, 1, *probs.shape[2:]))[:, 0]
-            id_mask, ood_mask = patch_masks(gt, gamma)
-            patches = fmap.permute(0, 2, 3, 1)  # (B,h,w,C): one feature vector per location
-            terms = []
-            for mask, target in ((id_mask, ID), (ood_mask, OOD)):
-                if mask.any():
-                    logits = head(patches[mask]).float()
-                    terms.append(F.cross_entropy(logits, torch.full((len(logits),), target, device=logits.device)))
-                else:
-                    terms.append(cls.new_zeros(()))
-            return cls + lam * 0.5 * (terms[0] + terms[1])
+            return cls + lam * patch_loss(head, *patch_sets(model, fmap, batch.y, gamma))
 
         return loss
 
