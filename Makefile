@@ -30,7 +30,7 @@ setup: $(STAMP) data
 data:
 	@bash scripts/install_data.sh
 
-# The main job: the whole mini study (11 objectives x 2 seeds, glyph + emoji benchmarks) on the embedded data.
+# The main job: the whole mini study (11 objectives x 3 seeds, the 4 glyph benchmarks) on the embedded data.
 demo: setup
 	$(PY) -m lib.sweep $(GRID) --jobs $(JOBS)
 

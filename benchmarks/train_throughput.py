@@ -32,12 +32,12 @@ def measure(settings, source, steps: int, warmup: int) -> tuple[float, float]:
     torch.manual_seed(settings.seed)
     objective = objectives.make(settings.loss, **settings.objective_params())
     net, _ = model_lib.build(settings, objective.out_dim)
-    memory_format = torch.channels_last if (cuda and settings.channels_last) else torch.contiguous_format
+    memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
     net = net.to(device, memory_format=memory_format).train()
     step_module = train._PairStep(net)
     optimizer = train.make_optimizer(net, settings)
     sampler = pairs.from_settings(settings, source.labels)
-    transform = data.train_transform(settings.image_size)
+    transform = data.augmentation(source, settings.image_size)
     n_anchors = pairs.anchors_per_step(settings.batch_pairs, settings.neg_to_pos_ratio)
     n_pairs = n_images = 0
     for i in range(warmup + steps):

@@ -76,7 +76,8 @@ def recipe(backbone: nn.Module, source, settings) -> dict:
     """Everything that shapes the bank's features."""
     return {"backbone": backbone_digest(backbone), "dataset": settings.dataset, "image_size": settings.image_size,
             "source_classes": settings.source_classes, "bank_views": settings.bank_views,
-            "source": source_digest(source), "images": len(source), "seed": BANK_SEED, "format": FORMAT}
+            "source": source_digest(source), "images": len(source), "seed": BANK_SEED, "format": FORMAT,
+            "hflip": bool(getattr(source, "mirror_invariant", True))}  # the views' augmentation (data.augmentation)
 
 
 def bank_path(r: dict) -> Path:
@@ -114,7 +115,7 @@ def _features(backbone: nn.Module, images: torch.Tensor, device: torch.device, a
 def _build(backbone: nn.Module, source, settings, r: dict, path: Path, device: torch.device, verbose: bool) -> None:
     was_training = backbone.training
     backbone.eval()
-    train_tf, eval_tf = data.train_transform(settings.image_size), data.eval_transform(settings.image_size)
+    train_tf, eval_tf = data.augmentation(source, settings.image_size), data.eval_transform(settings.image_size)
     chunks = [np.arange(s, min(s + IMAGE_BATCH, len(source))) for s in range(0, len(source), IMAGE_BATCH)]
     views = []
     try:

@@ -28,23 +28,34 @@ __all__ = ["ImageSet", "TensorImageSet", "FileImageSet", "train_transform", "eva
 
 log = logging.getLogger(__name__)
 
+MIRROR_VARIANT = ("glyph",)  # dataset families whose mirror images are other classes: trained without flips
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 # ---------------------------------------------------------------- transforms
-def train_transform(image_size: int):
-    """uint8 (3,H,W) -> float32 normalised (SPEC 3): RandomResizedCrop(0.8-1), flip, ColorJitter p=.5, gray .1."""
+def train_transform(image_size: int, hflip: bool = True):
+    """uint8 (3,H,W) -> float32 normalised (SPEC 3): RandomResizedCrop(0.8-1), flip, ColorJitter p=.5, gray .1.
+
+    ``hflip=False`` leaves the flip out, for images whose mirror image is another class (`augmentation`)."""
     from torchvision.transforms import v2
 
     return v2.Compose([
         v2.RandomResizedCrop(image_size, scale=(0.8, 1.0), antialias=True),
-        v2.RandomHorizontalFlip(0.5),
+        *([v2.RandomHorizontalFlip(0.5)] if hflip else []),
         v2.RandomApply([v2.ColorJitter(0.8, 0.8, 0.8, 0.1)], p=0.5),
         v2.RandomGrayscale(0.1),
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
     ])
+
+
+def augmentation(imageset, image_size: int, transform=train_transform):
+    """`transform` (train_transform or one with its ``hflip`` argument) fit for `imageset`: no horizontal flip for
+    sets whose mirror images are other classes (``mirror_invariant`` False: the glyphs). SPEC 3 flips natural
+    images; a flipped character is another character or none, and a glyph backbone pretrained with flips detects
+    worse (printed -> handwritten AUROC of its features .715-.735 with flips, .838 without; docs/backbone_search.md)."""
+    return transform(image_size, hflip=getattr(imageset, "mirror_invariant", True))
 
 
 def eval_transform(image_size: int):
@@ -166,7 +177,9 @@ def _glyph_set(data: dict, chars: list[str], fonts: list[str], label_offset: int
     images = torch.from_numpy(data["images"][rows]).unsqueeze(1)
     labels = np.array([index[c] + label_offset for c in data["char"][rows]], dtype=np.int64)
     ids = np.char.add(np.char.add(data["font"][rows].astype(str), ":"), data["char"][rows].astype(str))
-    return TensorImageSet(images, labels, data["domain"][rows], class_names=list(chars), ids=ids)
+    out = TensorImageSet(images, labels, data["domain"][rows], class_names=list(chars), ids=ids)
+    out.mirror_invariant = False  # glyph is in MIRROR_VARIANT: a mirrored character is another one, or none
+    return out
 
 
 def _present(data: dict, chars: list[str]) -> list[str]:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lib import data as _data
 from lib import paths, runs
 from lib.datasets import glyphs as _glyphs
 
@@ -43,6 +44,7 @@ def recipe(settings) -> dict:
             "classes": settings.pretrain_classes, "epochs": settings.pretrain_epochs, "lr": settings.pretrain_lr,
             "batch": BATCH, "seed": SEED, "weight_decay": settings.weight_decay, "momentum": settings.momentum,
             "channels_last": settings.channels_last,  # the convolutions' layout changes the rounding
+            "hflip": settings.dataset not in _data.MIRROR_VARIANT,  # the augmentation (data.augmentation)
             "data_root": settings.data_root if settings.dataset == "imagenet" else "",
             # glyph: which characters are source and which are benchmark (a new plan must not reuse old weights)
             "char_plan": _glyphs.plan_fingerprint() if settings.dataset == "glyph" else ""}
@@ -74,14 +76,13 @@ def source_backbone(settings, verbose: bool = True) -> Path:
 
 
 def _build(settings, path: Path, verbose: bool) -> Path:
-    from lib import data
     from lib import model as model_lib
     from lib.baselines import classifier
 
     if settings.pretrain_epochs < 1:
         raise ValueError(f"pretrained=source needs pretrain_epochs >= 1, got {settings.pretrain_epochs}")
     r = recipe(settings)
-    source = data.load_source(dataclasses.replace(settings, source_classes=settings.pretrain_classes))
+    source = _data.load_source(dataclasses.replace(settings, source_classes=settings.pretrain_classes))
     num_classes = int(np.max(source.labels)) + 1
     torch.manual_seed(SEED)
     net = model_lib.resnet18_features(settings.small_stem)

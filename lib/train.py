@@ -209,7 +209,7 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
     optimizer = make_optimizer(net, settings)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(settings))
     sampler = pairs.from_settings(settings, source.labels, rank=rank)
-    transform = data.train_transform(settings.image_size)
+    transform = data.augmentation(source, settings.image_size)
     history: list[dict] = []
     start = 0
     if stored is not None:

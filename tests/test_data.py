@@ -3,15 +3,18 @@ and every one-line error message."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
+from torchvision.transforms import v2
 
 from lib import config, data
 from lib.datasets import emoji as emoji_ds
 from lib.datasets import fashion as fashion_ds
 from lib.datasets import glyphs, real
-from lib.datasets.imagesets import FileImageSet, TensorImageSet
+from lib.datasets.imagesets import FileImageSet, TensorImageSet, concat
 
 
 @pytest.fixture(scope="session")
@@ -135,6 +138,32 @@ def test_transforms_give_normalised_float():
     for tf in (data.train_transform(32), data.eval_transform(32)):
         out = tf(image)
         assert out.dtype == torch.float32 and out.shape == (3, 32, 32) and out.min() < 0
+
+
+def _flips(transform) -> bool:
+    return any(isinstance(t, v2.RandomHorizontalFlip) for t in transform.transforms)
+
+
+def test_glyphs_are_never_mirrored_in_training_other_images_are(settings):
+    """A mirrored character is another character (or none): every augmentation of a glyph set leaves the flip out
+    (source, its subsets and concatenations, a benchmark's support), photos and emoji keep SPEC 3's flip; the
+    pretrained backbone's and the feature bank's cache keys record the choice."""
+    from lib import bank, pretrain
+    from lib.baselines import reweightood
+
+    source = data.load_source(settings)
+    glyph_support = data.load_benchmark("glyph_printed", settings).support
+    emoji_support = data.load_benchmark("emoji_google", settings).support
+    for images in (source, source.subset([0, 1]), glyph_support, concat([glyph_support, glyph_support])):
+        assert images.mirror_invariant is False
+        assert not _flips(data.augmentation(images, 16)) and not _flips(data.augmentation(images, 16, reweightood.cider_transform))
+    assert emoji_support.mirror_invariant and _flips(data.augmentation(emoji_support, 16))
+    assert _flips(data.augmentation(emoji_support, 16, reweightood.cider_transform))
+    assert pretrain.recipe(settings)["hflip"] is False
+    assert pretrain.recipe(dataclasses.replace(settings, dataset="emoji_google"))["hflip"] is True
+    backbone = torch.nn.Linear(2, 2)
+    assert bank.recipe(backbone, source, settings)["hflip"] is False
+    assert bank.recipe(backbone, emoji_support, settings)["hflip"] is True
 
 
 def test_tensor_imageset_subset_and_getitem():

@@ -99,7 +99,7 @@ class Recipe:
     weight_decay: float  # SGD L2 weight decay
     lr_min: float = 0.0  # floor of the cosine schedule
     image_size: int = 0  # input side in px (the augmentation resizes to it); 0 = settings.image_size
-    augment: Callable[[int], Callable] = data.train_transform  # image_size -> uint8 (3,H,W) -> normalised float
+    augment: Callable[..., Callable] = data.train_transform  # (image_size, hflip) -> uint8 (3,H,W) -> normalised float
     views: int = 1  # augmented views of each image per step (2 for contrastive losses)
     grad_clip: float = 0.0  # max global gradient norm; 0 = off
 
@@ -170,7 +170,7 @@ def train_classifier(
         model.to(memory_format=torch.channels_last)
     rng = np.random.default_rng(settings.seed)
     torch.manual_seed(settings.seed)
-    ctx = TrainContext(device, recipe.augment(recipe.size(settings)), channels_last, int(model.fc.out_features), rng)
+    ctx = TrainContext(device, data.augmentation(support, recipe.size(settings), recipe.augment), channels_last, int(model.fc.out_features), rng)
     loss_fn = make_loss(model, ctx)
     n = len(support)
     batch = min(recipe.batch, n)

@@ -30,14 +30,15 @@ PROJECTION_DIM = 128
 M_POS, C_POS, M_NEG, C_NEG = 2.0, 1.0, 5.0, 4.0  # official m_w, c_w, m_b, c_b: w+ = sigma(-(2s - 1)), w- = sigma(5s - 4)
 
 
-def cider_transform(image_size: int):
+def cider_transform(image_size: int, hflip: bool = True):
     """CIDER's training augmentation (non-ImageNet branch), torchvision v2 on uint8 (3,H,W): RandomResizedCrop
-    scale .2-1, horizontal flip, ColorJitter(.4,.4,.4,.1) with p .8, grayscale p .2, ImageNet normalisation."""
+    scale .2-1, horizontal flip (left out with ``hflip=False``, see data.augmentation), ColorJitter(.4,.4,.4,.1)
+    with p .8, grayscale p .2, ImageNet normalisation."""
     from torchvision.transforms import v2
 
     return v2.Compose([
         v2.RandomResizedCrop(image_size, scale=(0.2, 1.0), antialias=True),
-        v2.RandomHorizontalFlip(0.5),
+        *([v2.RandomHorizontalFlip(0.5)] if hflip else []),
         v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
         v2.RandomGrayscale(0.2),
         v2.ToDtype(torch.float32, scale=True),

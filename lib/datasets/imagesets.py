@@ -29,6 +29,8 @@ class ImageSet(torch.utils.data.Dataset):
     ids: np.ndarray
     class_names: list[str]
     transform: Callable | None = None
+    # False where a mirror image is another class (characters): training augmentation then never flips
+    mirror_invariant: bool = True
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -51,6 +53,10 @@ class ImageSet(torch.utils.data.Dataset):
     def _meta_subset(self, idx: np.ndarray) -> dict:
         return dict(labels=self.labels[idx], domains=self.domains[idx], ids=self.ids[idx],
                     class_names=list(self.class_names), transform=self.transform)
+
+    def _same_kind(self, other: "ImageSet") -> "ImageSet":
+        other.mirror_invariant = self.mirror_invariant
+        return other
 
     def class_counts(self) -> np.ndarray:
         """Images per label, length = number of class names."""
@@ -89,7 +95,7 @@ class TensorImageSet(ImageSet):
 
     def subset(self, idx) -> "TensorImageSet":
         idx = _as_index(idx)
-        return TensorImageSet(self.images[torch.from_numpy(idx)], **self._meta_subset(idx))
+        return self._same_kind(TensorImageSet(self.images[torch.from_numpy(idx)], **self._meta_subset(idx)))
 
 
 def _verify_image(path: Path) -> bool:
@@ -154,11 +160,14 @@ class FileImageSet(ImageSet):
     def subset(self, idx) -> "FileImageSet":
         idx = _as_index(idx)
         meta = self._meta_subset(idx)
-        return FileImageSet(self.paths[idx], image_size=self.image_size, verify=False, _skipped=self.skipped, **meta)
+        return self._same_kind(FileImageSet(self.paths[idx], image_size=self.image_size, verify=False,
+                                            _skipped=self.skipped, **meta))
 
 
 def concat(sets: Sequence[TensorImageSet], class_names=None) -> TensorImageSet:
     """Concatenate in-memory sets that share a label space."""
-    return TensorImageSet(torch.cat([s.images for s in sets]), np.concatenate([s.labels for s in sets]),
-                          np.concatenate([s.domains for s in sets]), class_names or sets[0].class_names,
-                          ids=np.concatenate([s.ids for s in sets]))
+    out = TensorImageSet(torch.cat([s.images for s in sets]), np.concatenate([s.labels for s in sets]),
+                         np.concatenate([s.domains for s in sets]), class_names or sets[0].class_names,
+                         ids=np.concatenate([s.ids for s in sets]))
+    out.mirror_invariant = all(s.mirror_invariant for s in sets)
+    return out
