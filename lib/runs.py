@@ -98,13 +98,18 @@ def environment() -> dict[str, Any]:
     }
 
 
+def read_env(run_dir: Path) -> dict[str, Any]:
+    """The run's env.json ({} when it has none)."""
+    path = Path(run_dir) / "env.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def update_env(run_dir: Path, extra: dict[str, Any]) -> dict[str, Any]:
     """Merge `extra` (e.g. ``{"pretrained": "random init"}``) into ``env.json``."""
-    path = Path(run_dir) / "env.json"
-    env = json.loads(path.read_text()) if path.exists() else {}
+    env = read_env(run_dir)
     env.update(environment())
     env.update(extra)
-    atomic_write_text(path, json.dumps(env, indent=2, sort_keys=True))
+    atomic_write_text(Path(run_dir) / "env.json", json.dumps(env, indent=2, sort_keys=True))
     return env
 
 

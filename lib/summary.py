@@ -58,7 +58,8 @@ def collect(study_dir: Path) -> pd.DataFrame:
         if not match or run_dir.name.startswith("comparisons_") or not runs.is_finished(run_dir):
             continue
         metrics = runs.read_metrics(run_dir)
-        rows.append({"config": match["config"], "seed": int(match["seed"]), **metrics})
+        regime = runs.read_env(run_dir).get("train_regime", "")
+        rows.append({"config": match["config"], "seed": int(match["seed"]), **metrics, "train_regime": regime})
     df = pd.DataFrame(rows)
     if df.empty:
         return df
@@ -263,14 +264,20 @@ def write_summary(study_dir: Path, paper: bool = False) -> list[Path]:
              f"lib/pair_eval.py); a config with a seed below {LEARNED_PAIR_AUROC} did not leave the label-prior plateau "
              "(it calls every pair different) and is left out of the 'learned' ρ. `train acc same`: fraction of same "
              "pairs called same over the last fifth of training (a calibration, not the gate)."]
+    regimes = sorted({r for r in df.get("train_regime", pd.Series(dtype=str)).fillna("") if r})
+    if regimes:  # SPEC 5: every table made on a frozen backbone says so
+        parts.append(f"Training regime (env.json of the runs): {'; '.join(regimes)}"
+                     + ("" if regimes == ["finetune"] else " (SPEC 5's CPU regime: only r and c train, on cached "
+                                                           "features of augmented source images)")
+                     + ".")
     refs = reference.read_reference_rows(study_dir)
     all_names = groups["intra"] + groups["cross"]
     if refs.get("backbone_proto"):
         clear, near = headline_split(refs, all_names)
         parts.append(f"Headline (averages, ρ): the benchmarks where the frozen-backbone reference has AUROC − "
                      f"{HEADLINE_SE_FACTOR:g}·SE ≥ {HEADLINE_MIN_AUROC} (its 95 % lower bound clears 'poor' "
-                     f"discrimination); the other {len(near)} are in the last section. Rows in italics are "
-                     "references, not trained configs, and never enter ρ.")
+                     f"discrimination); {f'the other {len(near)} are in the last section' if near else 'all do'}. "
+                     "Rows in italics are references, not trained configs, and never enter ρ.")
     else:
         clear, near = all_names, []
         parts.append(f"No reference rows ({reference.REFERENCE_DIR}/metrics.json is missing): averages and ρ over "

@@ -291,3 +291,14 @@ def test_a_clean_sweep_prints_nothing_alarming(tmp_path):
     printed = result.stdout + result.stderr
     assert result.returncode == 0 and "[('run/ok', 'done'), ('run/ok', 'skipped')]" in printed, printed
     assert "KeyboardInterrupt" not in printed and "Passed unknown parameter" not in printed and "WARNING" not in printed
+
+
+def test_tables_say_which_training_regime_made_the_runs(study):
+    """SPEC 5: a table made with a frozen backbone on a feature bank says so (from the runs' env.json)."""
+    summary.write_summary(study)
+    assert "Training regime" not in (study / "tables.md").read_text()  # no env.json: nothing to claim
+    for run in ("mse_c10__seed0", "mse_c10__seed1", "ce__seed0", "ce__seed1"):
+        (study / run / "env.json").write_text(json.dumps({"train_regime": "frozen backbone, feature bank of 4 views"}))
+    summary.write_summary(study)
+    line = next(l for l in (study / "tables.md").read_text().splitlines() if l.startswith("Training regime"))
+    assert "frozen backbone, feature bank of 4 views" in line and "only r and c train" in line
