@@ -33,9 +33,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from lib import bank, config, data, pair_eval, train
+from lib import bank, config, data, pair_eval, pretrain, train
 from lib import model as model_lib
-from lib.evaluate import IMAGE_BATCH, extract_features
+from lib.features import IMAGE_BATCH, extract_features
 from lib.paths import PARAMS_DIR, REPO_ROOT
 
 DOCS = REPO_ROOT / "docs"
@@ -197,7 +197,7 @@ def main(argv=None) -> None:
     base = dataclasses.replace(config.resolve("mini"), **SHARED, device="cpu")
     source, held_out = pair_eval.split_source(data.load_source(base))
     train.seed_everything(0)
-    net, _ = model_lib.build(base, 1)  # the frozen backbone: held-out features once, as 02_train extracts them
+    net, _ = model_lib.build(base, 1, pretrain.backbone_weights(base))  # the frozen backbone: held-out features once, as 02_train extracts them
     held_feats = extract_features(net, held_out, base.image_size, IMAGE_BATCH, torch.device("cpu"))
     tic = time.perf_counter()
     cached = bank.bank_path(bank.recipe(net.backbone, source, base)).exists()

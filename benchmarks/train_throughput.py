@@ -20,7 +20,7 @@ import time
 import numpy as np
 import torch
 
-from lib import config, data, objectives, pairs, train
+from lib import config, data, objectives, pairs, pretrain, train
 from lib import model as model_lib
 from lib.device import resolve_device
 
@@ -31,10 +31,10 @@ def measure(settings, source, steps: int, warmup: int) -> tuple[float, float]:
     cuda = device.type == "cuda"
     torch.manual_seed(settings.seed)
     objective = objectives.make(settings.loss, **settings.objective_params())
-    net, _ = model_lib.build(settings, objective.out_dim)
+    net, _ = model_lib.build(settings, objective.out_dim, pretrain.backbone_weights(settings))
     memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
     net = net.to(device, memory_format=memory_format).train()
-    step_module = train._PairStep(net)
+    step_module = train.PairStep(net)
     optimizer = train.make_optimizer(net, settings)
     sampler = pairs.from_settings(settings, source.labels)
     transform = data.augmentation(source, settings.image_size)

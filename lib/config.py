@@ -13,6 +13,7 @@ focal loss ``bce_focal`` (gamma = 3, the ICIAP table's focal BCE).
 
 from __future__ import annotations
 
+import argparse
 import ast
 import dataclasses
 import math
@@ -295,3 +296,19 @@ LOWER_BOUNDS = (
     ("baseline_batch", 2, True), ("pretrain_lr", 0.0, False), ("grad_clip", 0.0, True), ("bank_views", 1, True),
     ("focal_k", 0.0, False), ("mixoe_epochs", 1, True), ("comparison_seeds", 1, True),
 )
+
+
+def settings_from_cli(argv=None) -> Settings:
+    """Settings from a command line: ``--config x.yaml`` (may hold ``preset:`` plus overrides) and ``--set key=value``
+    overrides (`lib.train`, `lib.pretrain`, `lib.reference`)."""
+    parser = argparse.ArgumentParser(description="Train ReSeND (single process or under torchrun).")
+    parser.add_argument("--config", help="YAML of settings; may hold `preset:` plus overrides")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting")
+    args = parser.parse_args(argv)
+    values = load_yaml(args.config) if args.config else {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r} must look like key=value")
+        values[key.strip()] = value.strip()
+    return resolve(values.pop("preset", "smoke"), **values)

@@ -14,7 +14,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from lib import reference, runs
+from lib import data, reference, runs
+from lib.plots import evaluate as eval_plots
+from lib.plots import study as study_plots
 
 RUN_NAME = re.compile(r"^(?P<config>.+)__seed(?P<seed>\d+)$")
 # Row order of the ICIAP table.
@@ -70,11 +72,9 @@ def collect(study_dir: Path) -> pd.DataFrame:
 def benchmark_kind(name: str) -> str:
     """'cross' or 'intra', from the benchmark registry (falls back to the ``_to_`` naming rule)."""
     try:
-        from lib import data
-
         spec = data.BENCHMARKS[name]
         return getattr(spec, "kind", None) or spec["kind"]
-    except (ImportError, KeyError, TypeError, AttributeError):
+    except (KeyError, TypeError, AttributeError):
         return "cross" if "_to_" in name else "intra"
 
 
@@ -320,9 +320,6 @@ def summary_figures(study_dir: Path, df: pd.DataFrame, agg: pd.DataFrame, groups
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from lib.plots import evaluate as eval_plots
-    from lib.plots import study as study_plots
 
     written = []
     for kind, names in groups.items():

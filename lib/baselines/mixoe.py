@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lib.baselines.classifier import Batch, Classifier, Recipe, TrainContext, load_images
+from lib.supervised import Batch, Classifier, Recipe, TrainContext, load_images
 
 DEFAULTS = {"mixup": {"alpha": 1.0, "beta": 5.0}, "cutmix": {"alpha": 2.0, "beta": 5.0}}
 

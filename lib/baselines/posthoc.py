@@ -10,9 +10,10 @@ import numpy as np
 import torch
 from pytorch_ood.detector import KNN, ODIN, EnergyBased, Mahalanobis, MaxLogit, MaxSoftmax
 
-from lib.baselines.classifier import Classifier, load_images
-from lib.device import resolve_device
+from lib import data
 from lib.config import Settings
+from lib.device import resolve_device
+from lib.supervised import Classifier, load_images
 
 IMAGENET_STD = [0.229, 0.224, 0.225]  # ODIN's input step is taken in pixel units, so undo the normalisation
 ODIN_EPS = 0.0014  # pytorch-ood / paper default step
@@ -75,8 +76,6 @@ def knn_normality(support_features: torch.Tensor, support_labels, test_features:
 
 def odin_normality(model: Classifier, imageset, settings: Settings) -> np.ndarray:
     """ODIN needs input gradients, so it runs on images (eval transform), in float32."""
-    from lib import data
-
     device = resolve_device(settings)
     detector = ODIN(model, eps=ODIN_EPS, temperature=ODIN_TEMPERATURE, norm_std=IMAGENET_STD)
     transform = data.eval_transform(settings.image_size)

@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lib.baselines.classifier import FEATURE_DIM, Batch, Classifier, Recipe, TrainContext, support_recipe
 from lib.baselines.posthoc import knn_normality
 from lib.config import Settings
 from lib.data import IMAGENET_MEAN, IMAGENET_STD
+from lib.supervised import FEATURE_DIM, Batch, Classifier, Recipe, TrainContext, support_recipe
 
 TAU = 0.1
 PROJECTION_DIM = 128

@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lib.baselines.classifier import FEATURE_DIM, Batch, Classifier, Recipe, TrainContext, support_recipe
 from lib.config import Settings
+from lib.supervised import FEATURE_DIM, Batch, Classifier, Recipe, TrainContext, support_recipe
 
 GAMMA = 0.95  # patch-confidence threshold (paper: 0.95-0.99)
 LAMBDA = 1.0  # weight of the OOD-head term ("loss-wise balance")
