@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from lib import objectives
 from lib.paths import OUTPUTS_DIR, PARAMS_DIR
 
 PRESETS = ("smoke", "mini", "paper")
@@ -108,18 +109,12 @@ class Settings:
 
     # ------------------------------------------------------------------
     def objective_params(self) -> dict[str, float]:
-        """The parameters the chosen objective (``loss``) takes (see lib.objectives.REGISTRY)."""
-        return {
-            "mse": {"c": self.mse_c},
-            "bce_focal": {"gamma": self.focal_gamma, "k": self.focal_k},
-            "ce_focal": {"gamma": self.focal_gamma},
-            "hinge": {"delta": self.hinge_delta},
-        }.get(self.loss, {})
+        """The parameters the chosen objective (``loss``) takes, from their settings (lib.objectives.REGISTRY)."""
+        return objectives.params_from_settings(self.loss, self)
 
     def default_config_name(self) -> str:
-        """e.g. ``mse_c10``, ``hinge_d0.01``, ``bce``: objective plus its defining parameter."""
-        tag = {"mse": f"_c{self.mse_c:g}", "hinge": f"_d{self.hinge_delta:g}"}.get(self.loss, "")
-        return self.loss + tag
+        """e.g. ``mse_c10``, ``hinge_d0.01``, ``bce``: objective plus its defining parameter (lib.objectives)."""
+        return objectives.config_name(self.loss, self)
 
     def resolved_run_dir(self) -> Path:
         if self.run_dir:
@@ -257,7 +252,7 @@ CHOICES = {
     "head": ("mlp", "fc"),
     "pairing": ("in_batch", "per_pair"),
     "prototypes": ("mean", "kcenter", "knn", "knn_class"),
-    "loss": ("mse", "bce", "bce_focal", "ce", "ce_focal", "hinge"),
+    "loss": tuple(objectives.REGISTRY),  # mse | bce | bce_focal | ce | ce_focal | hinge
     "optimizer": ("sgd", "adamw"),
     "schedule": ("constant", "cosine"),
 }

@@ -44,10 +44,11 @@ from lib import model as model_lib
 from lib.checkpoints import checkpoint_path, load_trained  # noqa: F401 (load_trained: 02_train calls train.load_trained)
 from lib.device import autocast, resolve_device
 
-# settings that shape the trained weights: a stored run must match them to be reused or resumed
+# settings that shape the trained weights: a stored run must match them to be reused or resumed; the objective's
+# parameters (mse_c, focal_gamma, focal_k, hinge_delta) are the settings lib.objectives.REGISTRY names
 TRAIN_KEYS = ("dataset", "data_root", "image_size", "source_classes", "pretrained", "pretrain_classes",
               "pretrain_epochs", "pretrain_lr", "small_stem", "d_model", "n_heads",
-              "n_blocks", "mlp_ratio", "head", "head_hidden", "loss", "mse_c", "focal_gamma", "focal_k", "hinge_delta",
+              "n_blocks", "mlp_ratio", "head", "head_hidden", "loss", *objectives.PARAM_SETTINGS,
               "pairing", "neg_to_pos_ratio", "class_balance", "images_per_class", "batch_pairs", "lr", "warmup_steps",
               "weight_decay", "momentum", "lars", "lars_trust", "seed", "optimizer", "schedule", "grad_clip",
               "train_backbone", "bank_views", "cpu_amp")

@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from lib import data, summary, supervised
+from lib import data, runs, supervised
 from lib.baselines import classifier as clf
 from lib.baselines import mixoe, posthoc, reweightood, ssod
 from lib.config import Settings
@@ -224,7 +224,7 @@ def flat_metrics(table: pd.DataFrame) -> dict[str, float]:
 def _resend_by_config(study_dir, benchmark: str) -> pd.DataFrame:
     """Per ReSeND config of the study: mean and std over seeds of auroc, fpr95, accuracy, eval_seconds on
     `benchmark`, and n_seeds (empty when none)."""
-    df = summary.collect(study_dir) if study_dir else pd.DataFrame()
+    df = runs.collect(study_dir) if study_dir else pd.DataFrame()
     if df.empty or f"auroc__{benchmark}" not in df:
         return pd.DataFrame()
     names = {f"{m}__{benchmark}": m for m in ("auroc", "fpr95", "accuracy", "eval_seconds") if f"{m}__{benchmark}" in df}
