@@ -33,7 +33,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from lib import bank, config, data, pair_eval, pretrain, train
+from lib import bank, checkpoints, config, data, pair_eval, pretrain, train
 from lib import model as model_lib
 from lib.features import IMAGE_BATCH, extract_features
 from lib.paths import PARAMS_DIR, REPO_ROOT
@@ -112,7 +112,7 @@ def trial(config_name: str, recipe: str, seed: int, source, held_out, held_feats
         tic = time.perf_counter()
         history = train.train(settings, settings.resolved_run_dir(), source)
         seconds = time.perf_counter() - tic
-        net, objective, _ = train.load_trained(settings.resolved_run_dir())
+        net, objective, _ = checkpoints.load_trained(settings.resolved_run_dir())
         pair = pair_eval.pair_metrics(net, objective, held_out, settings, features=held_feats)
     fifth = max(1, len(history) // 5)
     return {"config": config_name, "recipe": recipe, "seed": seed, "pair_auroc": pair["pair_auroc"],

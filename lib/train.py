@@ -190,7 +190,8 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     objective = objectives.make(settings.loss, **settings.objective_params())
 
-    stored = checkpoints.load_checkpoint(ckpt_file) if ckpt_file.exists() and (settings.resume or runs.is_finished(run_dir)) else None
+    reuse = ckpt_file.exists() and (settings.resume or runs.is_finished(run_dir))
+    stored = checkpoints.load_checkpoint(ckpt_file) if reuse else None
     if runs.is_finished(run_dir):
         if stored is None or not stored.get("finished"):
             raise FileExistsError(f"{run_dir} has metrics.json but no final checkpoint: it is marked finished and will "

@@ -63,7 +63,7 @@ def cutmix(x: torch.Tensor, x_out: torch.Tensor, box: tuple[int, int, int, int])
 
 def mixoe_loss(variant: str, outliers, alpha: float | None = None, beta: float | None = None
                ) -> Callable[[Classifier, TrainContext], Callable[[Batch], torch.Tensor]]:
-    """Loss factory for `classifier.train_classifier`; per step, len(batch) outliers drawn uniformly from `outliers`
+    """Loss factory for `lib.supervised.train_classifier`; per step, len(batch) outliers drawn uniformly from `outliers`
     (an ImageSet, train-augmented like the support), then one lam ~ Beta(alpha, alpha)."""
     if variant not in DEFAULTS:
         raise KeyError(f"unknown MixOE variant {variant!r}: choose mixup or cutmix")

@@ -62,7 +62,7 @@ def require_float32(*features: torch.Tensor) -> None:
     dtypes = {str(f.dtype) for f in features}
     if dtypes != {"torch.float32"}:
         raise TypeError(f"feature detectors read float32 features, got {', '.join(sorted(dtypes))}: "
-                        "take them from classifier.infer (float32 outside autocast)")
+                        "take them from supervised.infer (float32 outside autocast)")
 
 
 def knn_normality(support_features: torch.Tensor, support_labels, test_features: torch.Tensor) -> np.ndarray:
@@ -91,7 +91,7 @@ def posthoc_normality(name: str, model: Classifier, support_out: dict, test_out:
                       support_labels: np.ndarray, settings: Settings) -> np.ndarray:
     """Normality (higher = known) of every test image under detector `name`.
 
-    `support_out`/`test_out` are `classifier.infer` outputs (logits, pooled features).
+    `support_out`/`test_out` are `lib.supervised.infer` outputs (logits, pooled features).
     """
     if name not in POSTHOC:
         raise KeyError(f"unknown post-hoc detector {name!r}: valid ones are {', '.join(POSTHOC)}")

@@ -78,7 +78,7 @@ def add_projection(model: Classifier) -> nn.Module:
 
 
 def reweightood_loss(tau: float = TAU) -> Callable[[Classifier, TrainContext], Callable[[Batch], torch.Tensor]]:
-    """Loss factory for `classifier.train_classifier` with a 2-view recipe."""
+    """Loss factory for `lib.supervised.train_classifier` with a 2-view recipe."""
 
     def make(model: Classifier, ctx: TrainContext) -> Callable[[Batch], torch.Tensor]:
         head = add_projection(model).to(ctx.device)

@@ -106,5 +106,5 @@ def ssod_score(class_logits: torch.Tensor, ood_logits: torch.Tensor) -> np.ndarr
 
 
 def ood_head_outputs(model: Classifier, fmap: torch.Tensor) -> dict[str, torch.Tensor]:
-    """`classifier.infer` hook: the OOD-head logits on the GAP feature."""
+    """`lib.supervised.infer` hook: the OOD-head logits on the GAP feature."""
     return {"ood_logits": model.heads["ood"](fmap.mean(dim=(2, 3)))}
