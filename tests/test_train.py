@@ -245,3 +245,16 @@ def test_skipped_source_images_are_counted_in_env_json(tmp_path, tiny_image_tree
     settings = tiny(tmp_path, steps=1, batch_pairs=4, neg_to_pos_ratio=1)
     train.train(settings, settings.resolved_run_dir(), source)
     assert json.loads((settings.resolved_run_dir() / "env.json").read_text())["source_skipped_images"] == 1
+
+
+def test_the_throughput_benchmark_times_the_training_step(tmp_path, source, monkeypatch):
+    """benchmarks/train_throughput.py measures lib.train.train_step, the step train.train runs, not a copy of it."""
+    import runpy
+
+    from lib.paths import REPO_ROOT
+
+    measure = runpy.run_path(str(REPO_ROOT / "benchmarks" / "train_throughput.py"))["measure"]
+    real, calls = train.train_step, []
+    monkeypatch.setattr(train, "train_step", lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
+    pairs_per_s, images_per_s = measure(tiny(tmp_path), source, steps=1, warmup=1)
+    assert len(calls) == 2 and pairs_per_s > 0 and images_per_s > 0
