@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 import warnings
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from scipy.stats import spearmanr
 from lib import data, objectives, reference, runs
 from lib.plots import evaluate as eval_plots
 from lib.plots import study as study_plots
-from lib.runs import RUN_NAME, collect  # noqa: F401 (04_r2 calls summary.collect)
+from lib.runs import collect  # noqa: F401 (04_r2 calls summary.collect)
 
 # Row order of the ICIAP table: the study's configurations (lib.objectives.CONFIGS).
 CONFIG_ORDER = list(objectives.CONFIGS)

@@ -6,8 +6,9 @@ import pytest
 import torch
 import torchvision
 
-from lib import SAME, backbone, bank, checkpoints, config, features, objectives, pair_eval, pretrain, runs, train
+from lib import SAME, bank, checkpoints, config, features, objectives, pair_eval, pretrain, runs, train
 from lib import model as model_lib
+from lib.backbone import resnet18_features
 from lib.data import TensorImageSet
 
 TINY = dict(d_model=16, n_heads=2, n_blocks=1, head_hidden=8, image_size=16, pretrained="none", neg_to_pos_ratio=3,
@@ -146,7 +147,7 @@ def test_frozen_resume_after_a_kill_is_bit_identical(tmp_path, source, train_unt
 
 
 def test_bank_is_independent_of_the_run_seed_and_views_are_a_prefix(source):
-    backbone = backbone.resnet18_features(small_stem=False)
+    backbone = resnet18_features(small_stem=False)
     four = bank.feature_bank(backbone, source, config.resolve("smoke", image_size=16, bank_views=4, seed=0))
     again = bank.feature_bank(backbone, source, config.resolve("smoke", image_size=16, bank_views=4, seed=7))
     assert again is four and four.train.shape == (4, 16, 512) and four.eval.shape == (16, 512)
