@@ -26,7 +26,8 @@ import time
 import numpy as np
 import torch
 
-from lib import config, data, evaluate, model as model_lib, objectives
+from lib import config, data, evaluate, features, objectives, pretrain
+from lib import model as model_lib
 from lib.device import autocast, resolve_device
 
 
@@ -38,9 +39,9 @@ def sync(device: torch.device) -> None:
 @torch.inference_mode()
 def reference_loop(model, objective, bench, settings, n_ref: int) -> tuple[float, np.ndarray]:
     """Seconds for the first n_ref test images scored one at a time, and their class similarities."""
-    device = evaluate.model_device(model)
+    device = features.model_device(model)
     transform = data.eval_transform(settings.image_size)
-    support = evaluate.extract_features(model, bench.support, settings.image_size, settings.eval_batch_size)
+    support = features.extract_features(model, bench.support, settings.image_size, settings.eval_batch_size)
     protos, _ = evaluate.build_prototypes(support, bench.support.labels, bench.num_known, "mean")
     sims = []
     sync(device)
@@ -72,7 +73,7 @@ def main() -> None:
     device = resolve_device(settings)
     objective = objectives.make(settings.loss, **settings.objective_params())
     torch.manual_seed(0)
-    model, _ = model_lib.build(settings, objective.out_dim)
+    model, _ = model_lib.build(settings, objective.out_dim, pretrain.backbone_weights(settings))
     model = model.to(device).eval()
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -83,7 +84,7 @@ def main() -> None:
     batched = evaluate.score_benchmark(model, objective, bench, settings)
     reference_loop(model, objective, bench, settings, min(5, n_ref))  # warm-up
     support_start = time.perf_counter()
-    evaluate.extract_features(model, bench.support, settings.image_size, settings.eval_batch_size)
+    features.extract_features(model, bench.support, settings.image_size, settings.eval_batch_size)
     sync(device)
     support_s = time.perf_counter() - support_start
     loop_s, ref_sims = reference_loop(model, objective, bench, settings, n_ref)

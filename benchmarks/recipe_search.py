@@ -33,9 +33,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from lib import bank, config, data, pair_eval, train
+from lib import bank, checkpoints, config, data, pair_eval, pretrain, train
 from lib import model as model_lib
-from lib.evaluate import IMAGE_BATCH, extract_features
+from lib.features import IMAGE_BATCH, extract_features
 from lib.paths import PARAMS_DIR, REPO_ROOT
 
 DOCS = REPO_ROOT / "docs"
@@ -112,7 +112,7 @@ def trial(config_name: str, recipe: str, seed: int, source, held_out, held_feats
         tic = time.perf_counter()
         history = train.train(settings, settings.resolved_run_dir(), source)
         seconds = time.perf_counter() - tic
-        net, objective, _ = train.load_trained(settings.resolved_run_dir())
+        net, objective, _ = checkpoints.load_trained(settings.resolved_run_dir())
         pair = pair_eval.pair_metrics(net, objective, held_out, settings, features=held_feats)
     fifth = max(1, len(history) // 5)
     return {"config": config_name, "recipe": recipe, "seed": seed, "pair_auroc": pair["pair_auroc"],
@@ -197,7 +197,7 @@ def main(argv=None) -> None:
     base = dataclasses.replace(config.resolve("mini"), **SHARED, device="cpu")
     source, held_out = pair_eval.split_source(data.load_source(base))
     train.seed_everything(0)
-    net, _ = model_lib.build(base, 1)  # the frozen backbone: held-out features once, as 02_train extracts them
+    net, _ = model_lib.build(base, 1, pretrain.backbone_weights(base))  # the frozen backbone: held-out features once, as 02_train extracts them
     held_feats = extract_features(net, held_out, base.image_size, IMAGE_BATCH, torch.device("cpu"))
     tic = time.perf_counter()
     cached = bank.bank_path(bank.recipe(net.backbone, source, base)).exists()

@@ -19,8 +19,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from lib.baselines.classifier import trunk_of
-from lib.model import resnet18_features
+from lib.backbone import resnet18_features, trunk_of
 
 CANDIDATES = ((False, 32), (True, 32), (False, 64), (False, 128), (False, 224))  # (small stem, px)
 

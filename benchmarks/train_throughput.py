@@ -1,6 +1,7 @@
 """Training throughput, pairs per second: per_pair (reference, 2 backbone passes per pair) vs in_batch (ours).
 
-Same model (mini preset sizes), same pairs per step, same machine, one process; warmup steps are excluded.
+Same model (mini preset sizes), same pairs per step, same machine, one process; warmup steps are excluded. Each
+step is `lib.train.train_step`, the one `lib.train.train` runs (autocast, loss, clipping, optimiser as trained).
 Synthetic uint8 images (the cost of a step does not depend on their content). Run from the repo root:
 
     .venv/bin/python benchmarks/train_throughput.py --steps 3 --warmup 1
@@ -20,22 +21,24 @@ import time
 import numpy as np
 import torch
 
-from lib import config, data, objectives, pairs, train
+from lib import config, data, objectives, pairs, pretrain, train
 from lib import model as model_lib
 from lib.device import resolve_device
 
 
 def measure(settings, source, steps: int, warmup: int) -> tuple[float, float]:
-    """(pairs/s, images/s) of `steps` timed training steps after `warmup` untimed ones."""
+    """(pairs/s, images/s) of `steps` timed training steps (`lib.train.train_step`, the step `train.train` runs, with
+    a backbone pass per step) after `warmup` untimed ones."""
     device = resolve_device(settings)
     cuda = device.type == "cuda"
     torch.manual_seed(settings.seed)
     objective = objectives.make(settings.loss, **settings.objective_params())
-    net, _ = model_lib.build(settings, objective.out_dim)
+    net, _ = model_lib.build(settings, objective.out_dim, pretrain.backbone_weights(settings))
     memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
     net = net.to(device, memory_format=memory_format).train()
-    step_module = train._PairStep(net)
+    step_module = train.PairStep(net)
     optimizer = train.make_optimizer(net, settings)
+    trainable = [p for p in net.parameters() if p.requires_grad]
     sampler = pairs.from_settings(settings, source.labels)
     transform = data.augmentation(source, settings.image_size)
     n_anchors = pairs.anchors_per_step(settings.batch_pairs, settings.neg_to_pos_ratio)
@@ -46,16 +49,9 @@ def measure(settings, source, steps: int, warmup: int) -> tuple[float, float]:
                 torch.cuda.synchronize()
             tic = time.perf_counter()
         batch = sampler.sample(n_anchors)
-        images = data.augment_batch(source, batch.images, transform).to(device).contiguous(memory_format=memory_format)
-        a, b = torch.from_numpy(batch.a).to(device), torch.from_numpy(batch.b).to(device)
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=cuda and settings.amp):
-            output = step_module(images, a, b)
-        loss = objective.loss(output.float(), torch.from_numpy(batch.label).to(device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss.item()  # sync
-        if i >= warmup:
+        inputs, a, b, target = train.step_inputs(batch, source, transform, device, memory_format)
+        train.train_step(step_module, objective, optimizer, inputs, a, b, target, settings, device, trainable, i)
+        if i >= warmup:  # train_step reads the loss value: the step has finished on the device
             n_pairs += batch.num_pairs
             n_images += len(batch.images)
     seconds = time.perf_counter() - tic

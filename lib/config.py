@@ -13,6 +13,7 @@ focal loss ``bce_focal`` (gamma = 3, the ICIAP table's focal BCE).
 
 from __future__ import annotations
 
+import argparse
 import ast
 import dataclasses
 import math
@@ -23,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from lib import objectives
 from lib.paths import OUTPUTS_DIR, PARAMS_DIR
 
 PRESETS = ("smoke", "mini", "paper")
@@ -107,18 +109,12 @@ class Settings:
 
     # ------------------------------------------------------------------
     def objective_params(self) -> dict[str, float]:
-        """The parameters the chosen objective (``loss``) takes (see lib.objectives.REGISTRY)."""
-        return {
-            "mse": {"c": self.mse_c},
-            "bce_focal": {"gamma": self.focal_gamma, "k": self.focal_k},
-            "ce_focal": {"gamma": self.focal_gamma},
-            "hinge": {"delta": self.hinge_delta},
-        }.get(self.loss, {})
+        """The parameters the chosen objective (``loss``) takes, from their settings (lib.objectives.REGISTRY)."""
+        return objectives.params_from_settings(self.loss, self)
 
     def default_config_name(self) -> str:
-        """e.g. ``mse_c10``, ``hinge_d0.01``, ``bce``: objective plus its defining parameter."""
-        tag = {"mse": f"_c{self.mse_c:g}", "hinge": f"_d{self.hinge_delta:g}"}.get(self.loss, "")
-        return self.loss + tag
+        """e.g. ``mse_c10``, ``hinge_d0.01``, ``bce``: objective plus its defining parameter (lib.objectives)."""
+        return objectives.config_name(self.loss, self)
 
     def resolved_run_dir(self) -> Path:
         if self.run_dir:
@@ -256,7 +252,7 @@ CHOICES = {
     "head": ("mlp", "fc"),
     "pairing": ("in_batch", "per_pair"),
     "prototypes": ("mean", "kcenter", "knn", "knn_class"),
-    "loss": ("mse", "bce", "bce_focal", "ce", "ce_focal", "hinge"),
+    "loss": tuple(objectives.REGISTRY),  # mse | bce | bce_focal | ce | ce_focal | hinge
     "optimizer": ("sgd", "adamw"),
     "schedule": ("constant", "cosine"),
 }
@@ -295,3 +291,19 @@ LOWER_BOUNDS = (
     ("baseline_batch", 2, True), ("pretrain_lr", 0.0, False), ("grad_clip", 0.0, True), ("bank_views", 1, True),
     ("focal_k", 0.0, False), ("mixoe_epochs", 1, True), ("comparison_seeds", 1, True),
 )
+
+
+def settings_from_cli(argv=None) -> Settings:
+    """Settings from a command line: ``--config x.yaml`` (may hold ``preset:`` plus overrides) and ``--set key=value``
+    overrides (`lib.train`, `lib.pretrain`, `lib.reference`)."""
+    parser = argparse.ArgumentParser(description="Train ReSeND (single process or under torchrun).")
+    parser.add_argument("--config", help="YAML of settings; may hold `preset:` plus overrides")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting")
+    args = parser.parse_args(argv)
+    values = load_yaml(args.config) if args.config else {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r} must look like key=value")
+        values[key.strip()] = value.strip()
+    return resolve(values.pop("preset", "smoke"), **values)

@@ -1,48 +1,19 @@
 """ReSeND (SPEC 2): ResNet-18 features f, relational transformer r over [label, z_i, z_j], head c.
 
 There is no positional embedding, so swapping the two images leaves the output unchanged.
-Weights are never downloaded: ``pretrained`` = auto | none | source | a path (see `backbone_weights`).
+The model knows nothing of where its backbone weights come from: `build` receives them (see
+`lib.pretrain.backbone_weights` and `lib.backbone`).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
-import torchvision
 from torch import Tensor, nn
 
-RESNET18_FILE = "resnet18-f37072fd.pth"  # torchvision ImageNet weights (IMAGENET1K_V1)
-FEATURE_DIM = 512
-
-
-def find_pretrained(pretrained: str) -> Path | None:
-    """The ImageNet weight file to load, or None for random init. ``auto`` looks in the torch hub cache only."""
-    if pretrained == "none":
-        return None
-    if pretrained != "auto":
-        path = Path(pretrained).expanduser()
-        if not path.exists():
-            raise FileNotFoundError(f"pretrained={pretrained!r}: no such weight file (use auto, none, source or an existing path)")
-        return path
-    candidates = [Path(torch.hub.get_dir()) / "checkpoints" / RESNET18_FILE]  # honours TORCH_HOME
-    if os.environ.get("TORCH_HOME"):
-        candidates.append(Path(os.environ["TORCH_HOME"]) / "hub" / "checkpoints" / RESNET18_FILE)
-    candidates.append(Path.home() / ".cache" / "torch" / "hub" / "checkpoints" / RESNET18_FILE)
-    return next((p for p in candidates if p.exists()), None)
-
-
-def resnet18_features(small_stem: bool) -> nn.Module:
-    """ResNet-18 with fc = Identity (512-d output); small stem = 3x3 stride-1 conv1 and no max-pool."""
-    net = torchvision.models.resnet18(weights=None)
-    if small_stem:
-        net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
-        nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
-        net.maxpool = nn.Identity()
-    net.fc = nn.Identity()
-    return net
+from lib.backbone import FEATURE_DIM, initialise, resnet18_features
 
 
 def label_token_block(block: nn.TransformerEncoderLayer, x: Tensor) -> Tensor:
@@ -127,36 +98,13 @@ class ReSeND(nn.Module):
         return self.relate(feats[: len(img_a)], feats[len(img_a):])
 
 
-def load_backbone_weights(backbone: nn.Module, path: Path, what: str = "imagenet") -> str:
-    """Load a torchvision-layout ResNet-18 state dict into `backbone` (fc is skipped); a conv1 whose shape differs
-    (ImageNet's 7x7 into the small stem's 3x3) stays random. Returns a note for env.json."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    own = backbone.state_dict()
-    skipped = sorted(k for k in state if k.startswith("conv1.") and k in own and state[k].shape != own[k].shape)
-    state = {k: v for k, v in state.items() if not k.startswith("fc.") and k not in skipped}
-    missing, unexpected = backbone.load_state_dict(state, strict=False)
-    if unexpected or set(missing) - set(skipped):
-        raise RuntimeError(f"{path} does not match ResNet-18: missing {missing}, unexpected {unexpected}")
-    return f"{what} ({path})" + (", conv1 random (small stem)" if skipped else "")
-
-
-def backbone_weights(settings) -> tuple[Path | None, str]:
-    """(weight file, what it is) for ``settings.pretrained``: ``source`` trains (once, cached) a classifier of the
-    source classes as the stand-in for ImageNet weights (see `lib.pretrain`); the others go to `find_pretrained`."""
-    if settings.pretrained == "source":
-        from lib import pretrain
-
-        return pretrain.source_backbone(settings), f"source classifier ({settings.dataset})"
-    return find_pretrained(settings.pretrained), "imagenet"
-
-
-def build(settings, out_dim: int) -> tuple[ReSeND, dict[str, Any]]:
-    """The model for `settings` and an info dict for env.json: ``pretrained`` says what initialised the backbone."""
+def build(settings, out_dim: int, weights: tuple[Path | None, str]) -> tuple[ReSeND, dict[str, Any]]:
+    """The model for `settings`, its backbone initialised from ``weights = (file or None, what it is)`` (see
+    `lib.pretrain.backbone_weights`), and an info dict for env.json: ``pretrained`` says what initialised it."""
     model = ReSeND(out_dim=out_dim, d_model=settings.d_model, n_heads=settings.n_heads, n_blocks=settings.n_blocks,
                    mlp_ratio=settings.mlp_ratio, head=settings.head, head_hidden=settings.head_hidden,
                    small_stem=settings.small_stem)
-    path, what = backbone_weights(settings)
-    source = load_backbone_weights(model.backbone, path, what) if path else "random init"
+    source = initialise(model.backbone, weights)
     info = {
         "pretrained": source,
         "pretrained_setting": settings.pretrained,

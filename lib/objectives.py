@@ -109,8 +109,19 @@ def _argmax_predicts_same(output: Tensor) -> Tensor:
 
 
 @dataclass(frozen=True)
+class StudyConfig:
+    """One named configuration of the study (a row of the ICIAP table, a file ``params/objectives/<name>.yaml``, a
+    run folder ``<name>__seed<k>``): its objective's parameters, the model settings it changes, the paper's R²."""
+
+    params: dict[str, float]  # objective parameters (the spec's names: c, delta, gamma, k)
+    model: dict[str, object] = field(default_factory=dict)  # other settings it changes, e.g. {"head": "fc"}
+    paper_r2: float | None = None  # ICIAP 2023 R² (ImageNet-trained ReSeND, seed 000); None = not in the paper
+
+
+@dataclass(frozen=True)
 class ObjectiveSpec:
-    """One registry entry: per-example loss, its default parameters and how to read the head output."""
+    """One registry entry: per-example loss, its default parameters, how to read the head output, the settings
+    that carry its parameters and the study's configurations of it."""
 
     loss_fn: Callable[..., Tensor]  # (output, target, **params) -> per-example loss (N,)
     defaults: dict[str, float]
@@ -119,22 +130,65 @@ class ObjectiveSpec:
     predicts_same: Callable[[Tensor], Tensor]  # (N, out_dim) -> bool (N,)
     loss_curve: Callable[..., Tensor]  # (p, **params) -> loss, p = probability of the correct class
     description: str = ""
+    settings: dict[str, str] = field(default_factory=dict)  # parameter -> the Settings field that holds it
+    name_tag: tuple[str, str] | None = None  # (parameter, prefix): run folders are named <loss>_<prefix><value:g>
+    configs: dict[str, StudyConfig] = field(default_factory=dict)  # the study's named configurations, table order
 
 
 REGISTRY: dict[str, ObjectiveSpec] = {
     "mse": ObjectiveSpec(_mse, {"c": 1.0}, 1, _logit_similarity, _logit_predicts_same, _curve_mse,
-                         "(2 sigma(c x) - 1 - (+1 same | -1 different))^2"),
+                         "(2 sigma(c x) - 1 - (+1 same | -1 different))^2", settings={"c": "mse_c"}, name_tag=("c", "c"),
+                         configs={"resend_eccv": StudyConfig({"c": 1.0}, {"head": "fc"}),  # ECCV 2022: mse c=1, fc head
+                                  "mse_c1": StudyConfig({"c": 1.0}, paper_r2=.520),
+                                  "mse_c10": StudyConfig({"c": 10.0}, paper_r2=.111),
+                                  "mse_c50": StudyConfig({"c": 50.0}, paper_r2=.015)}),
     "bce": ObjectiveSpec(_bce, {}, 1, _logit_similarity, _logit_predicts_same, _curve_log,
-                         "binary cross-entropy with logits"),
+                         "binary cross-entropy with logits", configs={"bce": StudyConfig({}, paper_r2=.592)}),
     "bce_focal": ObjectiveSpec(_bce_focal, {"gamma": 3.0, "k": 10.0}, 1, _logit_similarity, _logit_predicts_same,
-                               _curve_bce_focal, "BCE(x) * (1 - p_t)^gamma, p = sigma(k x) (reference k = 10)"),
+                               _curve_bce_focal, "BCE(x) * (1 - p_t)^gamma, p = sigma(k x) (reference k = 10)",
+                               settings={"gamma": "focal_gamma", "k": "focal_k"},
+                               configs={"bce_focal": StudyConfig({"gamma": 3.0, "k": 10.0}, paper_r2=.441)}),
     "ce": ObjectiveSpec(_ce, {}, 2, _same_logit_similarity, _argmax_predicts_same, _curve_log,
-                        "2-logit softmax cross-entropy"),
+                        "2-logit softmax cross-entropy", configs={"ce": StudyConfig({}, paper_r2=.592)}),
     "ce_focal": ObjectiveSpec(_ce_focal, {"gamma": 3.0}, 2, _same_logit_similarity, _argmax_predicts_same, _curve_focal,
-                              "CE * (1 - p_t)^gamma"),
+                              "CE * (1 - p_t)^gamma", settings={"gamma": "focal_gamma"},
+                              configs={"ce_focal": StudyConfig({"gamma": 3.0}, paper_r2=.362)}),
     "hinge": ObjectiveSpec(_hinge, {"delta": 1.0}, 1, _logit_similarity, _logit_predicts_same, _curve_hinge,
-                           "max(0, delta - s x), s = +1 same / -1 different"),
+                           "max(0, delta - s x), s = +1 same / -1 different", settings={"delta": "hinge_delta"},
+                           name_tag=("delta", "d"),
+                           configs={"hinge_d1": StudyConfig({"delta": 1.0}, paper_r2=.487),
+                                    "hinge_d0.1": StudyConfig({"delta": 0.1}, paper_r2=.251),
+                                    "hinge_d0.01": StudyConfig({"delta": 0.01}, paper_r2=.101)}),
 }
+
+# The study's configurations in table order, name -> (objective, its configuration); derived from REGISTRY.
+CONFIGS: dict[str, tuple[str, StudyConfig]] = {name: (loss, c) for loss, spec in REGISTRY.items()
+                                               for name, c in spec.configs.items()}
+# Settings fields that carry an objective parameter, in registry order (each once).
+PARAM_SETTINGS: tuple[str, ...] = tuple(dict.fromkeys(f for spec in REGISTRY.values() for f in spec.settings.values()))
+
+
+def params_from_settings(loss: str, settings) -> dict[str, float]:
+    """The parameters objective `loss` takes, read from their Settings fields (`ObjectiveSpec.settings`)."""
+    spec = REGISTRY.get(loss)
+    return {param: getattr(settings, field_name) for param, field_name in spec.settings.items()} if spec else {}
+
+
+def config_name(loss: str, settings) -> str:
+    """Run-folder name of an objective and its defining parameter, e.g. ``mse_c10``, ``hinge_d0.01``, ``bce``."""
+    spec = REGISTRY.get(loss)
+    if spec is None or spec.name_tag is None:
+        return loss
+    param, prefix = spec.name_tag
+    return f"{loss}_{prefix}{getattr(settings, spec.settings[param]):g}"
+
+
+def config_settings(name: str) -> dict[str, object]:
+    """The settings a study configuration sets (what ``params/objectives/<name>.yaml`` holds): ``loss``, the
+    objective's parameters under their Settings names, and the model settings it changes."""
+    loss, study_config = CONFIGS[name]
+    spec = REGISTRY[loss]
+    return {"loss": loss, **{spec.settings[p]: v for p, v in study_config.params.items()}, **study_config.model}
 
 
 @dataclass

@@ -22,7 +22,8 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from lib import SAME, pairs
-from lib.evaluate import IMAGE_BATCH, extract_features, model_device, relate_pairs
+from lib.evaluate import relate_pairs
+from lib.features import IMAGE_BATCH, extract_features, model_device
 
 HELD_OUT_FRACTION = 0.1
 SPLIT_SEED = 20231

@@ -4,7 +4,7 @@ ReSeND's backbone starts from torchvision's ImageNet classifier, i.e. a network 
 source set* the relational module is then trained on (SPEC 2). No weights can be downloaded here, so
 ``pretrained: source`` recreates that starting point: a ResNet-18 classifier of the source classes (glyph: the
 printed-font images of every source character, never a benchmark character), trained once per recipe with the
-comparisons' classifier loop (`lib.baselines.classifier.train_classifier`: SGD + cosine, train augmentation) and
+one supervised classifier loop (`lib.supervised.train_classifier`: SGD + cosine, train augmentation) and
 cached as a torchvision-layout state dict under ``.cache/pretrained/``. Every run and seed of a study then starts
 from the same weights, as every ICIAP run starts from the same ImageNet weights.
 
@@ -28,8 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lib import config, paths, runs, supervised
 from lib import data as _data
-from lib import paths, runs
+from lib.backbone import find_pretrained, resnet18_features, trunk_of
 from lib.datasets import glyphs as _glyphs
 
 CACHE = paths.CACHE_DIR / "pretrained"
@@ -75,27 +76,33 @@ def source_backbone(settings, verbose: bool = True) -> Path:
         return _build(settings, path, verbose)
 
 
-def _build(settings, path: Path, verbose: bool) -> Path:
-    from lib import model as model_lib
-    from lib.baselines import classifier
+def backbone_weights(settings) -> tuple[Path | None, str]:
+    """(weight file or None, what it is) a backbone of `settings` starts from: ``source`` trains (once, cached) a
+    classifier of the source classes as the stand-in for ImageNet weights (`source_backbone`); the others go to
+    `lib.backbone.find_pretrained` (None = random init)."""
+    if settings.pretrained == "source":
+        return source_backbone(settings), f"source classifier ({settings.dataset})"
+    return find_pretrained(settings.pretrained), "imagenet"
 
+
+def _build(settings, path: Path, verbose: bool) -> Path:
     if settings.pretrain_epochs < 1:
         raise ValueError(f"pretrained=source needs pretrain_epochs >= 1, got {settings.pretrain_epochs}")
     r = recipe(settings)
     source = _data.load_source(dataclasses.replace(settings, source_classes=settings.pretrain_classes))
     num_classes = int(np.max(source.labels)) + 1
     torch.manual_seed(SEED)
-    net = model_lib.resnet18_features(settings.small_stem)
-    clf = classifier.Classifier(classifier.trunk_of(net), num_classes)
+    net = resnet18_features(settings.small_stem)
+    clf = supervised.Classifier(trunk_of(net), num_classes)
     loop = dataclasses.replace(settings, baseline_lr=settings.pretrain_lr, baseline_batch=BATCH, seed=SEED)
     if verbose:
         print(f"pretraining a ResNet-18 on {len(source)} {settings.dataset} source images of {num_classes} classes "
               f"({settings.pretrain_epochs} epochs) -> {path}")
-    spent = classifier.train_classifier(clf, classifier.cross_entropy_loss, source, loop,
+    spent = supervised.train_classifier(clf, supervised.cross_entropy_loss, source, loop,
                                         epochs=settings.pretrain_epochs, desc="pretrain" if verbose else None)
     rows = np.random.default_rng(SEED).permutation(len(source))[:ACCURACY_IMAGES]
     subset = source.subset(rows)
-    logits = classifier.infer(clf, subset, loop)["logits"]
+    logits = supervised.infer(clf, subset, loop)["logits"]
     accuracy = float((logits.argmax(1).numpy() == np.asarray(subset.labels)).mean())
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     buffer = io.BytesIO()
@@ -109,14 +116,12 @@ def _build(settings, path: Path, verbose: bool) -> Path:
 
 
 def main(argv=None) -> None:
-    from lib import train
-
     parser = argparse.ArgumentParser(description="Build the source-pretrained backbone of a preset (pretrained=source).")
     parser.add_argument("--config", help="YAML of settings; may hold `preset:` plus overrides")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting")
     args = parser.parse_args(argv)
-    settings = train.settings_from_cli((["--config", args.config] if args.config else []) +
-                                       [x for item in args.set for x in ("--set", item)])
+    settings = config.settings_from_cli((["--config", args.config] if args.config else []) +
+                                        [x for item in args.set for x in ("--set", item)])
     path = source_backbone(settings)
     print(path)
 

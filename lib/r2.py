@@ -18,7 +18,8 @@ import torch
 
 from lib import DIFFERENT, SAME
 from lib.config import Settings
-from lib.evaluate import IMAGE_BATCH, FeatureMemo, model_device, relate_pairs
+from lib.evaluate import relate_pairs
+from lib.features import IMAGE_BATCH, FeatureMemo, model_device
 
 
 def group_mean_distances(reprs: torch.Tensor, labels: torch.Tensor, block: int = 4096) -> torch.Tensor:

@@ -13,7 +13,7 @@
   normalisation) to any support image; prediction = label of that nearest support image.
 
 `write_reference_rows` writes ``outputs/<study>/reference/metrics.json`` with flat keys
-``<row>__<metric>__<benchmark>`` (metrics of `evaluate.novelty_metrics` plus ``auroc_se``) and
+``<row>__<metric>__<benchmark>`` (metrics of `lib.metrics.novelty_metrics` plus ``auroc_se``) and
 ``n_known__<benchmark>`` / ``n_unknown__<benchmark>``, with params.yaml, env.json and recipe.json; it does
 nothing when the folder already holds the rows of the same recipe (backbone, benchmarks, character plan, rule).
 
@@ -30,11 +30,14 @@ import numpy as np
 import torch
 import yaml
 
-from lib import data, evaluate, pretrain, runs, train
+from lib import config, data, evaluate, pretrain, runs
 from lib import model as model_lib
+from lib.backbone import find_pretrained
 from lib.config import Settings
 from lib.datasets import glyphs
 from lib.device import resolve_device
+from lib.features import IMAGE_BATCH, FeatureMemo, extract_features
+from lib.metrics import AUROC_SE_RESAMPLES, AUROC_SE_SEED, auroc_bootstrap_se, novelty_metrics
 
 REFERENCE_DIR = "reference"  # outputs/<study>/reference/
 TEMPERATURE = 0.1  # softmax temperature of the cosines of backbone_proto (see the module docstring)
@@ -50,13 +53,13 @@ def recipe(settings: Settings, names: list[str]) -> dict:
     if settings.pretrained == "source":
         backbone = pretrain.weight_path(settings).name
     else:
-        path = model_lib.find_pretrained(settings.pretrained)
+        path = find_pretrained(settings.pretrained)
         backbone = str(path) if path else "random init"
     glyph = any(data.BENCHMARKS[n]["group"] == "glyph" for n in names)
     return {"version": VERSION, "temperature": TEMPERATURE, "backbone": backbone, "small_stem": settings.small_stem,
             "image_size": settings.image_size, "benchmarks": list(names), "data_root": settings.data_root,
             "glyph_plan": glyphs.plan_fingerprint() if glyph else "",
-            "se_resamples": evaluate.AUROC_SE_RESAMPLES, "se_seed": evaluate.AUROC_SE_SEED}
+            "se_resamples": AUROC_SE_RESAMPLES, "se_seed": AUROC_SE_SEED}
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -82,18 +85,18 @@ def pixel_features(imageset, image_size: int, batch_size: int = 512) -> torch.Te
 
 
 def _metrics(normality, predictions, is_known, labels) -> dict[str, float]:
-    out = evaluate.novelty_metrics(normality, is_known, predictions, labels)
-    out["auroc_se"] = evaluate.auroc_bootstrap_se(normality, is_known)
+    out = novelty_metrics(normality, is_known, predictions, labels)
+    out["auroc_se"] = auroc_bootstrap_se(normality, is_known)
     return out
 
 
-def benchmark_rows(backbone, benchmark, settings: Settings, memo: evaluate.FeatureMemo | None = None,
+def benchmark_rows(backbone, benchmark, settings: Settings, memo: FeatureMemo | None = None,
                    device=None) -> dict[str, dict[str, float]]:
     """{row: metrics} of one benchmark for every row of `ROWS`; `backbone` is a model with ``features``."""
     labels = np.asarray(benchmark.test.labels, dtype=np.int64)
     is_known = np.asarray(benchmark.is_known(labels), dtype=bool)
-    features = memo.features if memo is not None else evaluate.extract_features
-    batch = min(settings.eval_batch_size, evaluate.IMAGE_BATCH)
+    features = memo.features if memo is not None else extract_features
+    batch = min(settings.eval_batch_size, IMAGE_BATCH)
     support = features(backbone, benchmark.support, settings.image_size, batch, device)
     protos, _ = evaluate.build_prototypes(support, benchmark.support.labels, benchmark.num_known, "mean")
     sims = cosine(features(backbone, benchmark.test, settings.image_size, batch, device), protos)
@@ -114,15 +117,16 @@ def benchmark_rows(backbone, benchmark, settings: Settings, memo: evaluate.Featu
 def load_backbone(settings: Settings):
     """(model whose ``features`` is the study's frozen backbone, info) on settings.device, as `lib.model.build`
     builds it (its relational part is unused here); a random-init backbone is seeded with 0."""
+    weights = pretrain.backbone_weights(settings)
     torch.manual_seed(0)
-    net, info = model_lib.build(settings, out_dim=1)
+    net, info = model_lib.build(settings, 1, weights)
     return net.to(resolve_device(settings)).eval(), info
 
 
 def compute_reference_rows(settings: Settings, names: list[str]) -> tuple[dict[str, float], dict]:
     """(flat metrics ``<row>__<metric>__<benchmark>`` + ``n_known__/n_unknown__<benchmark>``, backbone info)."""
     backbone, info = load_backbone(settings)
-    memo = evaluate.FeatureMemo.for_frozen_backbone(backbone.backbone, settings.image_size)  # shared with frozen runs
+    memo = FeatureMemo.for_frozen_backbone(backbone.backbone, settings.image_size)  # shared with frozen runs
     flat: dict[str, float] = {}
     for name in names:
         benchmark = data.load_benchmark(name, settings)
@@ -170,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="YAML of settings; may hold `preset:` plus overrides")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting")
     args = parser.parse_args(argv)
-    settings = train.settings_from_cli((["--config", args.config] if args.config else []) +
-                                       [x for item in args.set for x in ("--set", item)])
+    settings = config.settings_from_cli((["--config", args.config] if args.config else []) +
+                                        [x for item in args.set for x in ("--set", item)])
     print(write_reference_rows(Path(args.study_dir), settings))
     return 0
 

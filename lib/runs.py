@@ -1,7 +1,8 @@
 """Run folders: ``outputs/<study>/<config>__seed<k>/`` with params, env, metrics, history, figures, checkpoints.
 
 A finished run (one with ``metrics.json``) is never overwritten: writers merge into it, and
-`claim_run_dir` refuses to start a fresh training run over a finished one.
+`claim_run_dir` refuses to start a fresh training run over a finished one. `collect` reads a study's finished runs
+into one table (what summaries, 04 and the comparisons read).
 """
 
 from __future__ import annotations
@@ -11,14 +12,17 @@ import fcntl
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 
+from lib import objectives
 from lib.config import Settings
 from lib.paths import REPO_ROOT
 
@@ -149,3 +153,25 @@ def save_figure(fig, run_dir: Path, name: str) -> Path:
 
 def is_finished(run_dir: Path) -> bool:
     return (Path(run_dir) / "metrics.json").exists()
+
+
+RUN_NAME = re.compile(r"^(?P<config>.+)__seed(?P<seed>\d+)$")  # <config>__seed<k>
+
+
+def collect(study_dir: Path) -> pd.DataFrame:
+    """One row per finished ReSeND run folder of a study (``<config>__seed<k>`` with metrics.json): config, seed,
+    metrics; rows in the table order of the study's configurations (lib.objectives.CONFIGS), then by name and seed."""
+    rows = []
+    for run_dir in sorted(Path(study_dir).iterdir()) if Path(study_dir).exists() else []:
+        match = RUN_NAME.match(run_dir.name)
+        if not match or run_dir.name.startswith("comparisons_") or not is_finished(run_dir):
+            continue
+        metrics = read_metrics(run_dir)
+        regime = read_env(run_dir).get("train_regime", "")
+        rows.append({"config": match["config"], "seed": int(match["seed"]), **metrics, "train_regime": regime})
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    order = {name: i for i, name in enumerate(objectives.CONFIGS)}
+    df["_order"] = df["config"].map(lambda c: order.get(c, len(order)))
+    return df.sort_values(["_order", "config", "seed"]).drop(columns="_order").reset_index(drop=True)

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 import warnings
 from pathlib import Path
 
@@ -14,12 +13,13 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from lib import reference, runs
+from lib import data, objectives, reference, runs
+from lib.plots import evaluate as eval_plots
+from lib.plots import study as study_plots
+from lib.runs import collect  # noqa: F401 (04_r2 calls summary.collect)
 
-RUN_NAME = re.compile(r"^(?P<config>.+)__seed(?P<seed>\d+)$")
-# Row order of the ICIAP table.
-CONFIG_ORDER = ["resend_eccv", "mse_c1", "mse_c10", "mse_c50", "bce", "bce_focal", "ce", "ce_focal",
-                "hinge_d1", "hinge_d0.1", "hinge_d0.01"]
+# Row order of the ICIAP table: the study's configurations (lib.objectives.CONFIGS).
+CONFIG_ORDER = list(objectives.CONFIGS)
 METRICS = ("auroc", "fpr95")
 # A run "left the label-prior plateau" when, over the last fifth of training, it called at least this fraction of
 # its same pairs "same" (02 records it as train_acc_same_last). A run on the plateau answers "different" for
@@ -39,9 +39,8 @@ HEADLINE_SE_FACTOR = 2.0
 RHO_RESAMPLES = 1000  # bootstrap resamples (over seeds) of the rho interval
 RHO_SEED = 0  # fixed: the interval never depends on anything but the runs
 
-# SPEC 8-9: ICIAP 2023, ImageNet-trained ReSeND, seed 000.
-PAPER_R2 = {"mse_c1": .520, "mse_c10": .111, "mse_c50": .015, "bce": .592, "bce_focal": .441, "ce": .592,
-            "ce_focal": .362, "hinge_d1": .487, "hinge_d0.1": .251, "hinge_d0.01": .101}
+# SPEC 8-9: ICIAP 2023, ImageNet-trained ReSeND, seed 000 (each configuration's paper_r2 in lib.objectives).
+PAPER_R2 = {name: c.paper_r2 for name, (_, c) in objectives.CONFIGS.items() if c.paper_r2 is not None}
 PAPER_INTRA_AUROC = {  # Texture / Real / Sketch / Painting / avg
     "mse_c10": (.686, .776, .615, .729, .702),
     "hinge_d0.01": (.688, .798, .638, .719, .711),
@@ -50,32 +49,12 @@ PAPER_INTRA_AUROC = {  # Texture / Real / Sketch / Painting / avg
 PAPER_CROSS_AUROC = {"hinge_d0.01": .641, "mse_c10": .645, "ce": .617}
 
 
-def collect(study_dir: Path) -> pd.DataFrame:
-    """One row per finished ReSeND run folder (``<config>__seed<k>`` with metrics.json): config, seed, metrics."""
-    rows = []
-    for run_dir in sorted(Path(study_dir).iterdir()) if Path(study_dir).exists() else []:
-        match = RUN_NAME.match(run_dir.name)
-        if not match or run_dir.name.startswith("comparisons_") or not runs.is_finished(run_dir):
-            continue
-        metrics = runs.read_metrics(run_dir)
-        regime = runs.read_env(run_dir).get("train_regime", "")
-        rows.append({"config": match["config"], "seed": int(match["seed"]), **metrics, "train_regime": regime})
-    df = pd.DataFrame(rows)
-    if df.empty:
-        return df
-    order = {name: i for i, name in enumerate(CONFIG_ORDER)}
-    df["_order"] = df["config"].map(lambda c: order.get(c, len(order)))
-    return df.sort_values(["_order", "config", "seed"]).drop(columns="_order").reset_index(drop=True)
-
-
 def benchmark_kind(name: str) -> str:
     """'cross' or 'intra', from the benchmark registry (falls back to the ``_to_`` naming rule)."""
     try:
-        from lib import data
-
         spec = data.BENCHMARKS[name]
         return getattr(spec, "kind", None) or spec["kind"]
-    except (ImportError, KeyError, TypeError, AttributeError):
+    except (KeyError, TypeError, AttributeError):
         return "cross" if "_to_" in name else "intra"
 
 
@@ -327,9 +306,6 @@ def summary_figures(study_dir: Path, df: pd.DataFrame, agg: pd.DataFrame, groups
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from lib.plots import evaluate as eval_plots
-    from lib.plots import study as study_plots
 
     written = []
     for kind, names in groups.items():

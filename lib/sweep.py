@@ -34,7 +34,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from lib import config, reference, runs, summary
+from lib import config, pretrain, reference, runs, summary
 from lib.paths import NOTEBOOKS_DIR, OUTPUTS_DIR, PARAMS_DIR, REPO_ROOT, shown
 
 GRID_KEYS = {"study", "preset", "seeds", "configs", "notebooks", "overrides", "comparisons"}
@@ -196,8 +196,6 @@ _UNKNOWN_PARAMETER_FILTER = _UnknownParameterFilter()
 def build_backbones(jobs: list[Job]) -> None:
     """Build the source-pretrained backbones (``pretrained: source``) the pending training stages need, once and
     before the first notebook, so the pretraining shows its own progress bar here instead of inside a notebook."""
-    from lib import pretrain
-
     recipes = {}
     for job in jobs:
         if job.notebook in ("02_train", "06_comparisons") and read_marker(job) is None:

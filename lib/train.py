@@ -24,8 +24,6 @@ Command line (single process or under torchrun; only rank 0 writes files)::
 
 from __future__ import annotations
 
-import argparse
-import io
 import math
 import os
 import random
@@ -38,22 +36,23 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 from torch import nn
+from tqdm.auto import tqdm
 
-from lib import SAME, bank as bank_lib, config, model as model_lib, objectives, pairs, pretrain, runs
+from lib import SAME, checkpoints, config, data, objectives, pairs, pretrain, runs
+from lib import bank as bank_lib
+from lib import model as model_lib
+from lib.checkpoints import checkpoint_path, load_trained  # noqa: F401 (load_trained: 02_train calls train.load_trained)
 from lib.device import autocast, resolve_device
 
-# settings that shape the trained weights: a stored run must match them to be reused or resumed
+# settings that shape the trained weights: a stored run must match them to be reused or resumed; the objective's
+# parameters (mse_c, focal_gamma, focal_k, hinge_delta) are the settings lib.objectives.REGISTRY names
 TRAIN_KEYS = ("dataset", "data_root", "image_size", "source_classes", "pretrained", "pretrain_classes",
               "pretrain_epochs", "pretrain_lr", "small_stem", "d_model", "n_heads",
-              "n_blocks", "mlp_ratio", "head", "head_hidden", "loss", "mse_c", "focal_gamma", "focal_k", "hinge_delta",
+              "n_blocks", "mlp_ratio", "head", "head_hidden", "loss", *objectives.PARAM_SETTINGS,
               "pairing", "neg_to_pos_ratio", "class_balance", "images_per_class", "batch_pairs", "lr", "warmup_steps",
               "weight_decay", "momentum", "lars", "lars_trust", "seed", "optimizer", "schedule", "grad_clip",
               "train_backbone", "bank_views", "cpu_amp")
 TIMING_COLUMNS = ("pairs_per_s", "images_per_s", "seconds")
-
-
-def checkpoint_path(run_dir: Path | str) -> Path:
-    return Path(run_dir) / "checkpoints" / "last.pt"
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
@@ -100,7 +99,7 @@ def lr_factor(settings):
     return lambda step: warmup(step) if step < start else 0.5 * (1 + math.cos(math.pi * min(1.0, (step - start) / span)))
 
 
-class _PairStep(nn.Module):
+class PairStep(nn.Module):
     """images -> one backbone pass -> pairs by indexing; a module so DDP hooks its forward. With `frozen` the
     inputs are already backbone features (the bank's views): no backbone pass."""
 
@@ -114,25 +113,46 @@ class _PairStep(nn.Module):
         return self.net.relate(feats[a], feats[b])
 
 
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    try:
-        runs.atomic_write_bytes(path, buffer.getvalue())
-    except OSError as error:
-        raise OSError(f"could not write checkpoint {path} ({error.strerror or error}; {buffer.tell() / 1e6:.1f} MB): "
-                      f"free space or fix permissions there; history.csv beside it holds the steps run") from None
+def step_inputs(batch: pairs.PairBatch, source, transform, device: torch.device, memory_format: torch.memory_format,
+                bank_feats: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(inputs, a, b, target)`` of one sampled pair batch on `device`: the augmented images of the batch (uint8 ->
+    `transform` -> `memory_format`), or with `bank_feats` (K, N, 512) one of the K bank views of each image, drawn
+    from the run's torch RNG (saved in the checkpoint); `a`, `b` index the pairs' rows, `target` their labels."""
+    if bank_feats is not None:
+        pick = torch.randint(bank_feats.shape[0], (len(batch.images),))
+        inputs = bank_feats[pick.to(device), torch.from_numpy(batch.images).to(device)]
+    else:
+        inputs = data.augment_batch(source, batch.images, transform).to(device, non_blocking=True)
+        inputs = inputs.contiguous(memory_format=memory_format)
+    a, b = torch.from_numpy(batch.a).to(device), torch.from_numpy(batch.b).to(device)
+    target = torch.from_numpy(batch.label).to(device)
+    return inputs, a, b, target
 
 
-def _load_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)  # our own file: holds numpy RNG states
-    except Exception as error:  # torch's zip reader says only "failed finding central directory"
-        raise RuntimeError(f"checkpoint {path} is unreadable (truncated or corrupt: {type(error).__name__}: "
-                           f"{str(error).splitlines()[0] if str(error) else ''}); start the run over with "
-                           "`-p resume False` (--set resume=False), or delete the file") from None
-    state["settings"] = config.canonical(state["settings"], str(path), say=lambda _: None)  # older setting names
-    return state
+def train_step(step_module: nn.Module, objective, optimizer: torch.optim.Optimizer, inputs: torch.Tensor,
+               a: torch.Tensor, b: torch.Tensor, target: torch.Tensor, settings, device: torch.device,
+               trainable: list[torch.Tensor], step: int = 0) -> tuple[torch.Tensor, float]:
+    """One optimiser step of relational training (what `train` runs each step and benchmarks/train_throughput.py
+    times): forward of `step_module` (a `PairStep`, or its DDP wrapper) under autocast (``amp``, ``cpu_amp``), the
+    objective's loss in float32, backward, clipping of `trainable` at ``grad_clip`` (0 = off), optimiser step.
+
+    Returns (head output (P, out_dim) float32, loss value). Raises FloatingPointError on a NaN/inf loss, before the
+    backward pass (`step` = the 0-based step, for the message).
+    """
+    with autocast(device, settings.amp, settings.cpu_amp):
+        output = step_module(inputs, a, b)
+    output = output.float()
+    loss = objective.loss(output, target)
+    loss_value = loss.item()
+    if not np.isfinite(loss_value):
+        raise FloatingPointError(f"loss is {loss_value} at step {step + 1} with objective {objective.label()} "
+                                 f"(lr {optimizer.param_groups[0]['lr']:.3g}): lower lr or check the inputs")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if settings.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
+    optimizer.step()
+    return output, loss_value
 
 
 def check_writable(folder: Path) -> None:
@@ -164,15 +184,14 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
     finished run (see the module docstring). Under torchrun, ``batch_pairs`` is the global number of pairs per
     step, split over the ranks. Raises FloatingPointError on a NaN/inf loss.
     """
-    from lib import data
-
     run_dir = Path(run_dir)
     ckpt_file = checkpoint_path(run_dir)
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     objective = objectives.make(settings.loss, **settings.objective_params())
 
-    stored = _load_checkpoint(ckpt_file) if ckpt_file.exists() and (settings.resume or runs.is_finished(run_dir)) else None
+    reuse = ckpt_file.exists() and (settings.resume or runs.is_finished(run_dir))
+    stored = checkpoints.load_checkpoint(ckpt_file) if reuse else None
     if runs.is_finished(run_dir):
         if stored is None or not stored.get("finished"):
             raise FileExistsError(f"{run_dir} has metrics.json but no final checkpoint: it is marked finished and will "
@@ -198,7 +217,7 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
     if rank == 0:
         check_writable(ckpt_file.parent)
     seed_everything(settings.seed, settings.deterministic)
-    net, info = model_lib.build(settings, objective.out_dim)
+    net, info = model_lib.build(settings, objective.out_dim, pretrain.backbone_weights(settings))
     if rank:  # augmentation randomness differs per rank; the model init above is shared
         seed_everything(settings.seed + 1000 * rank, settings.deterministic)
     memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
@@ -240,7 +259,7 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
                                   "train_device": str(device), "world_size": world, "train_regime": regime,
                                   "source_skipped_images": len(getattr(source, "skipped", []))})
 
-    step_module = _PairStep(net, frozen)
+    step_module = PairStep(net, frozen)
     if distributed:
         step_module = nn.parallel.DistributedDataParallel(step_module, device_ids=[device.index] if cuda else None)
     n_anchors = pairs.anchors_per_step(settings.batch_pairs // world, settings.neg_to_pos_ratio)
@@ -263,9 +282,7 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
             "settings": settings.to_dict(), "history": history, "model_info": info,
             "objective": {"name": objective.name, "params": objective.params},
         }
-        _save_checkpoint(ckpt_file, state)
-
-    from tqdm.auto import tqdm
+        checkpoints.save_checkpoint(ckpt_file, state)
 
     net.train()
     if frozen:
@@ -276,29 +293,14 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
     for step in range(start, settings.steps):
         tic = time.perf_counter()
         batch = sampler.sample(n_anchors)
-        if frozen:  # one of the K views of each image, drawn from the run's torch RNG (saved in the checkpoint)
-            pick = torch.randint(bank_feats.shape[0], (len(batch.images),))
-            images = bank_feats[pick.to(device), torch.from_numpy(batch.images).to(device)]
-        else:
-            images = data.augment_batch(source, batch.images, transform).to(device, non_blocking=True)
-            images = images.contiguous(memory_format=memory_format)
-        a, b = torch.from_numpy(batch.a).to(device), torch.from_numpy(batch.b).to(device)
-        target = torch.from_numpy(batch.label).to(device)
-        with autocast(device, settings.amp, settings.cpu_amp):
-            output = step_module(images, a, b)
-        output = output.float()
-        loss = objective.loss(output, target)
-        loss_value = loss.item()
-        if not np.isfinite(loss_value):
+        inputs, a, b, target = step_inputs(batch, source, transform, device, memory_format, bank_feats)
+        try:
+            output, loss_value = train_step(step_module, objective, optimizer, inputs, a, b, target, settings, device,
+                                            trainable, step)
+        except FloatingPointError:
             if rank == 0 and history:
                 _write_history(run_dir, history)
-            raise FloatingPointError(f"loss is {loss_value} at step {step + 1} with objective {objective.label()} "
-                                     f"(lr {scheduler.get_last_lr()[0]:.3g}): lower lr or check the inputs")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if settings.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
-        optimizer.step()
+            raise
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
         if (step + 1) % settings.log_every == 0 or step + 1 == settings.steps:
@@ -328,42 +330,8 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
     return pd.DataFrame(history)
 
 
-def load_trained(run_dir: Path | str, device: str | torch.device = "cpu"):
-    """(model in eval mode on `device`, objective, settings) of a trained run."""
-    path = checkpoint_path(run_dir)
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint in {Path(run_dir)}/checkpoints/last.pt: run notebooks/02_train.ipynb first")
-    state = _load_checkpoint(path)
-    if not state.get("finished"):
-        raise RuntimeError(f"{path} is an unfinished training run (step {state.get('step')} of "
-                           f"{state['settings'].get('steps')}): run 02_train again on it (it resumes) before evaluating")
-    settings = config.Settings(**{k: v for k, v in state["settings"].items() if k in config.FIELDS})
-    objective = objectives.make(state["objective"]["name"], **state["objective"]["params"])
-    net = model_lib.ReSeND(out_dim=objective.out_dim, d_model=settings.d_model, n_heads=settings.n_heads,
-                           n_blocks=settings.n_blocks, mlp_ratio=settings.mlp_ratio, head=settings.head,
-                           head_hidden=settings.head_hidden, small_stem=settings.small_stem)
-    net.load_state_dict(state["model"])
-    return net.to(device).eval(), objective, settings
-
-
-def settings_from_cli(argv=None):
-    parser = argparse.ArgumentParser(description="Train ReSeND (single process or under torchrun).")
-    parser.add_argument("--config", help="YAML of settings; may hold `preset:` plus overrides")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting")
-    args = parser.parse_args(argv)
-    values = config.load_yaml(args.config) if args.config else {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set {item!r} must look like key=value")
-        values[key.strip()] = value.strip()
-    return config.resolve(values.pop("preset", "smoke"), **values)
-
-
 def main(argv=None) -> None:
-    from lib import data
-
-    settings = settings_from_cli(argv)
+    settings = config.settings_from_cli(argv)
     world = int(os.environ.get("WORLD_SIZE", 1))
     if world > 1:
         cuda = resolve_device(settings).type == "cuda"

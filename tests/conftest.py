@@ -31,19 +31,19 @@ class Killed(Exception):
 def train_until_killed(monkeypatch):
     """``run(settings, source, at_step)``: lib.train.train on `settings` dies right after its checkpoint of step
     `at_step` (the checkpoint is written, nothing after it); checkpointing is restored afterwards."""
-    from lib import train
+    from lib import checkpoints, train
 
     def run(settings, source, at_step: int) -> None:
-        save = train._save_checkpoint
+        save = checkpoints.save_checkpoint
 
         def save_then_die(path, state):
             save(path, state)
             if state["step"] == at_step:
                 raise Killed
 
-        monkeypatch.setattr(train, "_save_checkpoint", save_then_die)
+        monkeypatch.setattr(checkpoints, "save_checkpoint", save_then_die)
         with pytest.raises(Killed):
             train.train(settings, settings.resolved_run_dir(), source)
-        monkeypatch.setattr(train, "_save_checkpoint", save)
+        monkeypatch.setattr(checkpoints, "save_checkpoint", save)
 
     return run

@@ -6,7 +6,9 @@ import pytest
 import torch
 import torchvision
 
-from lib import SAME, bank, config, model as model_lib, objectives, pair_eval, runs, train
+from lib import SAME, bank, checkpoints, config, features, objectives, pair_eval, pretrain, runs, train
+from lib import model as model_lib
+from lib.backbone import resnet18_features
 from lib.data import TensorImageSet
 
 TINY = dict(d_model=16, n_heads=2, n_blocks=1, head_hidden=8, image_size=16, pretrained="none", neg_to_pos_ratio=3,
@@ -114,14 +116,14 @@ def test_frozen_training_reuses_the_bank_and_leaves_the_backbone_untouched(tmp_p
     train.train(second, second.resolved_run_dir(), source)
     assert calls == []  # same recipe: no source image goes through the backbone again
 
-    state = torch.load(train.checkpoint_path(settings.resolved_run_dir()), weights_only=False)
+    state = torch.load(checkpoints.checkpoint_path(settings.resolved_run_dir()), weights_only=False)
     train.seed_everything(settings.seed)
-    initial, _ = model_lib.build(settings, objectives.make("bce").out_dim)
+    initial, _ = model_lib.build(settings, objectives.make("bce").out_dim, pretrain.backbone_weights(settings))
     for key, value in initial.backbone.state_dict().items():  # weights and BN statistics, bit for bit
         assert torch.equal(state["model"][f"backbone.{key}"], value), key
     trained = {k: v for k, v in state["model"].items() if not k.startswith("backbone.")}
     assert any(not torch.equal(v, initial.state_dict()[k]) for k, v in trained.items())  # r and c did train
-    net, _, _ = train.load_trained(settings.resolved_run_dir())  # the full model, as 03/04 load it
+    net, _, _ = checkpoints.load_trained(settings.resolved_run_dir())  # the full model, as 03/04 load it
     assert net.backbone is not None
 
 
@@ -137,15 +139,15 @@ def test_frozen_resume_after_a_kill_is_bit_identical(tmp_path, source, train_unt
     killed = tiny(tmp_path, "killed", checkpoint_every=3, **FROZEN)
     train_until_killed(killed, source, at_step=3)
     resumed = train.train(killed, killed.resolved_run_dir(), source)
-    a = torch.load(train.checkpoint_path(straight.resolved_run_dir()), weights_only=False)["model"]
-    b = torch.load(train.checkpoint_path(killed.resolved_run_dir()), weights_only=False)["model"]
+    a = torch.load(checkpoints.checkpoint_path(straight.resolved_run_dir()), weights_only=False)["model"]
+    b = torch.load(checkpoints.checkpoint_path(killed.resolved_run_dir()), weights_only=False)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     columns = [c for c in expected.columns if c not in train.TIMING_COLUMNS]
     pd.testing.assert_frame_equal(resumed[columns], expected[columns], check_exact=True)
 
 
 def test_bank_is_independent_of_the_run_seed_and_views_are_a_prefix(source):
-    backbone = model_lib.resnet18_features(small_stem=False)
+    backbone = resnet18_features(small_stem=False)
     four = bank.feature_bank(backbone, source, config.resolve("smoke", image_size=16, bank_views=4, seed=0))
     again = bank.feature_bank(backbone, source, config.resolve("smoke", image_size=16, bank_views=4, seed=7))
     assert again is four and four.train.shape == (4, 16, 512) and four.eval.shape == (16, 512)
@@ -204,7 +206,7 @@ def test_pair_metrics_of_a_perfect_and_an_inverted_model():
 def test_pair_metrics_extract_features_with_the_trained_model(tmp_path, source):
     settings = tiny(tmp_path, steps=2)
     train.train(settings, settings.resolved_run_dir(), source)
-    net, objective, _ = train.load_trained(settings.resolved_run_dir())
+    net, objective, _ = checkpoints.load_trained(settings.resolved_run_dir())
     metrics = pair_eval.pair_metrics(net, objective, source, settings)
     assert 0.0 <= metrics["pair_auroc"] <= 1.0 and metrics["pair_count"] == 16 * 4
 
@@ -223,8 +225,8 @@ def test_frozen_runs_share_evaluation_features_on_disk(tmp_path, source, monkeyp
     for name, loss in (("first", "bce"), ("second", "hinge")):
         settings = tiny(tmp_path, name, loss=loss, **FROZEN)
         train.train(settings, settings.resolved_run_dir(), source)
-        net, objective, trained = train.load_trained(settings.resolved_run_dir())
-        memo = evaluate.FeatureMemo.for_frozen_backbone(net.backbone, trained.image_size)
+        net, objective, trained = checkpoints.load_trained(settings.resolved_run_dir())
+        memo = features.FeatureMemo.for_frozen_backbone(net.backbone, trained.image_size)
         metrics, scores = evaluate.evaluate_benchmarks((net, objective), trained, ["tiny"], memo=memo)
         memo.save()
         results.append((memo.computed, memo.hits, scores["tiny"]))

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from lib import baselines, config, data
+from lib import baselines, config, data, supervised
 from lib.baselines import classifier as clf
 from lib.baselines import mixoe, posthoc, reweightood, ssod
 from lib.data import Benchmark, TensorImageSet
@@ -58,7 +58,7 @@ def settings():
 def tiny_classifier(num_classes=2):
     """A 1-conv trunk with the ResNet feature width: 16 px -> (B,512,4,4)."""
     torch.manual_seed(0)
-    return clf.Classifier(nn.Sequential(nn.Conv2d(3, clf.FEATURE_DIM, 4, stride=4), nn.ReLU()), num_classes)
+    return supervised.Classifier(nn.Sequential(nn.Conv2d(3, supervised.FEATURE_DIM, 4, stride=4), nn.ReLU()), num_classes)
 
 
 # ---------------------------------------------------------------- SSOD
@@ -66,7 +66,7 @@ def test_ssod_masks_on_a_known_confidence_map():
     # 2x2 feature map of 2 channels, fc = identity, so each location's class logits ARE its features.
     # p(class 0) = softmax: (0,0) [5,0] -> e^5/(e^5+1) = .9933 >= .95 ID;  (0,1) [0,0] -> .5 ignored;
     #                       (1,0) [0,5] -> 1/(1+e^5) = .0067 <= .05 OOD;   (1,1) [3,0] -> e^3/(e^3+1) = .9526 ID
-    model = clf.Classifier(nn.Identity(), 2)
+    model = supervised.Classifier(nn.Identity(), 2)
     model.fc = nn.Linear(2, 2)
     with torch.no_grad():
         model.fc.weight.copy_(torch.eye(2))
@@ -91,9 +91,9 @@ def test_ssod_score_is_msp_times_p_id():
 def test_ssod_loss_with_empty_patch_sets_is_plain_ce():
     # gamma 1.5: no location has p >= 1.5 (ID) or p <= -0.5 (OOD) -> both patch terms are 0
     model = tiny_classifier()
-    ctx = clf.TrainContext(torch.device("cpu"), None, False, 2, np.random.default_rng(0))
+    ctx = supervised.TrainContext(torch.device("cpu"), None, False, 2, np.random.default_rng(0))
     loss = ssod.ssod_loss(gamma=1.5)(model, ctx)
-    batch = clf.Batch(torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 0, 1]))
+    batch = supervised.Batch(torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 0, 1]))
     expected = nn.functional.cross_entropy(model(batch.x), batch.y)
     assert torch.allclose(loss(batch), expected)
     # gamma .5: every location is ID (p >= .5) or OOD (p <= .5): the patch term is added, loss is finite and larger
@@ -104,7 +104,7 @@ def test_ssod_loss_with_empty_patch_sets_is_plain_ce():
 def test_ssod_patch_term_averages_only_the_non_empty_sets():
     # hand-made 2x2 map, fc = identity, y = 0: locations [5,0] (p .9933) and [3,0] (p .9526) are ID, [0,0] (p .5)
     # ignored; the head is a Linear(2,2) with zero weight and bias [0, ln 3]: every patch gets P(ID) = 3/4
-    model = clf.Classifier(nn.Identity(), 2)
+    model = supervised.Classifier(nn.Identity(), 2)
     model.fc = nn.Linear(2, 2)
     head = nn.Linear(2, 2)
     with torch.no_grad():
@@ -195,22 +195,22 @@ def test_mixoe_recipe_is_the_official_one():
     assert config.resolve("mini", say=lambda _: None).mixoe_epochs == 10 and config.resolve("paper").mixoe_epochs == 10
     assert config.resolve("smoke").mixoe_epochs == 2  # scaled down for the seconds-long smoke runs (config comment)
     # the schedule: 1e-3 at the start, 1e-6 at the end, their mean half-way
-    assert clf.cosine_lr(r, 0.0) == 1e-3 and math.isclose(clf.cosine_lr(r, 1.0), 1e-6)
-    assert math.isclose(clf.cosine_lr(r, 0.5), (1e-3 + 1e-6) / 2)
+    assert supervised.cosine_lr(r, 0.0) == 1e-3 and math.isclose(supervised.cosine_lr(r, 1.0), 1e-6)
+    assert math.isclose(supervised.cosine_lr(r, 0.5), (1e-3 + 1e-6) / 2)
 
 
 def test_mixoe_loss_passes_clean_and_mixed_images_separately(outliers):
     # with batch norm in train mode, each pass normalises with its own batch statistics (official code: two net()
     # calls); replay the loss's random draws (outlier indices, then lam) with the same seed
     torch.manual_seed(0)
-    trunk = nn.Sequential(nn.Conv2d(3, clf.FEATURE_DIM, 4, stride=4), nn.BatchNorm2d(clf.FEATURE_DIM), nn.ReLU())
-    model = clf.Classifier(trunk, 2).train()
+    trunk = nn.Sequential(nn.Conv2d(3, supervised.FEATURE_DIM, 4, stride=4), nn.BatchNorm2d(supervised.FEATURE_DIM), nn.ReLU())
+    model = supervised.Classifier(trunk, 2).train()
     transform = data.eval_transform(16)
-    ctx = clf.TrainContext(torch.device("cpu"), transform, False, 2, np.random.default_rng(0))
-    batch = clf.Batch(torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 0, 1]))
+    ctx = supervised.TrainContext(torch.device("cpu"), transform, False, 2, np.random.default_rng(0))
+    batch = supervised.Batch(torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 0, 1]))
     loss = mixoe.mixoe_loss("mixup", outliers)(model, ctx)(batch)
     rng = np.random.default_rng(0)
-    x_out = clf.load_images(outliers, rng.integers(len(outliers), size=4), transform, torch.device("cpu"), False)
+    x_out = supervised.load_images(outliers, rng.integers(len(outliers), size=4), transform, torch.device("cpu"), False)
     lam = float(rng.beta(1.0, 1.0))
     x_mix = mixoe.mixup(batch.x, x_out, lam)
     targets = mixoe.soft_targets(batch.y, lam, 2)
@@ -221,14 +221,14 @@ def test_mixoe_loss_passes_clean_and_mixed_images_separately(outliers):
 
 
 def test_no_comparison_recipe_clips_gradients(bench, settings, monkeypatch):
-    recipes = [clf.support_recipe(settings), mixoe.recipe(), ssod.recipe(settings), reweightood.recipe(settings)]
+    recipes = [supervised.support_recipe(settings), mixoe.recipe(), ssod.recipe(settings), reweightood.recipe(settings)]
     assert all(r.grad_clip == 0.0 for r in recipes)
     calls = []
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda *a, **k: calls.append(a))
-    clf.train_classifier(tiny_classifier(), clf.cross_entropy_loss, bench.support, settings, recipe=recipes[0])
+    supervised.train_classifier(tiny_classifier(), supervised.cross_entropy_loss, bench.support, settings, recipe=recipes[0])
     assert calls == []
-    clf.train_classifier(tiny_classifier(), clf.cross_entropy_loss, bench.support, settings)  # lib.pretrain's call
-    assert len(calls) == 3 and calls[0][1] == clf.PRETRAIN_GRAD_CLIP  # 3 steps, clipped as the cached backbone was
+    supervised.train_classifier(tiny_classifier(), supervised.cross_entropy_loss, bench.support, settings)  # lib.pretrain's call
+    assert len(calls) == 3 and calls[0][1] == supervised.PRETRAIN_GRAD_CLIP  # 3 steps, clipped as the cached backbone was
 
 
 # ---------------------------------------------------------------- ReweightOOD
@@ -339,12 +339,12 @@ def test_posthoc_feature_scores_are_normality(name):
 def test_budget_stops_training_early(bench, settings):
     model = tiny_classifier()
     t0 = time.perf_counter()
-    recipe = clf.support_recipe(settings)
-    info = clf.train_classifier(model, clf.cross_entropy_loss, bench.support, settings, budget_s=0.2, recipe=recipe)
+    recipe = supervised.support_recipe(settings)
+    info = supervised.train_classifier(model, supervised.cross_entropy_loss, bench.support, settings, budget_s=0.2, recipe=recipe)
     assert info["budget_mode"] == 1.0 and 0.2 <= info["train_seconds"] < 0.2 + 2.0
     assert time.perf_counter() - t0 < 3.0 and info["steps"] >= 1 and info["epochs"] == info["steps"] / 3
     # converged setting: exactly epochs * (24 // 8) steps
-    info = clf.train_classifier(tiny_classifier(), clf.cross_entropy_loss, bench.support, settings, budget_s=0.0, epochs=2,
+    info = supervised.train_classifier(tiny_classifier(), supervised.cross_entropy_loss, bench.support, settings, budget_s=0.0, epochs=2,
                                 recipe=recipe)
     assert info["steps"] == 6 and info["epochs"] == 2 and info["budget_mode"] == 0.0 and info["train_seconds"] > 0
 
@@ -436,7 +436,7 @@ def test_resend_rows_fixed_config_and_labelled_best(tmp_path):
 
 def test_infer_features_are_float32(bench, settings):
     model = tiny_classifier()
-    out = clf.infer(model, bench.support, settings)
+    out = supervised.infer(model, bench.support, settings)
     x = data.augment_batch(bench.support, np.arange(len(bench.support)), data.eval_transform(settings.image_size))
     with torch.no_grad():
         expected = model.features(x.contiguous(memory_format=torch.channels_last))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lib import config, evaluate
+from lib import checkpoints, config, evaluate, features, metrics
 from lib.data import Benchmark, TensorImageSet
 
 # ----------------------------------------------------------------------------- metrics, hand-worked
@@ -16,7 +16,7 @@ K1 = np.array([1, 1, 1, 1, 0, 0, 0], dtype=bool)
 
 
 def test_metrics_hand_worked_without_ties():
-    m = evaluate.novelty_metrics(S1, K1)
+    m = metrics.novelty_metrics(S1, K1)
     # AUROC: known > unknown in 3 + 3 + 2 + 2 = 10 of the 4 * 3 = 12 pairs
     assert m["auroc"] == pytest.approx(10 / 12)
     # FPR95: k = ceil(0.95 * 4) = 4 -> threshold = 4th largest known = 0.6; unknown >= 0.6: {0.75} -> 1/3
@@ -31,7 +31,7 @@ def test_metrics_hand_worked_without_ties():
 def test_metrics_hand_worked_with_ties():
     # known 0.8 0.5, unknown 0.5 0.2: pairs (0.8>0.5) (0.8>0.2) (0.5=0.5 counts 1/2) (0.5>0.2) -> 3.5 / 4
     s, k = np.array([0.8, 0.5, 0.5, 0.2]), np.array([1, 1, 0, 0], dtype=bool)
-    m = evaluate.novelty_metrics(s, k)
+    m = metrics.novelty_metrics(s, k)
     assert m["auroc"] == pytest.approx(3.5 / 4)
     # k = ceil(0.95 * 2) = 2 -> threshold 0.5; the tied unknown 0.5 is accepted -> 1/2
     assert m["fpr95"] == pytest.approx(0.5)
@@ -45,10 +45,10 @@ def test_fpr95_ties_at_threshold_accept_more_than_95_percent():
     # all 20 known (100 % >= 95 %). Unknown 0.6 0.7 0.3 0.95: >= 0.6 -> 3 of 4.
     s = np.array([0.9] * 10 + [0.6] * 10 + [0.6, 0.7, 0.3, 0.95])
     k = np.arange(24) < 20
-    assert evaluate.fpr_at_95_known(s, k) == pytest.approx(0.75)
+    assert metrics.fpr_at_95_known(s, k) == pytest.approx(0.75)
     # 19 known at 0.8 and 1 at 0.2: threshold = 19th largest = 0.8; unknown 0.8 0.8 0.5 0.1 -> 2 of 4
     s = np.array([0.8] * 19 + [0.2] + [0.8, 0.8, 0.5, 0.1])
-    assert evaluate.fpr_at_95_known(s, np.arange(24) < 20) == pytest.approx(0.5)
+    assert metrics.fpr_at_95_known(s, np.arange(24) < 20) == pytest.approx(0.5)
 
 
 def test_fpr95_differs_from_pytorch_ood_convention():
@@ -61,8 +61,8 @@ def test_fpr95_differs_from_pytorch_ood_convention():
     ood.update(torch.tensor(-S1), torch.tensor(np.where(K1, 0, -1)))
     theirs = ood.compute()
     assert theirs["FPR95TPR"] == pytest.approx(0.5)
-    assert evaluate.novelty_metrics(S1, K1)["fpr95"] == pytest.approx(1 / 3)
-    assert theirs["AUROC"] == pytest.approx(evaluate.novelty_metrics(S1, K1)["auroc"])  # AUROC is symmetric
+    assert metrics.novelty_metrics(S1, K1)["fpr95"] == pytest.approx(1 / 3)
+    assert theirs["AUROC"] == pytest.approx(metrics.novelty_metrics(S1, K1)["auroc"])  # AUROC is symmetric
 
 
 def test_fpr95_reference_rule_hand_worked():
@@ -72,20 +72,20 @@ def test_fpr95_reference_rule_hand_worked():
     # (.05) -> unknown >= 2: 2.5, 3 -> 2/5. One known image (1/n_known of recall) apart.
     s = np.array([*range(1, 13), 0.5, 1.0, 1.0, 2.5, 3.0], dtype=float)
     k = np.arange(17) < 12
-    assert evaluate.fpr_at_95_known(s, k) == pytest.approx(4 / 5)
-    assert evaluate.fpr95_reference(s, k) == pytest.approx(2 / 5)
+    assert metrics.fpr_at_95_known(s, k) == pytest.approx(4 / 5)
+    assert metrics.fpr95_reference(s, k) == pytest.approx(2 / 5)
     # same known, unknown 1 1.5 1.7: recall 11/12 holds for t = 1.5, 1.7 and 2; the lowest, 1.5, accepts 1.5 and
     # 1.7 -> 2/3 (the highest, t = 2, would give 0). Ours: t = 1 accepts all three -> 1.
     s, k = np.array([*range(1, 13), 1.0, 1.5, 1.7], dtype=float), np.arange(15) < 12
-    assert evaluate.fpr95_reference(s, k) == pytest.approx(2 / 3)
-    assert evaluate.fpr_at_95_known(s, k) == pytest.approx(1.0)
+    assert metrics.fpr95_reference(s, k) == pytest.approx(2 / 3)
+    assert metrics.fpr_at_95_known(s, k) == pytest.approx(1.0)
     # 10 known at 1..10, unknown 1 1.5: recall .9 and 1 are both .05 from .95, but in float |.9 - .95| is the
     # smaller, so recall .9 wins: lowest such t = 1.5 -> 1/2. Ours: ceil(9.5) = 10 -> t = 1 -> 2/2.
     s, k = np.array([*range(1, 11), 1.0, 1.5], dtype=float), np.arange(12) < 10
-    assert evaluate.fpr95_reference(s, k) == pytest.approx(0.5) and evaluate.fpr_at_95_known(s, k) == 1.0
+    assert metrics.fpr95_reference(s, k) == pytest.approx(0.5) and metrics.fpr_at_95_known(s, k) == 1.0
     # S1 (4 known): ours t = 0.6 (recall 1) -> 1/3; reference: recall 3/4 (.2 away) vs 1 (.05) -> same t, 1/3
-    assert evaluate.fpr95_reference(S1, K1) == pytest.approx(1 / 3)
-    assert "fpr95_reference" not in evaluate.novelty_metrics(S1, K1)  # not a recorded metric
+    assert metrics.fpr95_reference(S1, K1) == pytest.approx(1 / 3)
+    assert "fpr95_reference" not in metrics.novelty_metrics(S1, K1)  # not a recorded metric
 
 
 def test_fpr95_reference_matches_sklearn_roc_points():
@@ -99,29 +99,29 @@ def test_fpr95_reference_matches_sklearn_roc_points():
         keep = thresholds >= s[k].min()  # the reference's curve ends where recall reaches 1
         distance = np.abs(tpr[keep] - 0.95)
         lowest_nearest = np.flatnonzero(distance == distance.min())[-1]
-        assert evaluate.fpr95_reference(s, k) == pytest.approx(fpr[keep][lowest_nearest])
+        assert metrics.fpr95_reference(s, k) == pytest.approx(fpr[keep][lowest_nearest])
 
 
 def test_accuracy_on_known_only():
     preds = np.array([0, 1, 2, 2, 0, 0, 0])
     labels = np.array([0, 1, 1, 2, 5, 6, 7])  # the unknown rows are ignored
-    assert evaluate.novelty_metrics(S1, K1, preds, labels)["accuracy"] == pytest.approx(3 / 4)
+    assert metrics.novelty_metrics(S1, K1, preds, labels)["accuracy"] == pytest.approx(3 / 4)
 
 
 def test_metric_errors():
     with pytest.raises(ValueError, match="no unknown test images"):
-        evaluate.novelty_metrics(np.array([0.2, 0.3]), np.array([True, True]))
+        metrics.novelty_metrics(np.array([0.2, 0.3]), np.array([True, True]))
     with pytest.raises(ValueError, match="no known test images"):
-        evaluate.novelty_metrics(np.array([0.2, 0.3]), np.array([False, False]))
+        metrics.novelty_metrics(np.array([0.2, 0.3]), np.array([False, False]))
     with pytest.raises(ValueError, match="NaN"):
-        evaluate.novelty_metrics(np.array([np.nan, 0.3]), np.array([True, False]))
+        metrics.novelty_metrics(np.array([np.nan, 0.3]), np.array([True, False]))
 
 
 def test_perfect_and_inverted_detector():
     k = np.array([1, 1, 1, 0, 0], dtype=bool)
-    good = evaluate.novelty_metrics(np.array([0.9, 0.8, 0.7, 0.2, 0.1]), k)
+    good = metrics.novelty_metrics(np.array([0.9, 0.8, 0.7, 0.2, 0.1]), k)
     assert good["auroc"] == 1.0 and good["fpr95"] == 0.0 and good["aupr_in"] == 1.0 and good["aupr_out"] == 1.0
-    bad = evaluate.novelty_metrics(np.array([0.1, 0.2, 0.3, 0.8, 0.9]), k)
+    bad = metrics.novelty_metrics(np.array([0.1, 0.2, 0.3, 0.8, 0.9]), k)
     assert bad["auroc"] == 0.0 and bad["fpr95"] == 1.0
 
 
@@ -172,7 +172,7 @@ def test_average_metrics_and_table():
     per = {"a": dict(auroc=0.8, fpr95=0.4, aupr_in=0.7, aupr_out=0.6, accuracy=0.9),
            "b": dict(auroc=0.6, fpr95=0.6, aupr_in=0.5, aupr_out=0.4, accuracy=0.7),
            "c": dict(auroc=0.5, fpr95=1.0, aupr_in=0.5, aupr_out=0.5, accuracy=0.5)}
-    flat = evaluate.average_metrics(per, {"a": "intra", "b": "intra", "c": "cross"})
+    flat = metrics.average_metrics(per, {"a": "intra", "b": "intra", "c": "cross"})
     assert flat["auroc__a"] == 0.8 and flat["auroc__intra_avg"] == pytest.approx(0.7)
     assert flat["fpr95__cross_avg"] == 1.0 and flat["auroc__avg"] == pytest.approx(1.9 / 3)
     table = evaluate.paper_table(flat, ["a", "b", "c"])
@@ -211,13 +211,13 @@ class FirstLogit:
 def tiny_model():
     """A tiny lib.model.ReSeND (d_model 16, 1 block, small stem) when available, else ToyRelational."""
     try:
-        from lib import model as model_lib, objectives
+        from lib import model as model_lib, objectives, pretrain
 
         cfg = config.resolve("smoke", d_model=16, n_heads=2, n_blocks=1, head_hidden=8, image_size=16,
                              pretrained="none", device="cpu")
         objective = objectives.make(cfg.loss, **cfg.objective_params())
         torch.manual_seed(0)
-        model, _ = model_lib.build(cfg, objective.out_dim)
+        model, _ = model_lib.build(cfg, objective.out_dim, pretrain.backbone_weights(cfg))
         return model.eval(), objective
     except ImportError:
         return ToyRelational().eval(), FirstLogit()
@@ -249,7 +249,7 @@ def test_batched_features_equal_per_image_eval_transform(tiny):
 
     model, _ = tiny
     bench = toy_benchmark()
-    feats = evaluate.extract_features(model, bench.test, 16, batch_size=4)
+    feats = features.extract_features(model, bench.test, 16, batch_size=4)
     transform = data.eval_transform(16)
     with torch.inference_mode():
         one = torch.cat([model.features(transform(bench.test.get_uint8(i))[None]) for i in range(len(bench.test))])
@@ -277,8 +277,8 @@ def test_score_benchmark_knn_is_the_reference_evaluator(tiny):
     bench = toy_benchmark()
     knn = evaluate.score_benchmark(model, objective, bench, settings(prototypes="knn", prototypes_k=2))
     per_class = evaluate.score_benchmark(model, objective, bench, settings(prototypes="knn_class", prototypes_k=2))
-    support = evaluate.extract_features(model, bench.support, 16)
-    test = evaluate.extract_features(model, bench.test, 16)
+    support = features.extract_features(model, bench.support, 16)
+    test = features.extract_features(model, bench.test, 16)
     sims = evaluate.pair_similarities(model, objective, test, support).double()  # (15 test, 12 support)
     expected = sims.sort(dim=1, descending=True).values[:, :2].mean(1).numpy()
     np.testing.assert_allclose(knn.normality, expected, rtol=1e-5, atol=1e-7)
@@ -319,7 +319,7 @@ def test_feature_memo_gives_identical_metrics_and_skips_shared_images(tiny, monk
     monkeypatch.setattr(data, "load_benchmark", small)
     model, objective = tiny
     cfg = config.resolve("smoke", device="cpu", benchmarks="emoji_google,emoji_google_to_twitter,emoji_twitter")
-    memo = evaluate.FeatureMemo()
+    memo = features.FeatureMemo()
     with_memo, scores_memo = evaluate.evaluate_benchmarks((model, objective), cfg, memo=memo)
     without, scores_plain = evaluate.evaluate_benchmarks((model, objective), cfg, memo=False)
     assert with_memo.keys() == without.keys()
@@ -339,16 +339,16 @@ def test_feature_memo_ignores_placeholder_ids(tiny):
     """TensorImageSets built without ids get img0, img1, ... in every set: never a memo key."""
     model, objective = tiny
     bench = toy_benchmark()
-    assert evaluate.content_ids(bench.test) is None and evaluate.content_ids(bench.support) is None
-    memo = evaluate.FeatureMemo()
+    assert features.content_ids(bench.test) is None and features.content_ids(bench.support) is None
+    memo = features.FeatureMemo()
     plain = evaluate.score_benchmark(model, objective, bench, settings())
     memoised = evaluate.score_benchmark(model, objective, bench, settings(), memo)
     assert memo.hits == 0 and memo.computed == len(bench.support) + len(bench.test) and not memo.rows
     assert np.array_equal(plain.normality, memoised.normality)
     bench.test.ids = np.array([f"t{i}" for i in range(len(bench.test))])
-    assert evaluate.content_ids(bench.test) is not None
+    assert features.content_ids(bench.test) is not None
     bench.test.ids[1] = "t0"  # repeated within the set: not an identity
-    assert evaluate.content_ids(bench.test) is None
+    assert features.content_ids(bench.test) is None
 
 
 def test_single_class_support_is_an_error(tiny):
@@ -372,7 +372,7 @@ def test_merge_settings_model_from_trained_eval_from_notebook():
     trained = config.resolve("smoke", d_model=16, n_heads=2, image_size=16, loss="hinge", hinge_delta=0.1,
                              data_root="/data/a", benchmarks="glyph")
     requested = config.resolve("smoke", benchmarks="emoji", prototypes="knn", eval_batch_size=64, run_dir="/tmp/r")
-    merged = evaluate.merge_settings(trained, requested)
+    merged = checkpoints.merge_settings(trained, requested)
     assert (merged.d_model, merged.image_size, merged.loss, merged.hinge_delta) == (16, 16, "hinge", 0.1)
     assert (merged.benchmarks, merged.prototypes, merged.eval_batch_size) == ("emoji", "knn", 64)
     assert merged.data_root == "/data/a" and merged.run_dir == "/tmp/r"  # empty notebook data_root keeps the run's

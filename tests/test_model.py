@@ -4,14 +4,14 @@ import pytest
 import torch
 import torchvision
 
-from lib import config, model
+from lib import backbone, config, model, pretrain
 
 
 @pytest.fixture(scope="module")
 def tiny():
     torch.manual_seed(0)
     settings = config.resolve("smoke", d_model=16, n_heads=2, head_hidden=8, pretrained="none")
-    net, info = model.build(settings, out_dim=2)
+    net, info = model.build(settings, 2, pretrain.backbone_weights(settings))
     return net.eval(), info
 
 
@@ -139,29 +139,30 @@ def test_fc_head_gets_the_same_init():
 
 
 def test_small_stem_keeps_resolution():
-    big = model.resnet18_features(small_stem=False)
-    small = model.resnet18_features(small_stem=True)
+    big = backbone.resnet18_features(small_stem=False)
+    small = backbone.resnet18_features(small_stem=True)
     assert big.conv1.kernel_size == (7, 7) and small.conv1.kernel_size == (3, 3) and small.conv1.stride == (1, 1)
     assert isinstance(small.maxpool, torch.nn.Identity)
 
 
 def test_pretrained_lookup_and_loading(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torchhome"))
-    monkeypatch.setattr(model.Path, "home", lambda: tmp_path / "home")
-    assert model.find_pretrained("auto") is None and model.find_pretrained("none") is None
+    monkeypatch.setattr(backbone.Path, "home", lambda: tmp_path / "home")
+    assert backbone.find_pretrained("auto") is None and backbone.find_pretrained("none") is None
     with pytest.raises(FileNotFoundError, match="no such weight file"):
-        model.find_pretrained(str(tmp_path / "missing.pth"))
+        backbone.find_pretrained(str(tmp_path / "missing.pth"))
     # a stand-in weight file with torchvision's key layout (random values: nothing is downloaded)
-    weights = tmp_path / "torchhome" / "hub" / "checkpoints" / model.RESNET18_FILE
+    weights = tmp_path / "torchhome" / "hub" / "checkpoints" / backbone.RESNET18_FILE
     weights.parent.mkdir(parents=True)
     reference = torchvision.models.resnet18(weights=None)
     torch.save(reference.state_dict(), weights)
-    assert model.find_pretrained("auto") == weights
+    assert backbone.find_pretrained("auto") == weights
     settings = config.resolve("smoke", d_model=16, n_heads=2, small_stem=False, pretrained="auto")
-    net, info = model.build(settings, out_dim=1)
+    net, info = model.build(settings, 1, pretrain.backbone_weights(settings))
     assert info["pretrained"].startswith("imagenet")
     assert torch.equal(net.backbone.layer4[1].conv2.weight, reference.layer4[1].conv2.weight)
     assert torch.equal(net.backbone.conv1.weight, reference.conv1.weight)
-    small, info = model.build(config.resolve("smoke", d_model=16, n_heads=2, pretrained=str(weights)), out_dim=1)
+    small_settings = config.resolve("smoke", d_model=16, n_heads=2, pretrained=str(weights))
+    small, info = model.build(small_settings, 1, pretrain.backbone_weights(small_settings))
     assert "small stem" in info["pretrained"]
     assert torch.equal(small.backbone.layer1[0].conv1.weight, reference.layer1[0].conv1.weight)

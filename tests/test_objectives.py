@@ -175,3 +175,45 @@ def test_objective_file_resolves(filename):
             assert obj.params[param] == float(values[key])
     loss = obj.loss(torch.zeros(2, obj.out_dim), torch.tensor([SAME, DIFFERENT]))
     assert torch.isfinite(loss)
+
+
+# ----------------------------------------------------------------------------- the configuration registry
+@pytest.mark.parametrize("name", list(objectives.CONFIGS))
+def test_every_configuration_has_its_file_with_its_settings(name):
+    path = PARAMS_DIR / "objectives" / f"{name}.yaml"
+    assert path.exists(), f"{name} is in lib.objectives.CONFIGS but {path.name} is missing"
+    assert config.load_yaml(path) == objectives.config_settings(name)
+
+
+def test_every_configuration_file_is_in_the_registry():
+    assert sorted(p.removesuffix(".yaml") for p in OBJECTIVE_FILES) == sorted(objectives.CONFIGS)
+
+
+def test_the_study_table_order_and_paper_values_come_from_the_registry():
+    from lib import summary
+
+    assert summary.CONFIG_ORDER == ["resend_eccv", "mse_c1", "mse_c10", "mse_c50", "bce", "bce_focal", "ce", "ce_focal",
+                                    "hinge_d1", "hinge_d0.1", "hinge_d0.01"]
+    assert summary.PAPER_R2 == {"mse_c1": .520, "mse_c10": .111, "mse_c50": .015, "bce": .592, "bce_focal": .441,
+                                "ce": .592, "ce_focal": .362, "hinge_d1": .487, "hinge_d0.1": .251, "hinge_d0.01": .101}
+    assert config.CHOICES["loss"] == tuple(objectives.REGISTRY)
+
+
+@pytest.mark.parametrize("name", list(objectives.CONFIGS))
+def test_a_configuration_names_its_run_folder_and_its_settings_shape_the_weights(name):
+    from lib import train
+
+    values = objectives.config_settings(name)
+    settings = config.resolve("smoke", **values)
+    if not objectives.CONFIGS[name][1].model:  # resend_eccv (mse c=1 + fc head) is named by its file, not derived
+        assert settings.default_config_name() == name
+    assert set(values) <= set(train.TRAIN_KEYS), "a setting a configuration changes must be one that shapes the weights"
+    assert settings.objective_params() == {p: float(v) for p, v in objectives.CONFIGS[name][1].params.items()}
+
+
+def test_objective_parameters_live_in_settings_fields():
+    for name, spec in objectives.REGISTRY.items():
+        assert set(spec.settings) == set(spec.defaults), name
+        assert set(spec.settings.values()) <= set(config.FIELDS), name
+        for param, field_name in spec.settings.items():  # the Settings default is the objective's default
+            assert config.DEFAULTS[field_name] == spec.defaults[param], (name, param)

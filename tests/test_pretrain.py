@@ -6,8 +6,7 @@ import json
 import pytest
 import torch
 
-from lib import config, model, pretrain
-from lib.baselines import classifier
+from lib import config, model, pretrain, supervised
 
 TINY = dict(pretrained="source", pretrain_classes=10, pretrain_epochs=2, image_size=16, d_model=16, n_heads=2,
             head_hidden=8)
@@ -33,9 +32,9 @@ def test_built_once_then_loaded_into_resend(cache, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("the cached backbone must not be retrained")
 
-    monkeypatch.setattr(classifier, "train_classifier", no_training)
+    monkeypatch.setattr(supervised, "train_classifier", no_training)
     assert pretrain.source_backbone(settings, verbose=False) == path
-    net, info = model.build(settings, out_dim=1)
+    net, info = model.build(settings, 1, pretrain.backbone_weights(settings))
     assert info["pretrained"].startswith("source classifier (glyph)") and "conv1 random" not in info["pretrained"]
     assert torch.equal(net.backbone.layer4[1].conv2.weight, state["layer4.1.conv2.weight"])
     assert torch.equal(net.backbone.conv1.weight, state["conv1.weight"])  # small stem trained here: loaded too
@@ -54,4 +53,5 @@ def test_bad_pretrain_settings_are_rejected():
     with pytest.raises(ValueError, match="pretrained=source needs pretrain_epochs >= 1"):
         config.resolve("smoke", pretrained="source", pretrain_epochs=0)
     with pytest.raises(FileNotFoundError, match=r"no such weight file \(use auto, none, source or an existing path\)"):
-        model.build(config.resolve("smoke", pretrained="sourcee", d_model=16, n_heads=2), out_dim=1)
+        sourcee = config.resolve("smoke", pretrained="sourcee", d_model=16, n_heads=2)
+        model.build(sourcee, 1, pretrain.backbone_weights(sourcee))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from lib import config, evaluate, pretrain, reference, summary
+from lib import config, metrics, pretrain, reference, summary
 from lib.data import Benchmark, TensorImageSet
 from lib.datasets import glyphs
 
@@ -25,7 +25,7 @@ def hanley_mcneil_se(auroc, n_known, n_unknown):
 def test_auroc_se_is_zero_for_a_perfectly_separated_detector():
     scores = np.r_[np.linspace(0.6, 1.0, 30), np.linspace(0.0, 0.4, 20)]
     known = np.r_[np.ones(30, bool), np.zeros(20, bool)]
-    assert evaluate.auroc_bootstrap_se(scores, known) == 0.0
+    assert metrics.auroc_bootstrap_se(scores, known) == 0.0
 
 
 def test_auroc_se_matches_hanley_mcneil_on_a_large_random_case():
@@ -33,12 +33,12 @@ def test_auroc_se_matches_hanley_mcneil_on_a_large_random_case():
     n1, n0 = 1500, 1000
     scores = np.r_[rng.normal(1.0, 1.0, n1), rng.normal(0.0, 1.0, n0)]  # binormal, AUROC ~ .76
     known = np.r_[np.ones(n1, bool), np.zeros(n0, bool)]
-    auroc = evaluate.novelty_metrics(scores, known)["auroc"]
-    se = evaluate.auroc_bootstrap_se(scores, known)
+    auroc = metrics.novelty_metrics(scores, known)["auroc"]
+    se = metrics.auroc_bootstrap_se(scores, known)
     assert se == pytest.approx(hanley_mcneil_se(auroc, n1, n0), rel=0.2)  # 200 resamples: ~5 % noise on an SE
-    assert se == evaluate.auroc_bootstrap_se(scores, known)  # fixed seed
+    assert se == metrics.auroc_bootstrap_se(scores, known)  # fixed seed
     # ties count 1/2, as in novelty_metrics: a constant detector has AUROC .5 in every resample
-    assert evaluate.auroc_bootstrap_se(np.zeros(50), np.arange(50) < 20) == 0.0
+    assert metrics.auroc_bootstrap_se(np.zeros(50), np.arange(50) < 20) == 0.0
 
 
 # ----------------------------------------------------------------------------- reference rows

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from lib import config, device, runs, train
+from lib import checkpoints, config, device, runs, train
 from lib.data import TensorImageSet
 
 TINY = dict(d_model=16, n_heads=2, n_blocks=1, head_hidden=8, image_size=16, pretrained="none", neg_to_pos_ratio=3,
@@ -34,12 +34,12 @@ def test_train_writes_history_checkpoint_and_env(tmp_path, source):
     assert history["lr"].tolist()[:3] == pytest.approx([0.025, 0.05, 0.05])  # warmup (step+1)/2
     assert ((history["acc_same"] >= 0) & (history["acc_same"] <= 1)).all()
     pd.testing.assert_frame_equal(pd.read_csv(run_dir / "history.csv"), history, check_dtype=False)
-    state = torch.load(train.checkpoint_path(run_dir), weights_only=False)
+    state = torch.load(checkpoints.checkpoint_path(run_dir), weights_only=False)
     assert {"model", "optimizer", "scheduler", "step", "finished", "rng", "sampler", "settings", "history",
             "model_info", "objective"} <= set(state)
     assert state["step"] == 6 and state["finished"] and state["objective"]["name"] == "ce"
     assert runs.update_env(run_dir, {})["pretrained"] == "random init"
-    net, objective, loaded = train.load_trained(run_dir)
+    net, objective, loaded = checkpoints.load_trained(run_dir)
     assert objective.out_dim == 2 and loaded.d_model == 16 and not net.training
     assert all(torch.equal(v, state["model"][k]) for k, v in net.state_dict().items())
 
@@ -52,13 +52,13 @@ def test_per_pair_mode_trains(tmp_path, source):
 def test_resume_after_a_kill_is_bit_identical(tmp_path, source, train_until_killed):
     straight = tiny(tmp_path, "straight", checkpoint_every=3)
     expected = train.train(straight, straight.resolved_run_dir(), source)
-    expected_state = torch.load(train.checkpoint_path(straight.resolved_run_dir()), weights_only=False)
+    expected_state = torch.load(checkpoints.checkpoint_path(straight.resolved_run_dir()), weights_only=False)
 
     killed = tiny(tmp_path, "killed", checkpoint_every=3)
     train_until_killed(killed, source, at_step=3)  # the process dies right after the step-3 checkpoint
-    assert torch.load(train.checkpoint_path(killed.resolved_run_dir()), weights_only=False)["step"] == 3
+    assert torch.load(checkpoints.checkpoint_path(killed.resolved_run_dir()), weights_only=False)["step"] == 3
     resumed = train.train(killed, killed.resolved_run_dir(), source)
-    state = torch.load(train.checkpoint_path(killed.resolved_run_dir()), weights_only=False)
+    state = torch.load(checkpoints.checkpoint_path(killed.resolved_run_dir()), weights_only=False)
     for key, value in expected_state["model"].items():
         assert torch.equal(value, state["model"][key]), key
     same_columns = [c for c in expected.columns if c not in train.TIMING_COLUMNS]
@@ -75,7 +75,7 @@ def test_a_finished_run_is_not_retrained(tmp_path, source, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr(train._PairStep, "forward", no_training)
+    monkeypatch.setattr(train.PairStep, "forward", no_training)
     pd.testing.assert_frame_equal(train.train(settings, run_dir, source), first)
     with pytest.raises(ValueError, match="finished run"):
         train.train(tiny(tmp_path, steps=2, lr=0.1), run_dir, source)
@@ -88,7 +88,7 @@ def test_nan_loss_stops_with_the_step_and_objective(tmp_path, source):
 
 def test_load_trained_without_checkpoint(tmp_path):
     with pytest.raises(FileNotFoundError, match="run notebooks/02_train.ipynb first"):
-        train.load_trained(tmp_path)
+        checkpoints.load_trained(tmp_path)
 
 
 def test_lars_optimizer_and_warmup(source):
@@ -110,11 +110,11 @@ def test_lars_optimizer_and_warmup(source):
 def test_cli_settings(tmp_path):
     cfg = tmp_path / "x.yaml"
     cfg.write_text("preset: mini\nloss: hinge\nhinge_delta: 0.1\n")
-    settings = train.settings_from_cli(["--config", str(cfg), "--set", "steps=7", "--set", "pairing=per_pair"])
+    settings = config.settings_from_cli(["--config", str(cfg), "--set", "steps=7", "--set", "pairing=per_pair"])
     assert (settings.preset, settings.d_model, settings.hinge_delta, settings.steps, settings.pairing) == \
         ("mini", 128, 0.1, 7, "per_pair")
     with pytest.raises(KeyError):
-        train.settings_from_cli(["--set", "stepz=3"])
+        config.settings_from_cli(["--set", "stepz=3"])
 
 
 def test_resolve_device():
@@ -141,11 +141,11 @@ def test_autocast_is_bf16_on_cuda_only_and_off_when_amp_is_off():
 
 
 def test_cli_set_applies_a_value_equal_to_the_smoke_default():
-    assert train.settings_from_cli(["--set", "preset=mini", "--set", "steps=30"]).steps == 30  # mini says 400
+    assert config.settings_from_cli(["--set", "preset=mini", "--set", "steps=30"]).steps == 30  # mini says 400
 
 
 def _state(run_dir):
-    return torch.load(train.checkpoint_path(run_dir), weights_only=False)["model"]
+    return torch.load(checkpoints.checkpoint_path(run_dir), weights_only=False)["model"]
 
 
 def test_a_seeded_run_is_bit_identical_at_two_threads(tmp_path, source):
@@ -193,7 +193,7 @@ def test_an_unwritable_checkpoint_folder_fails_before_training(tmp_path, source,
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "checkpoints").symlink_to(unwritable)
-    monkeypatch.setattr(train._PairStep, "forward", lambda *a: pytest.fail("trained before checking the folder"))
+    monkeypatch.setattr(train.PairStep, "forward", lambda *a: pytest.fail("trained before checking the folder"))
     with pytest.raises(PermissionError, match=r"cannot write to .*checkpoints .*choose a writable run_dir"):
         train.train(tiny(tmp_path), run_dir, source)
 
@@ -219,7 +219,7 @@ def test_a_truncated_checkpoint_names_the_file_and_the_fix(tmp_path, source):
     settings = tiny(tmp_path, checkpoint_every=2, steps=4)
     run_dir = settings.resolved_run_dir()
     train.train(settings, run_dir, source)
-    path = train.checkpoint_path(run_dir)
+    path = checkpoints.checkpoint_path(run_dir)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(RuntimeError, match=r"checkpoint .*last\.pt is unreadable \(truncated or corrupt.*-p resume False"):
         train.train(settings, run_dir, source)
@@ -231,7 +231,7 @@ def test_an_unfinished_checkpoint_is_not_evaluated(tmp_path, source, train_until
     settings = tiny(tmp_path, checkpoint_every=3)
     train_until_killed(settings, source, at_step=3)
     with pytest.raises(RuntimeError, match=r"unfinished training run \(step 3 of 6\): run 02_train again"):
-        train.load_trained(settings.resolved_run_dir())
+        checkpoints.load_trained(settings.resolved_run_dir())
 
 
 def test_skipped_source_images_are_counted_in_env_json(tmp_path, tiny_image_tree):
@@ -245,3 +245,16 @@ def test_skipped_source_images_are_counted_in_env_json(tmp_path, tiny_image_tree
     settings = tiny(tmp_path, steps=1, batch_pairs=4, neg_to_pos_ratio=1)
     train.train(settings, settings.resolved_run_dir(), source)
     assert json.loads((settings.resolved_run_dir() / "env.json").read_text())["source_skipped_images"] == 1
+
+
+def test_the_throughput_benchmark_times_the_training_step(tmp_path, source, monkeypatch):
+    """benchmarks/train_throughput.py measures lib.train.train_step, the step train.train runs, not a copy of it."""
+    import runpy
+
+    from lib.paths import REPO_ROOT
+
+    measure = runpy.run_path(str(REPO_ROOT / "benchmarks" / "train_throughput.py"))["measure"]
+    real, calls = train.train_step, []
+    monkeypatch.setattr(train, "train_step", lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
+    pairs_per_s, images_per_s = measure(tiny(tmp_path), source, steps=1, warmup=1)
+    assert len(calls) == 2 and pairs_per_s > 0 and images_per_s > 0

@@ -2,7 +2,7 @@
 
 `METHODS` maps a name to its runner ``runner(benchmark, settings, outliers, budget_s, classifier) -> dict``
 returning ``{"normality", "predictions", "train_seconds", "epochs", "steps", "aux_data", "criterion",
-"criterion_value", "criterion_met", ...}``; `run_method` adds the metrics of `lib.evaluate.novelty_metrics`
+"criterion_value", "criterion_met", ...}``; `run_method` adds the metrics of `lib.metrics.novelty_metrics`
 (normality: higher = known) and the method's family. The six post-hoc detectors share one support-set CE
 classifier, which MixOE fine-tunes in the converged setting: `run_methods` trains it once.
 
@@ -21,10 +21,11 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from lib import data, evaluate, summary
+from lib import data, runs, supervised
 from lib.baselines import classifier as clf
 from lib.baselines import mixoe, posthoc, reweightood, ssod
 from lib.config import Settings
+from lib.metrics import novelty_metrics
 
 NO_AUX = "none (support set only)"  # aux_data of a method that saw nothing besides the support set (and its weights)
 # The ReSeND row: this objective, fixed before any comparison was run (not chosen on the test results); the study's
@@ -33,9 +34,9 @@ FIXED_RESEND_CONFIG = "mse_c10"
 CONVERGED = "converged"  # the setting trained to each recipe's end (budget_s = 0); "budget" = ReSeND's eval seconds
 
 
-def _trained(benchmark, settings: Settings, make_loss, budget_s: float, recipe: clf.Recipe):
+def _trained(benchmark, settings: Settings, make_loss, budget_s: float, recipe: supervised.Recipe):
     model, note = clf.build_classifier(benchmark.num_known, settings)
-    info = clf.train_classifier(model, make_loss, benchmark.support, settings, budget_s, recipe=recipe)
+    info = supervised.train_classifier(model, make_loss, benchmark.support, settings, budget_s, recipe=recipe)
     return model, {**info, "weights": note, **recipe.record(settings), "aux_data": NO_AUX}
 
 
@@ -46,7 +47,8 @@ def _posthoc_runner(name: str) -> Callable:
         cache = model.__dict__.setdefault("posthoc_outputs", {})  # one inference pass shared by the six detectors
         key = (benchmark.name, id(benchmark.test), settings.image_size)
         if key not in cache:
-            cache[key] = (clf.infer(model, benchmark.support, settings), clf.infer(model, benchmark.test, settings))
+            cache[key] = (supervised.infer(model, benchmark.support, settings),
+                          supervised.infer(model, benchmark.test, settings))
         support_out, test_out = cache[key]
         normality = posthoc.posthoc_normality(name, model, support_out, test_out, benchmark.test,
                                               benchmark.support.labels, settings)
@@ -72,10 +74,11 @@ def _run_mixoe(variant: str) -> Callable:
         model = copy.deepcopy(base)
         model.__dict__.pop("posthoc_outputs", None)
         recipe = mixoe.recipe(epochs=settings.mixoe_epochs)
-        info = clf.train_classifier(model, mixoe.mixoe_loss(variant, outliers), benchmark.support, settings,
+        info = supervised.train_classifier(model, mixoe.mixoe_loss(variant, outliers), benchmark.support, settings,
                                     budget_s / 2, recipe=recipe)
-        out = clf.infer(model, benchmark.test, settings)
-        support_accuracy = clf.accuracy(clf.infer(model, benchmark.support, settings)["logits"], benchmark.support.labels)
+        out = supervised.infer(model, benchmark.test, settings)
+        support_logits = supervised.infer(model, benchmark.support, settings)["logits"]
+        support_accuracy = supervised.accuracy(support_logits, benchmark.support.labels)
         return {**info, "train_seconds": base_info["train_seconds"] + info["train_seconds"],
                 "base_train_seconds": base_info["train_seconds"], "base_epochs": base_info["epochs"],
                 "weights": f"support CE classifier ({base_info['weights']})", **recipe.record(settings),
@@ -90,16 +93,16 @@ def _run_ssod(benchmark, settings, outliers=None, budget_s=0.0, classifier=None)
     recipe = ssod.recipe(settings)
     model, info = _trained(benchmark, settings, ssod.ssod_loss(), budget_s, recipe)
     size = recipe.size(settings)
-    out = clf.infer(model, benchmark.test, settings, outputs=ssod.ood_head_outputs, image_size=size)
-    support_logits = clf.infer(model, benchmark.support, settings, image_size=size)["logits"]
-    return {**info, **clf.criterion_record(clf.accuracy(support_logits, benchmark.support.labels)),
+    out = supervised.infer(model, benchmark.test, settings, outputs=ssod.ood_head_outputs, image_size=size)
+    support_logits = supervised.infer(model, benchmark.support, settings, image_size=size)["logits"]
+    return {**info, **clf.criterion_record(supervised.accuracy(support_logits, benchmark.support.labels)),
             "normality": ssod.ssod_score(out["logits"], out["ood_logits"]), "predictions": out["logits"].argmax(1).numpy()}
 
 
 def _run_reweightood(benchmark, settings, outliers=None, budget_s=0.0, classifier=None):
     model, info = _trained(benchmark, settings, reweightood.reweightood_loss(), budget_s, reweightood.recipe(settings))
-    support = clf.infer(model, benchmark.support, settings)["features"]
-    test = clf.infer(model, benchmark.test, settings)["features"]
+    support = supervised.infer(model, benchmark.support, settings)["features"]
+    test = supervised.infer(model, benchmark.test, settings)["features"]
     normality, predictions = reweightood.cider_normality(support, benchmark.support.labels, test)
     loo = reweightood.leave_one_out_accuracy(support, benchmark.support.labels)
     return {**info, **clf.criterion_record(loo, what="support_1nn_accuracy"), "normality": normality,
@@ -144,7 +147,7 @@ def run_method(name: str, benchmark, settings: Settings, outliers=None, budget_s
     methods_from_spec(name)
     result = METHODS[name](benchmark, settings, outliers, budget_s, classifier)
     labels = np.asarray(benchmark.test.labels)
-    metrics = evaluate.novelty_metrics(result["normality"], benchmark.is_known(labels), result["predictions"], labels)
+    metrics = novelty_metrics(result["normality"], benchmark.is_known(labels), result["predictions"], labels)
     return {**metrics, "family": family(name), **result}
 
 
@@ -221,7 +224,7 @@ def flat_metrics(table: pd.DataFrame) -> dict[str, float]:
 def _resend_by_config(study_dir, benchmark: str) -> pd.DataFrame:
     """Per ReSeND config of the study: mean and std over seeds of auroc, fpr95, accuracy, eval_seconds on
     `benchmark`, and n_seeds (empty when none)."""
-    df = summary.collect(study_dir) if study_dir else pd.DataFrame()
+    df = runs.collect(study_dir) if study_dir else pd.DataFrame()
     if df.empty or f"auroc__{benchmark}" not in df:
         return pd.DataFrame()
     names = {f"{m}__{benchmark}": m for m in ("auroc", "fpr95", "accuracy", "eval_seconds") if f"{m}__{benchmark}" in df}

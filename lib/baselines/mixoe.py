@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lib.baselines.classifier import Batch, Classifier, Recipe, TrainContext, load_images
+from lib.supervised import Batch, Classifier, Recipe, TrainContext, load_images
 
 DEFAULTS = {"mixup": {"alpha": 1.0, "beta": 5.0}, "cutmix": {"alpha": 2.0, "beta": 5.0}}
 
@@ -63,7 +63,7 @@ def cutmix(x: torch.Tensor, x_out: torch.Tensor, box: tuple[int, int, int, int])
 
 def mixoe_loss(variant: str, outliers, alpha: float | None = None, beta: float | None = None
                ) -> Callable[[Classifier, TrainContext], Callable[[Batch], torch.Tensor]]:
-    """Loss factory for `classifier.train_classifier`; per step, len(batch) outliers drawn uniformly from `outliers`
+    """Loss factory for `lib.supervised.train_classifier`; per step, len(batch) outliers drawn uniformly from `outliers`
     (an ImageSet, train-augmented like the support), then one lam ~ Beta(alpha, alpha)."""
     if variant not in DEFAULTS:
         raise KeyError(f"unknown MixOE variant {variant!r}: choose mixup or cutmix")

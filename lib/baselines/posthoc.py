@@ -10,9 +10,10 @@ import numpy as np
 import torch
 from pytorch_ood.detector import KNN, ODIN, EnergyBased, Mahalanobis, MaxLogit, MaxSoftmax
 
-from lib.baselines.classifier import Classifier, load_images
-from lib.device import resolve_device
+from lib import data
 from lib.config import Settings
+from lib.device import resolve_device
+from lib.supervised import Classifier, load_images
 
 IMAGENET_STD = [0.229, 0.224, 0.225]  # ODIN's input step is taken in pixel units, so undo the normalisation
 ODIN_EPS = 0.0014  # pytorch-ood / paper default step
@@ -61,7 +62,7 @@ def require_float32(*features: torch.Tensor) -> None:
     dtypes = {str(f.dtype) for f in features}
     if dtypes != {"torch.float32"}:
         raise TypeError(f"feature detectors read float32 features, got {', '.join(sorted(dtypes))}: "
-                        "take them from classifier.infer (float32 outside autocast)")
+                        "take them from supervised.infer (float32 outside autocast)")
 
 
 def knn_normality(support_features: torch.Tensor, support_labels, test_features: torch.Tensor) -> np.ndarray:
@@ -75,8 +76,6 @@ def knn_normality(support_features: torch.Tensor, support_labels, test_features:
 
 def odin_normality(model: Classifier, imageset, settings: Settings) -> np.ndarray:
     """ODIN needs input gradients, so it runs on images (eval transform), in float32."""
-    from lib import data
-
     device = resolve_device(settings)
     detector = ODIN(model, eps=ODIN_EPS, temperature=ODIN_TEMPERATURE, norm_std=IMAGENET_STD)
     transform = data.eval_transform(settings.image_size)
@@ -92,7 +91,7 @@ def posthoc_normality(name: str, model: Classifier, support_out: dict, test_out:
                       support_labels: np.ndarray, settings: Settings) -> np.ndarray:
     """Normality (higher = known) of every test image under detector `name`.
 
-    `support_out`/`test_out` are `classifier.infer` outputs (logits, pooled features).
+    `support_out`/`test_out` are `lib.supervised.infer` outputs (logits, pooled features).
     """
     if name not in POSTHOC:
         raise KeyError(f"unknown post-hoc detector {name!r}: valid ones are {', '.join(POSTHOC)}")

@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lib.baselines.classifier import FEATURE_DIM, Batch, Classifier, Recipe, TrainContext, support_recipe
 from lib.baselines.posthoc import knn_normality
 from lib.config import Settings
 from lib.data import IMAGENET_MEAN, IMAGENET_STD
+from lib.supervised import FEATURE_DIM, Batch, Classifier, Recipe, TrainContext, support_recipe
 
 TAU = 0.1
 PROJECTION_DIM = 128
@@ -78,7 +78,7 @@ def add_projection(model: Classifier) -> nn.Module:
 
 
 def reweightood_loss(tau: float = TAU) -> Callable[[Classifier, TrainContext], Callable[[Batch], torch.Tensor]]:
-    """Loss factory for `classifier.train_classifier` with a 2-view recipe."""
+    """Loss factory for `lib.supervised.train_classifier` with a 2-view recipe."""
 
     def make(model: Classifier, ctx: TrainContext) -> Callable[[Batch], torch.Tensor]:
         head = add_projection(model).to(ctx.device)

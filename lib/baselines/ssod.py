@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lib.baselines.classifier import FEATURE_DIM, Batch, Classifier, Recipe, TrainContext, support_recipe
 from lib.config import Settings
+from lib.supervised import FEATURE_DIM, Batch, Classifier, Recipe, TrainContext, support_recipe
 
 GAMMA = 0.95  # patch-confidence threshold (paper: 0.95-0.99)
 LAMBDA = 1.0  # weight of the OOD-head term ("loss-wise balance")
@@ -106,5 +106,5 @@ def ssod_score(class_logits: torch.Tensor, ood_logits: torch.Tensor) -> np.ndarr
 
 
 def ood_head_outputs(model: Classifier, fmap: torch.Tensor) -> dict[str, torch.Tensor]:
-    """`classifier.infer` hook: the OOD-head logits on the GAP feature."""
+    """`lib.supervised.infer` hook: the OOD-head logits on the GAP feature."""
     return {"ood_logits": model.heads["ood"](fmap.mean(dim=(2, 3)))}

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from lib.paths import CACHE_DIR, SPLITS_DIR
+from lib.runs import atomic_write_text
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 SPLIT_SEED = 20222
@@ -129,8 +130,6 @@ def derive_lists(data_root: Path, dataset: str, domain: str) -> dict[str, list[t
 
 
 def write_list(path: Path, rows) -> None:
-    from lib.runs import atomic_write_text
-
     atomic_write_text(Path(path), "".join(f"{rel} {label}\n" for rel, label in rows))
 
 

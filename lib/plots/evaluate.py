@@ -8,6 +8,8 @@ import pandas as pd
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import roc_curve
 
+from lib.metrics import known_threshold
+
 
 def roc(normality: np.ndarray, is_known: np.ndarray, title: str = "", auroc: float | None = None,
         ax: plt.Axes | None = None, legend: bool = True) -> plt.Figure:
@@ -96,8 +98,6 @@ def roc_grid(scores: dict) -> plt.Figure:
 def normality_histogram_grid(scores: dict) -> plt.Figure:
     """One `normality_histogram` panel per benchmark (known vs unknown density, FPR95 threshold line; title: name
     and FPR95). `scores`: {name: evaluate.BenchmarkScores}."""
-    from lib.evaluate import known_threshold
-
     fig, axes = _panel_grid(len(scores), sharey=False)
     for ax, (name, s) in zip(axes, scores.items()):
         normality_histogram(s.normality, s.is_known, f"{name}\nFPR95 {s.metrics()['fpr95']:.3f}",
