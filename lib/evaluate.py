@@ -1,4 +1,4 @@
-"""Semantic novelty detection with a trained relational model (SPEC 6): prototypes, scores, metrics.
+"""Semantic novelty detection with a trained relational model (docs/METHOD.md §6): prototypes, scores, metrics.
 
 Conventions, used everywhere in this module:
 - Known test images are the *positive* class of every metric except ``aupr_out``.
@@ -297,7 +297,7 @@ def build_prototypes(support_feats: torch.Tensor, support_labels: np.ndarray, nu
                      k: int = 3) -> tuple[torch.Tensor, np.ndarray]:
     """Prototypes (M, 512) and their class (M,) for ``kind``:
 
-    - ``mean``: one per class, its mean support feature (SPEC 6);
+    - ``mean``: one per class, its mean support feature (docs/METHOD.md §6);
     - ``kcenter``: the K = min(k, n_c) "most significant" support features of each class by greedy k-center;
     - ``knn`` / ``knn_class``: every support feature (the class score is then the mean of the class's top-k
       similarities; see `score_benchmark` for how the two compute normality).
@@ -401,7 +401,7 @@ class BenchmarkScores:
 
 def score_benchmark(model, objective, benchmark, settings: Settings,
                     memo: FeatureMemo | None = None) -> BenchmarkScores:
-    """Score every test image of `benchmark` against the known-class prototypes of its support set (SPEC 6).
+    """Score every test image of `benchmark` against the known-class prototypes of its support set (docs/METHOD.md §6).
 
     s_c = objective.similarity(model.relate(f(x), p_c)); normality = max_c softmax(s)_c; prediction = argmax_c.
     ``prototypes=knn`` (the reference kNN evaluator) keeps that prediction (argmax of the per-class top-k means)

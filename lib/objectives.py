@@ -1,11 +1,11 @@
-"""Pair objectives of the ICIAP-2023 table (SPEC 4): a registry name -> spec, Kornblith style.
+"""Pair objectives of the ICIAP-2023 table (docs/METHOD.md §4): a registry name -> spec, Kornblith style.
 
 Conventions (x = head output, t = pair label, ``lib.SAME = 1`` / ``lib.DIFFERENT = 0``, s = 2t - 1):
 
 * 1-logit objectives (mse, bce, bce_focal, hinge): the head outputs (N, 1); ``similarity`` is x itself,
   and x > 0 predicts "same".
 * 2-logit objectives (ce, ce_focal): the head outputs (N, 2), column ``SAME`` (= 1) is the "same" logit;
-  ``similarity`` is that "same" logit (SPEC 4), and argmax predicts.
+  ``similarity`` is that "same" logit (docs/METHOD.md §4), and argmax predicts.
 
 ``loss_curve(p)`` is the loss of one example as a function of p = the probability the model assigns to
 the correct class. The mapping used: for 1-logit objectives p = sigma(s * x), i.e. the logit of a *same* pair

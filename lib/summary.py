@@ -39,7 +39,7 @@ HEADLINE_SE_FACTOR = 2.0
 RHO_RESAMPLES = 1000  # bootstrap resamples (over seeds) of the rho interval
 RHO_SEED = 0  # fixed: the interval never depends on anything but the runs
 
-# SPEC 8-9: ICIAP 2023, ImageNet-trained ReSeND, seed 000.
+# docs/METHOD.md §8-9: ICIAP 2023, ImageNet-trained ReSeND, seed 000.
 PAPER_R2 = {"mse_c1": .520, "mse_c10": .111, "mse_c50": .015, "bce": .592, "bce_focal": .441, "ce": .592,
             "ce_focal": .362, "hinge_d1": .487, "hinge_d0.1": .251, "hinge_d0.01": .101}
 PAPER_INTRA_AUROC = {  # Texture / Real / Sketch / Painting / avg

@@ -54,7 +54,7 @@ def test_tables_and_csv_written(study):
 def test_paper_columns_side_by_side(study):
     agg = summary.aggregate(summary.collect(study))
     text = summary.table(agg, ["glyph_printed"], "intra", paper=True)
-    assert "paper R²" in text and "| 0.702 | 0.111 |" in text  # SPEC 9: mse c=10 avg .702, R² .111
+    assert "paper R²" in text and "| 0.702 | 0.111 |" in text  # docs/METHOD.md §9: mse c=10 avg .702, R² .111
 
 
 def test_spearman_needs_three_configs(study):

@@ -1,4 +1,4 @@
-"""Comparison methods (SPEC 10): trained or fitted on the benchmark's support set, which ReSeND never is.
+"""Comparison methods (docs/METHOD.md §10): trained or fitted on the benchmark's support set, which ReSeND never is.
 
 `METHODS` maps a name to its runner ``runner(benchmark, settings, outliers, budget_s, classifier) -> dict``
 returning ``{"normality", "predictions", "train_seconds", "epochs", "steps", "aux_data", "criterion",
@@ -249,7 +249,7 @@ def resend_results(study_dir, benchmark: str, fixed: str = FIXED_RESEND_CONFIG) 
 
 
 def resend_eval_seconds(study_dir, benchmark: str) -> float | None:
-    """Mean ReSeND evaluation seconds on `benchmark` over the study's configs: the finetuning budget (SPEC 10)."""
+    """Mean ReSeND evaluation seconds on `benchmark` over the study's configs: the finetuning budget (docs/METHOD.md §10)."""
     by_config = _resend_by_config(study_dir, benchmark)
     if "eval_seconds" not in by_config or by_config["eval_seconds"].dropna().empty:
         return None

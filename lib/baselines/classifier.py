@@ -1,4 +1,4 @@
-"""Support-set classifiers for the comparison methods (SPEC 10): a ResNet-18 and ONE training loop.
+"""Support-set classifiers for the comparison methods (docs/METHOD.md §10): a ResNet-18 and ONE training loop.
 
 Every trained method (plain CE for the post-hoc detectors, MixOE, SSOD, ReweightOOD) plugs a
 ``loss(batch) -> scalar`` callable and a `Recipe` (optimiser values, input size, augmentation) into
