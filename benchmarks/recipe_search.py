@@ -12,7 +12,7 @@ steps x batch_pairs; ties: the higher worst-configuration AUROC) under which EVE
 here looks at the benchmarks, R² or the R²-AUROC finding. Shared recipe parts: batch 336 pairs (16 anchors x 21),
 linear warmup over the first 5 % of the steps, then cosine to 0, gradient-norm clip 1, weight decay = the
 preset's (it is also part of the source-pretraining recipe, see `lib.pretrain.recipe`, so changing it would
-change the backbone). The model gets the reference init of SPEC 2 (trunc-normal .02, zero bias, LN 1/0), which
+change the backbone). The model gets the reference init of docs/METHOD.md §2 (trunc-normal .02, zero bias, LN 1/0), which
 `lib.model` builds (the first rows were searched with the same init patched in, before lib.model had it).
 
 Raw rows go to ``docs/recipe_search.csv`` (a rerun skips the trials already there); the table to
@@ -56,7 +56,7 @@ RECIPES = {
     "adamw_3e-5_800": _recipe("adamw", 3e-5, 800),
     "adamw_1e-4_800": _recipe("adamw", 1e-4, 800),
     "adamw_3e-4_800": _recipe("adamw", 3e-4, 800),
-    "sgd_5e-3_800": _recipe("sgd", 5e-3, 800),  # control: SPEC 5's optimiser at a non-saturating lr
+    "sgd_5e-3_800": _recipe("sgd", 5e-3, 800),  # control: docs/METHOD.md §5's optimiser at a non-saturating lr
     # added after the grid above (see NOTES): 1e-4 x 800 leaves mse c=1 short, 3e-4 x 800 saturates mse c=50
     "adamw_2e-4_800": _recipe("adamw", 2e-4, 800),
     # per_pair on the bank: the reference's pair statistics (16 anchors, each negative from any other class) at no
@@ -77,7 +77,7 @@ NOTES = """How the grid grew (in this order): the issue's grid with `pairing: in
 configurations: AdamW 1e-4 x 800 left mse c=1 (0.87) and hinge d=.01 (0.92) short, 3e-4 x 800 saturated mse c=50
 (0.60) and the hinges, 3e-4 x 400 left mse c=1 at 0.64, and the added 2e-4 x 800 did both (mse c=1 0.84, c=50 0.76).
 in_batch draws a step's 16 anchors and all their negatives from 4 classes (images_per_class = 4); on the bank it
-saves nothing, since no backbone runs, so `per_pair` (SPEC 3's reference statistics: each negative from any other
+saves nothing, since no backbone runs, so `per_pair` (docs/METHOD.md §3's reference statistics: each negative from any other
 class) was tried: at 1e-4 x 800 it lifted mse c=50 to 0.996 and hinge d=.01 to 0.991 (mse c=1 0.92), at 3e-4 it
 failed hinge d=1 (0.83), and at 2e-4 every configuration passed (hinge d=1 at 0.960 is the closest). Not run, to
 spare the 2 shared cores: AdamW 3e-5 x 400/800 and 1e-4 x 400 (less lr x steps than 1e-4 x 800, which already
@@ -190,7 +190,7 @@ def main(argv=None) -> None:
     parser.add_argument("--csv", default=str(DOCS / "recipe_search.csv"))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    init = "SPEC 2 reference init (trunc-normal .02, zero bias), as lib.model builds it"
+    init = "docs/METHOD.md §2 reference init (trunc-normal .02, zero bias), as lib.model builds it"
     csv = Path(args.csv)
     rows = pd.read_csv(csv) if csv.exists() else pd.DataFrame()
 

@@ -1,6 +1,6 @@
 """SSOD's input size: the last feature map's size and the seconds per training step of ResNet-18 at each candidate.
 
-SSOD needs a last feature map with real locations (SPEC 10); at 32 px the standard stem leaves 1x1. Candidates: the
+SSOD needs a last feature map with real locations (docs/METHOD.md §10); at 32 px the standard stem leaves 1x1. Candidates: the
 standard stem upsampled to 64/128/224 px, or the small stem at 32 px. One thread, batch 32, forward + backward of
 the CE on the GAP feature, random init; the best of two steps after one warm-up step.
 

@@ -1,8 +1,8 @@
-"""Feature bank of the frozen-backbone regime (``train_backbone: false``; SPEC 5 lets small presets freeze the
+"""Feature bank of the frozen-backbone regime (``train_backbone: false``; docs/METHOD.md §5 lets small presets freeze the
 backbone and train r and c on a cached bank of augmented source features).
 
 The bank holds, for every image of the training source set, ``bank_views`` (K) views drawn through the train
-augmentation (SPEC 3) plus 1 view through the eval transform, each passed once through the backbone in eval
+augmentation (docs/METHOD.md §3) plus 1 view through the eval transform, each passed once through the backbone in eval
 mode (BN running statistics: the frozen backbone is a fixed function). The augmentation draws come from a fixed
 seed (``BANK_SEED + view``), never from the run seed: every run and seed of a study shares one bank, and view k
 is the same image whatever K is.

@@ -33,7 +33,7 @@ PRESETS = ("smoke", "mini", "paper")
 @dataclass
 class Settings:
     # --- run bookkeeping ---
-    preset: str = "smoke"  # smoke (seconds, tests) | mini (embedded default, minutes) | paper (SPEC numbers)
+    preset: str = "smoke"  # smoke (seconds, tests) | mini (embedded default, minutes) | paper (the numbers of docs/METHOD.md)
     study: str = "scratch"  # outputs/<study>/ groups the runs of one sweep
     config_name: str = ""  # run folder name before __seed<k>; empty = derived from objective + its parameter
     run_dir: str = ""  # explicit run folder; empty = outputs/<study>/<config_name>__seed<seed>
@@ -60,26 +60,26 @@ class Settings:
     mlp_ratio: int = 4  # transformer MLP width = mlp_ratio * d_model
     head: str = "mlp"  # mlp (ICIAP: d -> head_hidden -> ReLU -> out) | fc (ECCV: single Linear)
     head_hidden: int = 256  # hidden width of the mlp head; its pre-ReLU activation is the R^2 representation
-    # --- objective (SPEC 4) ---
+    # --- objective (docs/METHOD.md §4) ---
     loss: str = "bce"  # the objective: mse | bce | bce_focal (alias: focal) | ce | ce_focal | hinge
     mse_c: float = 1.0  # mse: y = 2*sigmoid(c*x) - 1; paper grid c in {1, 10, 50}
     focal_gamma: float = 3.0  # bce_focal / ce_focal exponent
     focal_k: float = 10.0  # bce_focal: focal weight from p = sigma(k*x), BCE on x (reference --sigmoid_compression)
     hinge_delta: float = 1.0  # hinge margin; paper grid delta in {1, 0.1, 0.01}
-    # --- pairs (SPEC 3) ---
+    # --- pairs (docs/METHOD.md §3) ---
     pairing: str = "in_batch"  # in_batch (one backbone pass per image) | per_pair (reference: 2 passes per pair)
     neg_to_pos_ratio: int = 20  # negatives per anchor (k)
     class_balance: bool = True  # draw extra anchors from small classes up to the largest class's count
     images_per_class: int = 4  # in_batch: images of each class in a batch (>= 2 so positives exist)
-    # --- optimisation (SPEC 5) ---
+    # --- optimisation (docs/METHOD.md §5) ---
     steps: int = 30  # optimiser steps (paper: 33000)
     batch_pairs: int = 336  # pairs per step (paper: 4096); in_batch uses batch_pairs // (1 + k) anchors
     lr: float = 0.008  # peak learning rate after warmup
     warmup_steps: int = 5  # linear warmup from 0 (paper: 500)
     weight_decay: float = 5.0e-4  # weight decay of weight matrices (sgd: L2 in the gradient; adamw: decoupled)
     momentum: float = 0.9  # SGD momentum
-    optimizer: str = "sgd"  # sgd (momentum, SPEC 5) | adamw (betas .9/.999)
-    schedule: str = "constant"  # constant (SPEC 5: warmup then constant) | cosine (warmup then cosine to 0 at `steps`)
+    optimizer: str = "sgd"  # sgd (momentum, docs/METHOD.md §5) | adamw (betas .9/.999)
+    schedule: str = "constant"  # constant (docs/METHOD.md §5: warmup then constant) | cosine (warmup then cosine to 0 at `steps`)
     grad_clip: float = 0.0  # max global gradient norm before each optimiser step; 0 = off
     train_backbone: bool = True  # False = freeze the backbone, train r and c on a cached feature bank (lib.bank)
     bank_views: int = 4  # train_backbone=False: train-augmented views of each source image in the bank
@@ -92,12 +92,12 @@ class Settings:
     resume: bool = True  # continue from run_dir/checkpoints/last.pt when it exists
     deterministic: bool = True  # torch deterministic algorithms: seeded CPU runs bit-identical at any thread count
     log_every: int = 1  # steps between history rows
-    # --- evaluation (SPEC 6, 8) ---
+    # --- evaluation (docs/METHOD.md §6, 8) ---
     eval_batch_size: int = 1024  # (test image, prototype) pairs per relational-module batch
     prototypes: str = "mean"  # mean | kcenter (K per class, max) | knn (reference: top-k mean over all support) | knn_class (per class, softmax)
     prototypes_k: int = 3  # K of kcenter / k of knn and knn_class
     r2_pairs: int = 600  # pairs for the R^2 analysis (paper: ~12000)
-    # --- comparisons (SPEC 10) ---
+    # --- comparisons (docs/METHOD.md §10) ---
     methods: str = "all"  # comma list of msp,maxlogit,energy,odin,mahalanobis,knn,mixoe_mixup,mixoe_cutmix,ssod,reweightood | all
     budget_s: float = 0.0  # 06: seconds per trained method of the budget-matched setting (beside the converged one); 0 = resend_study's ReSeND eval seconds, none: no such setting
     baseline_epochs: int = 2  # epochs on the support set in the converged setting

@@ -35,7 +35,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # ---------------------------------------------------------------- transforms
 def train_transform(image_size: int, hflip: bool = True):
-    """uint8 (3,H,W) -> float32 normalised (SPEC 3): RandomResizedCrop(0.8-1), flip, ColorJitter p=.5, gray .1.
+    """uint8 (3,H,W) -> float32 normalised (docs/METHOD.md §3): RandomResizedCrop(0.8-1), flip, ColorJitter p=.5, gray .1.
 
     ``hflip=False`` leaves the flip out, for images whose mirror image is another class (`augmentation`)."""
     from torchvision.transforms import v2
@@ -52,7 +52,7 @@ def train_transform(image_size: int, hflip: bool = True):
 
 def augmentation(imageset, image_size: int, transform=train_transform):
     """`transform` (train_transform or one with its ``hflip`` argument) fit for `imageset`: no horizontal flip for
-    sets whose mirror images are other classes (``mirror_invariant`` False: the glyphs). SPEC 3 flips natural
+    sets whose mirror images are other classes (``mirror_invariant`` False: the glyphs). docs/METHOD.md §3 flips natural
     images; a flipped character is another character or none, and a glyph backbone pretrained with flips detects
     worse (printed -> handwritten AUROC of its features .715-.735 with flips, .838 without; docs/backbone_search.md)."""
     return transform(image_size, hflip=getattr(imageset, "mirror_invariant", True))
@@ -439,7 +439,7 @@ def load_benchmark(name: str, settings) -> Benchmark:
     return bench
 
 
-# MixOE's auxiliary outliers come from another dataset family than the benchmark's (SPEC 10: a distant set, never the
+# MixOE's auxiliary outliers come from another dataset family than the benchmark's (docs/METHOD.md §10: a distant set, never the
 # test unknowns' distribution; the paper uses WebVision for fine-grained benchmarks)
 OUTLIER_FAMILY = {"glyph": "emoji", "emoji": "glyph", "fashion": "glyph", "real": "glyph"}
 
@@ -469,7 +469,7 @@ def outlier_pool(name: str, settings, max_images: int = 4000) -> ImageSet:
 
 
 def benchmark_summary(bench: Benchmark) -> dict[str, int]:
-    """Split sizes as in SPEC 7: support images, test known / unknown images, known / unknown classes."""
+    """Split sizes as in docs/METHOD.md §7: support images, test known / unknown images, known / unknown classes."""
     known = bench.is_known()
     return {"support_images": len(bench.support), "test_known_images": int(known.sum()),
             "test_unknown_images": int((~known).sum()), "classes_known": bench.num_known,

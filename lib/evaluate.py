@@ -1,4 +1,4 @@
-"""Semantic novelty detection with a trained relational model (SPEC 6): prototypes and scores (metrics:
+"""Semantic novelty detection with a trained relational model (docs/METHOD.md §6): prototypes and scores (metrics:
 `lib.metrics`; backbone features: `lib.features`; loading a trained run: `lib.checkpoints`).
 
 Conventions (those of `lib.metrics`):
@@ -56,7 +56,7 @@ def build_prototypes(support_feats: torch.Tensor, support_labels: np.ndarray, nu
                      k: int = 3) -> tuple[torch.Tensor, np.ndarray]:
     """Prototypes (M, 512) and their class (M,) for ``kind``:
 
-    - ``mean``: one per class, its mean support feature (SPEC 6);
+    - ``mean``: one per class, its mean support feature (docs/METHOD.md §6);
     - ``kcenter``: the K = min(k, n_c) "most significant" support features of each class by greedy k-center;
     - ``knn`` / ``knn_class``: every support feature (the class score is then the mean of the class's top-k
       similarities; see `score_benchmark` for how the two compute normality).
@@ -160,7 +160,7 @@ class BenchmarkScores:
 
 def score_benchmark(model, objective, benchmark, settings: Settings,
                     memo: FeatureMemo | None = None) -> BenchmarkScores:
-    """Score every test image of `benchmark` against the known-class prototypes of its support set (SPEC 6).
+    """Score every test image of `benchmark` against the known-class prototypes of its support set (docs/METHOD.md §6).
 
     s_c = objective.similarity(model.relate(f(x), p_c)); normality = max_c softmax(s)_c; prediction = argmax_c.
     ``prototypes=knn`` (the reference kNN evaluator) keeps that prediction (argmax of the per-class top-k means)

@@ -1,4 +1,4 @@
-"""ReSeND (SPEC 2): ResNet-18 features f, relational transformer r over [label, z_i, z_j], head c.
+"""ReSeND (docs/METHOD.md §2): ResNet-18 features f, relational transformer r over [label, z_i, z_j], head c.
 
 There is no positional embedding, so swapping the two images leaves the output unchanged.
 The model knows nothing of where its backbone weights come from: `build` receives them (see

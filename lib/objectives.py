@@ -1,11 +1,11 @@
-"""Pair objectives of the ICIAP-2023 table (SPEC 4): a registry name -> spec, Kornblith style.
+"""Pair objectives of the ICIAP-2023 table (docs/METHOD.md §4): a registry name -> spec, Kornblith style.
 
 Conventions (x = head output, t = pair label, ``lib.SAME = 1`` / ``lib.DIFFERENT = 0``, s = 2t - 1):
 
 * 1-logit objectives (mse, bce, bce_focal, hinge): the head outputs (N, 1); ``similarity`` is x itself,
   and x > 0 predicts "same".
 * 2-logit objectives (ce, ce_focal): the head outputs (N, 2), column ``SAME`` (= 1) is the "same" logit;
-  ``similarity`` is that "same" logit (SPEC 4), and argmax predicts.
+  ``similarity`` is that "same" logit (docs/METHOD.md §4), and argmax predicts.
 
 ``loss_curve(p)`` is the loss of one example as a function of p = the probability the model assigns to
 the correct class. The mapping used: for 1-logit objectives p = sigma(s * x), i.e. the logit of a *same* pair
@@ -22,6 +22,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -243,3 +245,42 @@ def make(name: str, **params: float) -> Objective:
         if not math.isfinite(value):
             raise ValueError(f"objective {name!r}: parameter {key}={value} must be finite")
     return Objective(name, values)
+
+
+# ----------------------------------------------------------------------------- loss shapes (05_loss_shapes)
+def curve_grid(points: int = 199, low: float = 0.005, high: float = 0.995) -> Tensor:
+    """The p grid of the loss-shape view: `points` evenly spaced float64 values in [low, high] (p = 0 and 1 excluded:
+    the logit maps them to infinity)."""
+    return torch.linspace(low, high, points, dtype=torch.float64)
+
+
+def loss_curves(objectives: dict[str, Objective], p: Tensor | None = None) -> pd.DataFrame:
+    """Long table (columns config, p, loss, grad), one row per objective and grid point: ``loss`` =
+    ``loss_curve(p)`` and ``grad`` = dL/dp by autograd (signed: negative where the loss falls as p rises).
+    `p` defaults to `curve_grid`."""
+    p_grid = curve_grid() if p is None else p.detach().to(torch.float64)
+    rows = []
+    for name, objective in objectives.items():
+        at = p_grid.clone().requires_grad_(True)
+        loss = objective.loss_curve(at)
+        (grad,) = torch.autograd.grad(loss.sum(), at)
+        rows.append(pd.DataFrame({"config": name, "p": p_grid.numpy(), "loss": loss.detach().numpy(),
+                                  "grad": grad.numpy()}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def rising_curves(curves: pd.DataFrame, tolerance: float = 1e-12) -> list[str]:
+    """Configs of a `loss_curves` table whose loss rises anywhere by more than `tolerance` between neighbouring grid
+    points (a loss must fall, or stay flat, as the correct class becomes more probable); sorted."""
+    falls = curves.groupby("config")["loss"].apply(lambda s: bool((s.diff().dropna() <= tolerance).all()))
+    return falls[~falls].index.tolist()
+
+
+def curve_table(curves: pd.DataFrame, low: float = 0.5, high: float = 0.9) -> pd.DataFrame:
+    """Per config of a `loss_curves` table (index, sorted): the loss at p = `low` and p = `high` (linear
+    interpolation on the grid) and ``grad_ratio_<high>_over_<low>`` = |dL/dp(high) / dL/dp(low)|, the push left on
+    a pair already `high` right relative to one at `low` (0: saturated; columns named as 05 records them)."""
+    by_config = curves.groupby("config")
+    at = lambda column, p: by_config.apply(lambda g: np.interp(p, g.p, g[column]))  # noqa: E731
+    return pd.DataFrame({f"loss_at_p{low:g}": at("loss", low), f"loss_at_p{high:g}": at("loss", high),
+                         f"grad_ratio_{high:g}_over_{low:g}": (at("grad", high) / at("grad", low)).abs()})

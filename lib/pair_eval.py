@@ -1,7 +1,7 @@
 """Held-out pair AUROC: does the trained model tell same from different on source images it never trained on?
 
 The training-time check of a relational run (the study compares objectives only once every one of them has
-left the label-prior plateau, SPEC 5), in both regimes.
+left the label-prior plateau, docs/METHOD.md §5), in both regimes.
 
 * Split (`split_source`): in each class, a fixed ~10 % of its images (``round(HELD_OUT_FRACTION * n)``, at least
   2 so a held-out positive exists) is held out, chosen by a permutation from ``SPLIT_SEED`` — fixed, never the

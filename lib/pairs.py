@@ -1,4 +1,4 @@
-"""Pair sampling (SPEC 3): each anchor gets 1 positive and k negatives; labels ``SAME = 1`` / ``DIFFERENT = 0``.
+"""Pair sampling (docs/METHOD.md §3): each anchor gets 1 positive and k negatives; labels ``SAME = 1`` / ``DIFFERENT = 0``.
 
 Both modes return a `PairBatch`: the dataset indices of the images to load (each loaded and augmented once)
 and, per pair, the positions of its two images in that list, so the training step is always

@@ -1,7 +1,7 @@
 """Source pretraining: the stand-in for ImageNet weights on the embedded data (``pretrained: source``).
 
 ReSeND's backbone starts from torchvision's ImageNet classifier, i.e. a network trained *with labels on the same
-source set* the relational module is then trained on (SPEC 2). No weights can be downloaded here, so
+source set* the relational module is then trained on (docs/METHOD.md §2). No weights can be downloaded here, so
 ``pretrained: source`` recreates that starting point: a ResNet-18 classifier of the source classes (glyph: the
 printed-font images of every source character, never a benchmark character), trained once per recipe with the
 one supervised classifier loop (`lib.supervised.train_classifier`: SGD + cosine, train augmentation) and

@@ -1,4 +1,4 @@
-"""Class separation R^2 of the relational representations (SPEC 8; Kornblith et al., NeurIPS 2021).
+"""Class separation R^2 of the relational representations (docs/METHOD.md §8; Kornblith et al., NeurIPS 2021).
 
 With cosine distance d(a, b) = 1 - cos(a, b) and D_gh = mean over all a in g, b in h of d(a, b):
 
@@ -74,7 +74,7 @@ R2_PAIRS_PER_CLASS = R2_ANCHORS_PER_CLASS * (1 + R2_DIFFERENT_PER_ANCHOR)
 
 
 def sample_triples(labels, n_pairs: int, settings: Settings) -> np.ndarray:
-    """(P, 3) int64 rows (image a, image b, label) built as the reference r2.py does (SPEC 8).
+    """(P, 3) int64 rows (image a, image b, label) built as the reference r2.py does (docs/METHOD.md §8).
 
     ceil(n_pairs / 12) classes (drawn with ``settings.seed``; all classes with >= 2 images when there are fewer)
     give 2 anchors each; an anchor has 1 same pair (another image of its class) then 5 different pairs (each an

@@ -2,11 +2,11 @@
 
 - ``backbone_proto``: the study's frozen backbone (``pretrained`` of its preset, loaded as `lib.model.build`
   loads it), cosine similarity of each test feature to the class-mean prototypes of the support features, and
-  ReSeND's rule on top (SPEC 6): normality = max_c softmax(s / T)_c, prediction = argmax_c. ReSeND applies the
+  ReSeND's rule on top (docs/METHOD.md §6): normality = max_c softmax(s / T)_c, prediction = argmax_c. ReSeND applies the
   softmax to unbounded logits; a cosine lies in [-1, 1], so at T = 1 the softmax over C classes is nearly flat
   (max prob <= e^2 / (e^2 + C - 1), 0.24 for C = 25) and MSP ranks images by s_max - mean(s) rather than by how
   well they match a class. T = `TEMPERATURE` = 0.1 (scale 10) is the usual cosine-classifier temperature
-  (SupCon / CIDER / ReweightOOD's tau = 0.1, SPEC 10), which turns cosines into logit-like margins.
+  (SupCon / CIDER / ReweightOOD's tau = 0.1, docs/METHOD.md §10), which turns cosines into logit-like margins.
   Also recorded (not in the tables): ``backbone_proto_t1`` (T = 1) and ``backbone_proto_maxcos``
   (normality = max_c cosine, no softmax).
 - ``pixels_1nn``: raw pixels, normality = max cosine of the flattened eval-transform image (resized, ImageNet

@@ -39,7 +39,7 @@ HEADLINE_SE_FACTOR = 2.0
 RHO_RESAMPLES = 1000  # bootstrap resamples (over seeds) of the rho interval
 RHO_SEED = 0  # fixed: the interval never depends on anything but the runs
 
-# SPEC 8-9: ICIAP 2023, ImageNet-trained ReSeND, seed 000 (each configuration's paper_r2 in lib.objectives).
+# docs/METHOD.md §8-9: ICIAP 2023, ImageNet-trained ReSeND, seed 000 (each configuration's paper_r2 in lib.objectives).
 PAPER_R2 = {name: c.paper_r2 for name, (_, c) in objectives.CONFIGS.items() if c.paper_r2 is not None}
 PAPER_INTRA_AUROC = {  # Texture / Real / Sketch / Painting / avg
     "mse_c10": (.686, .776, .615, .729, .702),
@@ -47,6 +47,32 @@ PAPER_INTRA_AUROC = {  # Texture / Real / Sketch / Painting / avg
     "ce": (.614, .651, .554, .648, .617),
 }
 PAPER_CROSS_AUROC = {"hinge_d0.01": .641, "mse_c10": .645, "ce": .617}
+
+
+def training_metrics(history: pd.DataFrame) -> dict[str, float]:
+    """What 02_train records of a training history (one row per logged step: ``loss``, ``acc_same``, ``acc_diff``,
+    ``pairs_per_s``): ``train_loss_init`` (the first logged loss: the untrained model when log_every = 1),
+    ``train_loss_first`` / ``train_loss_last`` (mean loss of the first / last fifth of the rows, at least one row),
+    ``train_acc_same_last`` / ``train_acc_diff_last`` (mean accuracies of the last fifth; the plateau rule's
+    `LEARNED_ACC_SAME` reads the first) and ``train_pairs_per_s`` (the median throughput)."""
+    if history.empty:
+        raise ValueError("an empty training history has no metrics")
+    fifth = max(1, len(history) // 5)
+    return {
+        "train_loss_init": history["loss"].iloc[0],
+        "train_loss_first": history["loss"].iloc[:fifth].mean(),
+        "train_loss_last": history["loss"].iloc[-fifth:].mean(),
+        "train_acc_same_last": history["acc_same"].iloc[-fifth:].mean(),
+        "train_acc_diff_last": history["acc_diff"].iloc[-fifth:].mean(),
+        "train_pairs_per_s": history["pairs_per_s"].median(),
+    }
+
+
+def runs_with(df: pd.DataFrame, columns) -> pd.DataFrame:
+    """The rows of a per-run table (see `collect`) that recorded every one of `columns` (not NaN); no rows when a
+    column is missing altogether (e.g. no run has reached 04_r2 yet)."""
+    columns = list(columns)
+    return df.dropna(subset=columns) if set(columns) <= set(df.columns) else df.iloc[:0]
 
 
 def benchmark_kind(name: str) -> str:
@@ -244,9 +270,9 @@ def write_summary(study_dir: Path, paper: bool = False) -> list[Path]:
              "(it calls every pair different) and is left out of the 'learned' ρ. `train acc same`: fraction of same "
              "pairs called same over the last fifth of training (a calibration, not the gate)."]
     regimes = sorted({r for r in df.get("train_regime", pd.Series(dtype=str)).fillna("") if r})
-    if regimes:  # SPEC 5: every table made on a frozen backbone says so
+    if regimes:  # docs/METHOD.md §5: every table made on a frozen backbone says so
         parts.append(f"Training regime (env.json of the runs): {'; '.join(regimes)}"
-                     + ("" if regimes == ["finetune"] else " (SPEC 5's CPU regime: only r and c train, on cached "
+                     + ("" if regimes == ["finetune"] else " (docs/METHOD.md §5's CPU regime: only r and c train, on cached "
                                                            "features of augmented source images)")
                      + ".")
     refs = reference.read_reference_rows(study_dir)

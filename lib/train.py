@@ -1,4 +1,4 @@
-"""Relational training (SPEC 5): SGD + linear warmup (+ LARS), bf16 autocast on CUDA, checkpoints, resume, DDP.
+"""Relational training (docs/METHOD.md §5): SGD + linear warmup (+ LARS), bf16 autocast on CUDA, checkpoints, resume, DDP.
 
 Small presets may instead use AdamW, a cosine schedule, gradient clipping and ``train_backbone=False``: the
 backbone is frozen and r + c train on a cached bank of train-augmented source features (`lib.bank`); a step
@@ -85,7 +85,7 @@ def make_optimizer(net: nn.Module, settings) -> torch.optim.Optimizer:
 
 
 def warmup_factor(warmup_steps: int):
-    """LambdaLR factor: linear warmup (step+1)/warmup_steps, then constant 1 (SPEC 5: no decay)."""
+    """LambdaLR factor: linear warmup (step+1)/warmup_steps, then constant 1 (docs/METHOD.md §5: no decay)."""
     return lambda step: min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
 
 

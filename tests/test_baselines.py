@@ -474,3 +474,35 @@ def test_mahalanobis_on_a_singular_covariance_matches_sklearns_pseudo_inverse():
 @pytest.mark.parametrize(("support", "k"), [(1, 1), (175, 1), (325, 1), (1500, 2), (50_000, 50), (1_281_167, 1281)])
 def test_knn_k_follows_the_papers_fraction_of_the_training_set(support, k):
     assert posthoc.knn_k(support) == k  # 50 of CIFAR-10's 50,000 = 0.1 %; at least 1, at most the support
+
+
+def test_budget_settings_rule(tmp_path):
+    for seed in (0, 1):  # ReSeND eval seconds 10 and 11 on benchmark b: mean 10.5
+        run = tmp_path / f"mse_c10__seed{seed}"
+        run.mkdir()
+        (run / "metrics.json").write_text(json.dumps({"auroc__b": 0.7, "eval_seconds__b": 10.0 + seed}))
+    assert baselines.budget_settings(0.0, None, "b") == (
+        {"converged": 0.0}, {"comparison_budget_s": 0.0, "comparison_budget_from": "none"})  # converged only
+    assert baselines.budget_settings(0.0, tmp_path, "b") == (
+        {"converged": 0.0, "budget": 10.5}, {"comparison_budget_s": 10.5, "comparison_budget_from": "resend eval seconds"})
+    assert baselines.budget_settings(2.5, tmp_path, "b") == (  # an explicit budget_s wins over the study's seconds
+        {"converged": 0.0, "budget": 2.5}, {"comparison_budget_s": 2.5, "comparison_budget_from": "budget_s"})
+    assert baselines.budget_settings(0.0, tmp_path, "other")[0] == {"converged": 0.0}  # no runs on that benchmark
+
+
+def test_write_results_records_rows_arrays_and_mean_std(tmp_path):
+    (tmp_path / "metrics.json").write_text(json.dumps({"kept": 1.0}))
+    rows = pd.DataFrame({"method": ["a"] * 3, "setting": ["converged"] * 2 + ["budget"], "seed": [0, 1, 0],
+                         "family": "f", "aux_data": "none", "criterion": "c", "auroc": [0.6, 0.8, 0.5],
+                         "criterion_value": [1.0, 1.0, 0.5], "criterion_met": [True, True, False]})
+    normality = {f"{s}__seed{k}__a": np.array([0.1 * k, 0.9]) for s, k in [("converged", 0), ("converged", 1), ("budget", 0)]}
+    table, metrics = baselines.write_results(tmp_path, rows, normality, np.array([False, True]))
+    assert table[["method", "setting"]].values.tolist() == [["a", "converged"], ["a", "budget"]]
+    # converged mean (.6 + .8) / 2 = .7, sample std sqrt(2 * .1^2 / 1) = .141421; budget: one seed, no std key
+    assert metrics["auroc__a"] == pytest.approx(0.7) and metrics["auroc_std__a"] == pytest.approx(0.141421, rel=1e-5)
+    assert metrics["auroc__a__budget"] == 0.5 and "auroc_std__a__budget" not in metrics and metrics["kept"] == 1.0
+    assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "methods.csv"), rows)
+    with np.load(tmp_path / "normality.npz") as saved:
+        assert sorted(saved.files) == sorted(["is_known", *normality])
+        assert saved["is_known"].tolist() == [False, True] and saved["converged__seed1__a"].tolist() == [0.1, 0.9]

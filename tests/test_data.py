@@ -146,7 +146,7 @@ def _flips(transform) -> bool:
 
 def test_glyphs_are_never_mirrored_in_training_other_images_are(settings):
     """A mirrored character is another character (or none): every augmentation of a glyph set leaves the flip out
-    (source, its subsets and concatenations, a benchmark's support), photos and emoji keep SPEC 3's flip; the
+    (source, its subsets and concatenations, a benchmark's support), photos and emoji keep docs/METHOD.md §3's flip; the
     pretrained backbone's and the feature bank's cache keys record the choice."""
     from lib import bank, pretrain
     from lib.baselines import reweightood

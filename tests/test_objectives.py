@@ -217,3 +217,45 @@ def test_objective_parameters_live_in_settings_fields():
         assert set(spec.settings.values()) <= set(config.FIELDS), name
         for param, field_name in spec.settings.items():  # the Settings default is the objective's default
             assert config.DEFAULTS[field_name] == spec.defaults[param], (name, param)
+# ----------------------------------------------------------------------------- loss shapes (05_loss_shapes)
+def test_loss_curves_values_and_autograd_gradients_by_hand():
+    p = torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)
+    curves = objectives.loss_curves({"bce": objectives.make("bce"), "mse_c1": objectives.make("mse", c=1.0),
+                                     "hinge_d1": objectives.make("hinge", delta=1.0)}, p)
+    assert list(curves.columns) == ["config", "p", "loss", "grad"] and len(curves) == 3 * 3
+    bce, mse, hinge = (curves[curves["config"] == c] for c in ("bce", "mse_c1", "hinge_d1"))
+    # bce: L = -ln p, dL/dp = -1/p -> ln 4, ln 2, ln 4/3 and -4, -2, -4/3
+    assert bce["loss"].tolist() == pytest.approx([math.log(4), LN2, math.log(4 / 3)])
+    assert bce["grad"].tolist() == pytest.approx([-4.0, -2.0, -4 / 3])
+    # mse c=1: L = 4 (1 - p)^2, dL/dp = -8 (1 - p) -> 2.25, 1, .25 and -6, -4, -2
+    assert mse["loss"].tolist() == pytest.approx([2.25, 1.0, 0.25]) and mse["grad"].tolist() == pytest.approx([-6, -4, -2])
+    # hinge d=1 at p=.5: logit 0, L = 1, dL/dp = -1 / (p (1 - p)) = -4; at p=.75 logit ln 3 = 1.0986 > 1: flat 0
+    assert hinge["loss"].tolist()[1:] == pytest.approx([1.0, 0.0]) and hinge["grad"].tolist()[1:] == pytest.approx([-4, 0])
+    assert curves["p"].tolist()[:3] == [0.25, 0.5, 0.75]
+
+
+def test_curve_grid_and_table_interpolate_the_hand_worked_ratios():
+    grid = objectives.curve_grid()
+    assert grid.dtype == torch.float64 and len(grid) == 199 and float(grid[0]) == 0.005 and float(grid[-1]) == pytest.approx(0.995)
+    curves = objectives.loss_curves({"mse_c1": objectives.make("mse", c=1.0), "bce": objectives.make("bce")})
+    table = objectives.curve_table(curves, 0.5, 0.9)
+    assert list(table.columns) == ["loss_at_p0.5", "loss_at_p0.9", "grad_ratio_0.9_over_0.5"]
+    assert list(table.index) == ["bce", "mse_c1"]  # sorted by config
+    # bce: -ln .9 = .105361; |dL/dp| ratio (1/.9) / (1/.5) = .5/.9; mse c=1: 4 * .1^2 = .04, ratio 8 * .1 / (8 * .5) = .2
+    assert table.at["bce", "loss_at_p0.5"] == pytest.approx(LN2) and table.at["bce", "loss_at_p0.9"] == pytest.approx(0.105361, rel=1e-5)
+    assert table.at["bce", "grad_ratio_0.9_over_0.5"] == pytest.approx(0.5 / 0.9, rel=1e-6)
+    assert table.at["mse_c1", "loss_at_p0.9"] == pytest.approx(0.04) and table.at["mse_c1", "grad_ratio_0.9_over_0.5"] == pytest.approx(0.2)
+    # between grid points the table interpolates linearly: p = .375 on the grid (.25, .5) of bce is (ln 4 + ln 2) / 2
+    coarse = objectives.loss_curves({"bce": objectives.make("bce")}, torch.tensor([0.25, 0.5], dtype=torch.float64))
+    mid = objectives.curve_table(coarse, 0.25, 0.375)
+    assert mid.at["bce", "loss_at_p0.375"] == pytest.approx(1.5 * LN2) and mid.at["bce", "grad_ratio_0.375_over_0.25"] == pytest.approx(0.75)
+
+
+def test_rising_curves_flags_only_a_loss_that_rises_with_p():
+    import pandas as pd
+
+    curves = pd.DataFrame({"config": ["flat"] * 3 + ["falls"] * 3 + ["rises"] * 3, "p": [0.1, 0.5, 0.9] * 3,
+                           "loss": [1.0, 1.0, 1.0, 3.0, 2.0, 0.0, 1.0, 2.0, 0.0]})
+    assert objectives.rising_curves(curves) == ["rises"]
+    every = {name: objectives.make(name) for name in objectives.REGISTRY}
+    assert objectives.rising_curves(objectives.loss_curves(every)) == []  # every registry loss falls in p

@@ -1,4 +1,4 @@
-"""lib.pairs: both pairing modes have the SPEC-3 pair statistics."""
+"""lib.pairs: both pairing modes have the docs/METHOD.md §3 pair statistics."""
 
 import numpy as np
 import pytest

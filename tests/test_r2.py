@@ -1,4 +1,4 @@
-"""R^2 (SPEC 8): hand-worked tiny cases, the diagonal convention, block == naive N x N."""
+"""R^2 (docs/METHOD.md §8): hand-worked tiny cases, the diagonal convention, block == naive N x N."""
 
 import math
 

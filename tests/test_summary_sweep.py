@@ -54,7 +54,7 @@ def test_tables_and_csv_written(study):
 def test_paper_columns_side_by_side(study):
     agg = summary.aggregate(summary.collect(study))
     text = summary.table(agg, ["glyph_printed"], "intra", paper=True)
-    assert "paper R²" in text and "| 0.702 | 0.111 |" in text  # SPEC 9: mse c=10 avg .702, R² .111
+    assert "paper R²" in text and "| 0.702 | 0.111 |" in text  # docs/METHOD.md §9: mse c=10 avg .702, R² .111
 
 
 def test_spearman_needs_three_configs(study):
@@ -294,7 +294,7 @@ def test_a_clean_sweep_prints_nothing_alarming(tmp_path):
 
 
 def test_tables_say_which_training_regime_made_the_runs(study):
-    """SPEC 5: a table made with a frozen backbone on a feature bank says so (from the runs' env.json)."""
+    """docs/METHOD.md §5: a table made with a frozen backbone on a feature bank says so (from the runs' env.json)."""
     summary.write_summary(study)
     assert "Training regime" not in (study / "tables.md").read_text()  # no env.json: nothing to claim
     for run in ("mse_c10__seed0", "mse_c10__seed1", "ce__seed0", "ce__seed1"):
@@ -302,3 +302,22 @@ def test_tables_say_which_training_regime_made_the_runs(study):
     summary.write_summary(study)
     line = next(l for l in (study / "tables.md").read_text().splitlines() if l.startswith("Training regime"))
     assert "frozen backbone, feature bank of 4 views" in line and "only r and c train" in line
+def test_training_metrics_over_the_first_and_last_fifth_by_hand():
+    history = pd.DataFrame({"loss": [10.0, 9, 8, 7, 6, 5, 4, 3, 2, 1], "acc_same": [0.0] * 8 + [0.2, 0.4],
+                            "acc_diff": [0.5] * 8 + [1.0, 0.9], "pairs_per_s": [1.0, 2, 3, 4, 5, 6, 7, 8, 9, 100]})
+    metrics = summary.training_metrics(history)
+    # 10 rows: a fifth is 2 rows; first (10 + 9) / 2, last (2 + 1) / 2; median of 1..9, 100 = (5 + 6) / 2
+    assert metrics == pytest.approx({"train_loss_init": 10.0, "train_loss_first": 9.5, "train_loss_last": 1.5,
+                                     "train_acc_same_last": 0.3, "train_acc_diff_last": 0.95, "train_pairs_per_s": 5.5})
+    short = summary.training_metrics(history.iloc[:3])  # fewer than 5 rows: one row each end
+    assert (short["train_loss_first"], short["train_loss_last"], short["train_acc_same_last"]) == (10.0, 8.0, 0.0)
+    assert short["train_acc_same_last"] < summary.LEARNED_ACC_SAME <= metrics["train_acc_same_last"]
+    with pytest.raises(ValueError, match="empty"):
+        summary.training_metrics(history.iloc[:0])
+
+
+def test_runs_with_keeps_the_runs_that_recorded_every_column(study):
+    df = summary.collect(study)  # mse_c10 x 2 and ce x 2 have r2; only mse_c10 has auroc__cross_avg
+    assert summary.runs_with(df, ["r2", "auroc__cross_avg"])["config"].tolist() == ["mse_c10", "mse_c10"]
+    assert len(summary.runs_with(df, ["r2"])) == 4
+    assert summary.runs_with(df, ["r2", "not_recorded"]).empty and summary.runs_with(pd.DataFrame(), ["r2"]).empty

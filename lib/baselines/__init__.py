@@ -1,4 +1,4 @@
-"""Comparison methods (SPEC 10): trained or fitted on the benchmark's support set, which ReSeND never is.
+"""Comparison methods (docs/METHOD.md §10): trained or fitted on the benchmark's support set, which ReSeND never is.
 
 `METHODS` maps a name to its runner ``runner(benchmark, settings, outliers, budget_s, classifier) -> dict``
 returning ``{"normality", "predictions", "train_seconds", "epochs", "steps", "aux_data", "criterion",
@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -252,11 +253,34 @@ def resend_results(study_dir, benchmark: str, fixed: str = FIXED_RESEND_CONFIG) 
 
 
 def resend_eval_seconds(study_dir, benchmark: str) -> float | None:
-    """Mean ReSeND evaluation seconds on `benchmark` over the study's configs: the finetuning budget (SPEC 10)."""
+    """Mean ReSeND evaluation seconds on `benchmark` over the study's configs: the finetuning budget (docs/METHOD.md §10)."""
     by_config = _resend_by_config(study_dir, benchmark)
     if "eval_seconds" not in by_config or by_config["eval_seconds"].dropna().empty:
         return None
     return float(by_config["eval_seconds"].mean())
+
+
+def budget_settings(budget_s: float, study_dir, benchmark: str) -> tuple[dict[str, float], dict]:
+    """The settings to run (name -> budget_s of `run_seeds`) and where the budget came from (the ``env.json`` keys
+    ``comparison_budget_s`` and ``comparison_budget_from``). ReSeND §5.3's rule (docs/METHOD.md §10): a positive
+    `budget_s` wins; else the ReSeND evaluation seconds on `benchmark` of the `study_dir` runs
+    (`resend_eval_seconds`); the converged setting always runs, the ``budget`` one only when a budget is known."""
+    resend_seconds = resend_eval_seconds(study_dir, benchmark) if study_dir else None
+    budget = budget_s or resend_seconds or 0.0
+    source = "budget_s" if budget_s else ("resend eval seconds" if resend_seconds else "none")
+    budgets = {CONVERGED: 0.0, **({"budget": budget} if budget > 0 else {})}
+    return budgets, {"comparison_budget_s": budget, "comparison_budget_from": source}
+
+
+def write_results(run_dir, rows: pd.DataFrame, normality: dict[str, np.ndarray], is_known: np.ndarray):
+    """Record the `run_seeds` results in `run_dir`: ``methods.csv`` (one row per setting x seed x method),
+    ``normality.npz`` (``is_known`` and every normality array) and their `mean_std` table merged into
+    ``metrics.json`` (`flat_metrics`). Returns (the `mean_std` table, the merged metrics)."""
+    table = mean_std(rows)
+    metrics = runs.write_metrics(run_dir, flat_metrics(table))
+    runs.atomic_write_text(Path(run_dir) / "methods.csv", rows.to_csv(index=False))
+    np.savez(Path(run_dir) / "normality.npz", is_known=is_known, **normality)
+    return table, metrics
 
 
 def comparison_table(table: pd.DataFrame, resend_rows: pd.DataFrame | None = None) -> pd.DataFrame:

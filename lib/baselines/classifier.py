@@ -1,4 +1,4 @@
-"""Support-set classifiers for the comparison methods (SPEC 10): a ResNet-18 trained by the one loop of
+"""Support-set classifiers for the comparison methods (docs/METHOD.md §10): a ResNet-18 trained by the one loop of
 `lib.supervised` (``train_classifier``, with a per-method `lib.supervised.Recipe`).
 
 Training criterion: every trained method states what it must reach on its support set (`criterion`, by default

@@ -1,4 +1,4 @@
-"""MixOE (Zhang et al., WACV 2023): mix known images with auxiliary outliers, soften the targets (SPEC 10).
+"""MixOE (Zhang et al., WACV 2023): mix known images with auxiliary outliers, soften the targets (docs/METHOD.md §10).
 
 L = CE(f(x), y) + beta * softCE(f(x_mix), y_mix),  y_mix = lam * onehot(y) + (1 - lam) / K,  lam ~ Beta(a, a)
 (one lam per batch, as in the reference code). mixup: x_mix = lam x + (1 - lam) x_out; cutmix: paste an

@@ -1,4 +1,4 @@
-"""Post-hoc detectors on the support-set classifier, through pytorch-ood (SPEC 10).
+"""Post-hoc detectors on the support-set classifier, through pytorch-ood (docs/METHOD.md §10).
 
 pytorch-ood's ``predict`` returns OUTLIER scores (higher = more OOD); this project's convention is
 normality (higher = more known), so every score here is ``normality = -outlier_score``.

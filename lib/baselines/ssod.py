@@ -1,4 +1,4 @@
-"""SSOD (ICLR 2024): self-supervised ID/OOD patches from the classifier's own feature map (SPEC 10).
+"""SSOD (ICLR 2024): self-supervised ID/OOD patches from the classifier's own feature map (docs/METHOD.md §10).
 
 The fc is applied at every location of the last feature map (a 1x1-conv view of it). A location whose
 ground-truth-class probability is >= gamma is an ID patch, <= 1 - gamma an OOD patch, otherwise ignored

@@ -1,4 +1,4 @@
-"""Real benchmarks (SPEC 7) read from `data_root` through split lists `relpath label` (ReSeND format:
+"""Real benchmarks (docs/METHOD.md §7) read from `data_root` through split lists `relpath label` (ReSeND format:
 known = 0..K-1, unknown >= K; relpath relative to data_root). Lists are looked up in lib/splits/ (shipped),
 then data_root/splits/, else derived deterministically from the standard folder layouts (lib/splits/README.md)
 into .cache/splits/<hash of data_root>/."""
@@ -67,7 +67,7 @@ def list_images(folder: Path) -> list[Path]:
 
 
 def class_order(dataset: str, present: list[str]) -> tuple[list[str], int]:
-    """(class names in label order, number of known): known classes first in the SPEC order, then the rest sorted."""
+    """(class names in label order, number of known): known classes first in the order of docs/METHOD.md §7, then the rest sorted."""
     known = {"dtd": DTD_KNOWN, "domainnet": DOMAINNET_KNOWN, "pacs": PACS_KNOWN,
              "officehome": sorted(present)[:OFFICEHOME_KNOWN_COUNT]}[dataset]
     if dataset == "domainnet":
