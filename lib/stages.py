@@ -7,19 +7,19 @@ from pathlib import Path
 
 from torch import nn
 
-from lib import evaluate, runs
+from lib import checkpoints, runs
 from lib.config import Settings
 from lib.objectives import Objective
 
 
 def open_trained_run(settings: Settings, stage: str) -> tuple[Path, nn.Module, Objective, Settings]:
     """(run folder, model in eval mode on ``settings.device``, objective, merged settings) of the trained run that
-    `settings` name (`evaluate.find_run_dir`). The trained run's settings win for the model and its data
+    `settings` name (`checkpoints.find_run_dir`). The trained run's settings win for the model and its data
     (architecture, objective, image_size, dataset); `settings` win for the evaluation fields
-    (`evaluate.EVAL_FIELDS`: benchmarks, prototypes, eval_batch_size, device, data_root...). The merged settings
+    (`checkpoints.EVAL_FIELDS`: benchmarks, prototypes, eval_batch_size, device, data_root...). The merged settings
     are recorded as ``params_<stage>.yaml`` once the checkpoint has loaded; a missing checkpoint raises
     FileNotFoundError (saying how to train it) and records nothing."""
-    run_dir = evaluate.find_run_dir(settings)
-    model, objective, merged = evaluate.load_for_eval(run_dir, settings)
+    run_dir = checkpoints.find_run_dir(settings)
+    model, objective, merged = checkpoints.load_for_eval(run_dir, settings)
     runs.prepare(merged, stage)
     return run_dir, model, objective, merged
