@@ -1,16 +1,9 @@
 """Semantic novelty detection with a trained relational model (docs/METHOD.md §6): prototypes and scores (metrics:
 `lib.metrics`; backbone features: `lib.features`; loading a trained run: `lib.checkpoints`).
 
-Conventions (those of `lib.metrics`):
-- Known test images are the *positive* class of every metric except ``aupr_out``.
-- ``normality`` is higher for images that look like a known class (max softmax over the class scores; with
-  ``prototypes=knn`` the reference kNN evaluator's mean of the top-k similarities to all support samples).
-- ``fpr95`` takes known = positive, as ReSeND/ODIN report it: the fraction of UNKNOWN images accepted when the
-  threshold accepts 95 % of the KNOWN images, with our exact threshold rule (`fpr_at_95_known`: the
-  ceil(0.95 n_known)-th largest known score, accept >= it). The ReSeND/ICIAP code instead takes the ROC point whose
-  known recall is nearest 0.95 (`fpr95_reference`, not recorded): the two differ by up to ~1/n_known in known
-  recall. OpenOOD / pytorch-ood report the other role assignment (OOD = positive, FPR of ID at 95 % TPR of OOD);
-  we never mix the two.
+Conventions are those of `lib.metrics` (known = positive; our FPR95 rule and how it differs from the reference's).
+``normality`` is the max softmax over the class scores; with ``prototypes=knn`` the reference kNN evaluator's mean
+of the top-k similarities to all support samples.
 
 Everything is batched (the reference scores one test image at a time): the backbone features of all support
 and test images are computed once, then every (test image, prototype) pair goes through the relational module
