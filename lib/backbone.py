@@ -8,6 +8,7 @@ also decides, for a Settings, which file a model starts from (`lib.pretrain.back
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -31,7 +32,11 @@ def find_pretrained(pretrained: str) -> Path | None:
     if os.environ.get("TORCH_HOME"):
         candidates.append(Path(os.environ["TORCH_HOME"]) / "hub" / "checkpoints" / RESNET18_FILE)
     candidates.append(Path.home() / ".cache" / "torch" / "hub" / "checkpoints" / RESNET18_FILE)
-    return next((p for p in candidates if p.exists()), None)
+    found = next((p for p in candidates if p.exists()), None)
+    if found is None:  # one visible line, not only env.json: auto must never fall back silently
+        warnings.warn(f"pretrained=auto: no {RESNET18_FILE} in {candidates[0].parent}, the backbone starts from RANDOM "
+                      "init (put the torchvision ImageNet file there, or set pretrained=none to say so)", stacklevel=2)
+    return found
 
 
 def resnet18_features(small_stem: bool) -> nn.Module:

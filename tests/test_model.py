@@ -148,7 +148,9 @@ def test_small_stem_keeps_resolution():
 def test_pretrained_lookup_and_loading(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torchhome"))
     monkeypatch.setattr(backbone.Path, "home", lambda: tmp_path / "home")
-    assert backbone.find_pretrained("auto") is None and backbone.find_pretrained("none") is None
+    with pytest.warns(UserWarning, match=r"pretrained=auto: no resnet18-f37072fd.pth in .*RANDOM init"):
+        assert backbone.find_pretrained("auto") is None  # the fallback is said, in one line
+    assert backbone.find_pretrained("none") is None
     with pytest.raises(FileNotFoundError, match="no such weight file"):
         backbone.find_pretrained(str(tmp_path / "missing.pth"))
     # a stand-in weight file with torchvision's key layout (random values: nothing is downloaded)
