@@ -178,7 +178,7 @@ def _glyph_set(data: dict, chars: list[str], fonts: list[str], label_offset: int
     labels = np.array([index[c] + label_offset for c in data["char"][rows]], dtype=np.int64)
     ids = np.char.add(np.char.add(data["font"][rows].astype(str), ":"), data["char"][rows].astype(str))
     out = TensorImageSet(images, labels, data["domain"][rows], class_names=list(chars), ids=ids)
-    out.mirror_invariant = False  # glyph is in MIRROR_VARIANT: a mirrored character is another one, or none
+    out.mirror_invariant = "glyph" not in MIRROR_VARIANT  # one list says which families are never flipped
     return out
 
 
