@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -89,8 +89,9 @@ class Recipe:
 def support_recipe(settings: Settings, **changes) -> Recipe:
     """The project's support-set recipe (CE of the post-hoc detectors, SSOD, ReweightOOD): ``baseline_epochs``,
     ``baseline_lr``, ``baseline_batch``, ``weight_decay``, cosine to 0; `changes` replace fields."""
-    return Recipe(epochs=settings.baseline_epochs, lr=settings.baseline_lr, batch=settings.baseline_batch,
-                  weight_decay=settings.weight_decay, **changes)
+    base = Recipe(epochs=settings.baseline_epochs, lr=settings.baseline_lr, batch=settings.baseline_batch,
+                  weight_decay=settings.weight_decay)
+    return replace(base, **changes)
 
 
 @dataclass

@@ -336,6 +336,13 @@ def test_posthoc_feature_scores_are_normality(name):
 
 
 # ---------------------------------------------------------------- training loop, budget, registry
+def test_support_recipe_changes_replace_the_settings_values(settings):
+    recipe = supervised.support_recipe(settings, lr=0.01, epochs=3, image_size=128)
+    assert (recipe.lr, recipe.epochs, recipe.image_size) == (0.01, 3, 128)
+    assert (recipe.batch, recipe.weight_decay) == (settings.baseline_batch, settings.weight_decay)
+    assert supervised.support_recipe(settings).lr == settings.baseline_lr
+
+
 def test_budget_stops_training_early(bench, settings):
     model = tiny_classifier()
     t0 = time.perf_counter()
