@@ -21,6 +21,9 @@ def test_metrics_hand_worked_without_ties():
     assert m["auroc"] == pytest.approx(10 / 12)
     # FPR95: k = ceil(0.95 * 4) = 4 -> threshold = 4th largest known = 0.6; unknown >= 0.6: {0.75} -> 1/3
     assert m["fpr95"] == pytest.approx(1 / 3)
+    # FPR95-OOD (unknown = positive): k = ceil(0.95 * 3) = 3 -> u = 3rd lowest unknown = 0.75; known <= 0.75:
+    # {0.7, 0.6} -> 2/4, not our 1/3
+    assert m["fpr95_ood"] == pytest.approx(0.5)
     # AUPR-in (AP): ranking 0.9K 0.8K 0.75U 0.7K 0.6K ...; precision at each known: 1, 1, 3/4, 4/5
     assert m["aupr_in"] == pytest.approx((1 + 1 + 0.75 + 0.8) / 4)
     # AUPR-out on -score: ranking 0.4U 0.5U 0.6K 0.7K 0.75U; precision at each unknown: 1, 1, 3/5
@@ -62,7 +65,23 @@ def test_fpr95_differs_from_pytorch_ood_convention():
     theirs = ood.compute()
     assert theirs["FPR95TPR"] == pytest.approx(0.5)
     assert metrics.novelty_metrics(S1, K1)["fpr95"] == pytest.approx(1 / 3)
+    assert metrics.novelty_metrics(S1, K1)["fpr95_ood"] == pytest.approx(float(theirs["FPR95TPR"]))
     assert theirs["AUROC"] == pytest.approx(metrics.novelty_metrics(S1, K1)["auroc"])  # AUROC is symmetric
+
+
+def test_fpr95_ood_ties_hand_worked_and_as_pytorch_ood():
+    """20 unknown: 10 at 0.1, 10 at 0.4; known 0.9 0.4 0.3 0.05. fpr95_ood: k = ceil(0.95 * 20) = 19 -> u = 19th
+    lowest unknown = 0.4 (the tie flags all 20); known <= 0.4: 0.4, 0.3, 0.05 -> 3/4. fpr95 (ours): k = ceil(3.8) = 4
+    -> threshold 0.05 accepts every unknown -> 1. pytorch-ood's FPR95TPR on -normality agrees with fpr95_ood."""
+    from pytorch_ood.metrics import OODMetrics
+
+    s = np.array([0.1] * 10 + [0.4] * 10 + [0.9, 0.4, 0.3, 0.05])
+    k = np.arange(24) >= 20
+    m = metrics.novelty_metrics(s, k)
+    assert m["fpr95_ood"] == pytest.approx(0.75) and m["fpr95"] == pytest.approx(1.0)
+    ood = OODMetrics()
+    ood.update(torch.tensor(-s), torch.tensor(np.where(k, 0, -1)))
+    assert float(ood.compute()["FPR95TPR"]) == pytest.approx(m["fpr95_ood"])
 
 
 def test_fpr95_reference_rule_hand_worked():
@@ -169,12 +188,13 @@ def test_knn_normality_reference_and_per_class_hand_worked():
 
 
 def test_average_metrics_and_table():
-    per = {"a": dict(auroc=0.8, fpr95=0.4, aupr_in=0.7, aupr_out=0.6, accuracy=0.9),
-           "b": dict(auroc=0.6, fpr95=0.6, aupr_in=0.5, aupr_out=0.4, accuracy=0.7),
-           "c": dict(auroc=0.5, fpr95=1.0, aupr_in=0.5, aupr_out=0.5, accuracy=0.5)}
+    per = {"a": dict(auroc=0.8, fpr95=0.4, fpr95_ood=0.3, aupr_in=0.7, aupr_out=0.6, accuracy=0.9),
+           "b": dict(auroc=0.6, fpr95=0.6, fpr95_ood=0.5, aupr_in=0.5, aupr_out=0.4, accuracy=0.7),
+           "c": dict(auroc=0.5, fpr95=1.0, fpr95_ood=0.9, aupr_in=0.5, aupr_out=0.5, accuracy=0.5)}
     flat = metrics.average_metrics(per, {"a": "intra", "b": "intra", "c": "cross"})
     assert flat["auroc__a"] == 0.8 and flat["auroc__intra_avg"] == pytest.approx(0.7)
     assert flat["fpr95__cross_avg"] == 1.0 and flat["auroc__avg"] == pytest.approx(1.9 / 3)
+    assert flat["fpr95_ood__intra_avg"] == pytest.approx(0.4)
     table = evaluate.paper_table(flat, ["a", "b", "c"])
     assert list(table.columns) == ["AUROC", "FPR95"] and list(table.index) == ["a", "b", "c", "intra_avg",
                                                                              "cross_avg", "avg"]

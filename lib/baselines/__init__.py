@@ -191,7 +191,7 @@ def run_seeds(names: list[str], benchmark, settings: Settings, outliers=None, bu
     return pd.DataFrame(rows), normality
 
 
-SUMMARY_KEYS = ("auroc", "fpr95", "aupr_in", "aupr_out", "accuracy", "train_seconds", "epochs", "steps",
+SUMMARY_KEYS = ("auroc", "fpr95", "fpr95_ood", "aupr_in", "aupr_out", "accuracy", "train_seconds", "epochs", "steps",
                 "criterion_value")
 
 
