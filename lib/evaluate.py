@@ -134,6 +134,18 @@ def knn_normality(sims: torch.Tensor, k: int = 3) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- one benchmark
+def normality_scores(sims: torch.Tensor, owners: np.ndarray, num_known: int, kind: str = "mean",
+                     k: int = 3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(normality (N,) float64, predictions (N,) int64, class scores (N, C)) of prototype similarities (N, M):
+    normality = max_c softmax(class scores)_c (docs/METHOD.md §6), or `knn_normality` for ``kind=knn``;
+    prediction = argmax_c. Shared by `score_benchmark` and `lib.detector.ReSeNDDetector`."""
+    scores = class_scores(sims, owners, num_known, kind, k)
+    normality, predictions = torch.softmax(scores.double(), dim=1).max(1)
+    if kind == "knn":
+        normality = knn_normality(sims, k)
+    return normality, predictions, scores
+
+
 @dataclass
 class BenchmarkScores:
     """Scores of one benchmark; arrays are numpy, rows follow the benchmark's test set order."""
@@ -180,11 +192,8 @@ def score_benchmark(model, objective, benchmark, settings: Settings,
                                       settings.prototypes_k)
     test = features(model, benchmark.test, settings.image_size, image_batch, device)
     sims = pair_similarities(model, objective, test, protos, settings.eval_batch_size, settings.cpu_amp)
-    scores = class_scores(sims, owners, benchmark.num_known, settings.prototypes, settings.prototypes_k)
-    probs = torch.softmax(scores.double(), dim=1)
-    normality, predictions = probs.max(1)
-    if settings.prototypes == "knn":
-        normality = knn_normality(sims, settings.prototypes_k)
+    normality, predictions, scores = normality_scores(sims, owners, benchmark.num_known, settings.prototypes,
+                                                      settings.prototypes_k)
     if device.type == "cuda":
         torch.cuda.synchronize()
     charged = memo.hit_seconds - charged_before if memo is not None else 0.0

@@ -429,3 +429,61 @@ def test_notebooks_03_and_04_record_sane_metrics(tmp_path):
     assert 0.0 <= metrics["r2"] <= 1.0 and metrics["r2_pairs"] == 84
     assert (run_dir / "eval_table.csv").exists() and (run_dir / "figures" / "03_roc.png").exists()
     assert (run_dir / "figures" / "03_hist.png").exists()
+
+
+# ----------------------------------------------------------------------------- pytorch-ood detector
+def _preprocessed(imageset):
+    from lib import data
+
+    transform = data.eval_transform(16)
+    return torch.stack([transform(imageset.get_uint8(i)) for i in range(len(imageset))])
+
+
+@pytest.mark.parametrize("kind", ["mean", "knn"])
+def test_resend_detector_is_score_benchmark_in_pytorch_ood_form(tiny, kind):
+    """fit(DataLoader of (x, y)) + predict(x) = -normality of score_benchmark; through pytorch-ood's OODMetrics
+    (unknown targets < 0) its AUROC equals ours on the same scores and its FPR95TPR is our fpr95_ood."""
+    from pytorch_ood.api import RequiresFittingException
+    from pytorch_ood.metrics import OODMetrics
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lib import detector
+
+    model, objective = tiny
+    bench = toy_benchmark(seed=1)
+    ours = evaluate.score_benchmark(model, objective, bench, settings(prototypes=kind, prototypes_k=2))
+    det = detector.ReSeNDDetector(model, objective, prototypes=kind, k=2)
+    x_test = _preprocessed(bench.test)
+    with pytest.raises(RequiresFittingException, match="call fit"):
+        det.predict(x_test)
+    support = TensorDataset(_preprocessed(bench.support), torch.as_tensor(bench.support.labels))
+    assert det.fit(DataLoader(support, batch_size=5)) is det and det.num_known == 3
+    outlier = torch.cat([det(x) for x in x_test.split(4)])  # __call__ = predict, any batching
+    np.testing.assert_allclose(outlier.numpy(), -ours.normality, rtol=1e-5, atol=1e-7)
+    targets = detector.ood_targets(bench.test.labels, bench.num_known)
+    assert targets.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2] + [-1] * 6
+    ood = OODMetrics()
+    ood.update(outlier, targets)
+    theirs = ood.compute()
+    mine = metrics.novelty_metrics(-outlier.numpy(), targets.numpy() >= 0)
+    assert float(theirs["AUROC"]) == pytest.approx(mine["auroc"], abs=1e-12)
+    assert float(theirs["FPR95TPR"]) == pytest.approx(mine["fpr95_ood"], abs=1e-12)
+    # tensors + labels give the same prototypes as the loader
+    again = detector.ReSeNDDetector(model, objective, prototypes=kind, k=2).fit(*support.tensors)
+    torch.testing.assert_close(again.predict(x_test), outlier)
+
+
+def test_resend_detector_errors(tiny):
+    from lib import detector
+
+    model, objective = tiny
+    with pytest.raises(ValueError, match="prototypes='proto' is not one of mean, kcenter, knn, knn_class"):
+        detector.ReSeNDDetector(model, objective, prototypes="proto")
+    det = detector.ReSeNDDetector(model, objective)
+    x = torch.zeros(4, 3, 16, 16)
+    with pytest.raises(ValueError, match="fit on the known images only"):
+        det.fit(x, torch.tensor([0, 1, -1, 1]))
+    with pytest.raises(ValueError, match=r"fit\(x\) needs the support labels"):
+        det.fit(x)
+    with pytest.raises(ValueError, match=r"known classes \[1\] have no support images"):
+        det.fit(x, torch.tensor([0, 0, 2, 2]))
