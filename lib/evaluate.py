@@ -222,6 +222,8 @@ def evaluate_benchmarks(source: Any, settings: Settings, names: list[str] | None
     the benchmark's stand-alone cost: features served by the memo are charged at the seconds they took (see
     `score_benchmark`). ``memo=False`` computes every benchmark in full. Metrics are the same either way.
     ``auroc_se__<name>`` is the bootstrap standard error of the benchmark's AUROC (`auroc_bootstrap_se`).
+    With ``settings.run_dir`` the run's env.json records, per real benchmark, which split lists it read
+    (``splits``: paper | own | derived, `lib.datasets.real.list_origin`).
     """
     if isinstance(source, (str, Path)):
         model, objective, settings = load_for_eval(source, settings)
@@ -232,9 +234,11 @@ def evaluate_benchmarks(source: Any, settings: Settings, names: list[str] | None
         raise ValueError(f"no benchmarks selected by {settings.benchmarks!r}")
     per_benchmark, kinds, scores = {}, {}, {}
     features = memo if isinstance(memo, FeatureMemo) else FeatureMemo.for_run(model, settings) if memo else None
-    skipped = {}
+    skipped, splits = {}, {}
     for name in names:
         benchmark = data.load_benchmark(name, settings)
+        if benchmark.split != "embedded":
+            splits[name] = benchmark.split  # paper | own | derived: summary tables say which lists they rest on
         skipped[name] = len(getattr(benchmark.support, "skipped", [])) + len(getattr(benchmark.test, "skipped", []))
         scores[name] = score_benchmark(model, objective, benchmark, settings, features)
         per_benchmark[name] = scores[name].metrics()
@@ -248,6 +252,9 @@ def evaluate_benchmarks(source: Any, settings: Settings, names: list[str] | None
         features.save()
     if settings.run_dir and any(skipped.values()):  # missing/undecodable files (each warned about when loaded)
         runs.update_env(Path(settings.run_dir), {"skipped_images": {n: k for n, k in skipped.items() if k}})
+    if settings.run_dir and splits:
+        recorded = runs.read_env(Path(settings.run_dir)).get("splits", {})
+        runs.update_env(Path(settings.run_dir), {"splits": {**recorded, **splits}})
     return flat, scores
 
 
