@@ -14,6 +14,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from lib import data, objectives, reference, runs
+from lib.datasets.real import ORIGIN_LABELS
 from lib.plots import evaluate as eval_plots
 from lib.plots import study as study_plots
 from lib.runs import collect  # noqa: F401 (04_r2 calls summary.collect)
@@ -148,9 +149,9 @@ def table(agg: pd.DataFrame, benchmarks: list[str], kind: str, paper: bool, avg:
 
 
 SPLIT_NOTES = {  # lib.datasets.real.list_origin of a benchmark's lists -> what a table made from it says
-    "derived": "derived split, not the paper's (made from the folders, lib/splits/README.md; `python -m "
+    "derived": f"{ORIGIN_LABELS['derived']} (made from the folders, lib/splits/README.md; `python -m "
                "lib.splits.resend` converts the paper's lists)",
-    "own": "own split lists, not checked against the paper's",
+    "own": ORIGIN_LABELS["own"],
 }
 
 

@@ -172,6 +172,8 @@ def split_dir(data_root: Path, dataset: str = "", domain: str = "") -> Path:
 
 PROVENANCE = "resend_lists.json"  # written by lib.splits.resend next to the lists it converted: {file: sha256}
 ORIGINS = ("paper", "own", "derived")  # from the paper's lists to the least comparable: a benchmark takes the last
+ORIGIN_LABELS = {"paper": "the paper's split", "own": "own split lists, not checked against the paper's",
+                 "derived": "derived split, not the paper's"}  # what a table says of a benchmark's lists
 
 
 def list_name(dataset: str, domain: str, part: str) -> str:
