@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from pytorch_ood.api import Detector, RequiresFittingException
+from pytorch_ood.api import Detector, DetectorInfo, Paper, RequiresFittingException, Task
 from torch.utils.data import DataLoader
 
 from lib.evaluate import build_prototypes, normality_scores, pair_similarities
@@ -35,6 +35,12 @@ class ReSeNDDetector(Detector):
     names (mean | kcenter | knn | knn_class); ``batch_pairs``: pairs per ``relate`` call."""
 
     requires_fit = True
+    info = DetectorInfo(  # pytorch-ood's metadata record of a detector
+        tasks={Task.CLASSIFICATION},
+        paper=Paper(title="Semantic Novelty Detection via Relational Reasoning", venue="ECCV", year=2022,
+                    url="https://arxiv.org/abs/2207.08699", code="https://github.com/FrancescoCappio/ReSeND"),
+        ai_coded=True,
+    )
 
     def __init__(self, model: torch.nn.Module, objective, prototypes: str = "mean", k: int = 3,
                  batch_pairs: int = 1024, cpu_amp: bool = False):
