@@ -1,7 +1,8 @@
 """The ResNet-18 trunk every model of the study starts from, and its weight files (no training, no settings).
 
-Weights are never downloaded: ``pretrained`` = auto | none | source | a path. `find_pretrained` resolves the
-ImageNet ones (auto looks in the torch hub cache only); ``source`` weights are built by `lib.pretrain`, which
+Weights are never downloaded: ``pretrained`` = auto | imagenet | none | source | a path. `find_pretrained` resolves
+the ImageNet ones: torchvision's ``ResNet18_Weights.IMAGENET1K_V1`` file, looked up in the torch hub cache only
+(``imagenet`` fails loudly without it, ``auto`` warns and starts from random init); ``source`` weights are built by `lib.pretrain`, which
 also decides, for a Settings, which file a model starts from (`lib.pretrain.backbone_weights`).
 """
 
@@ -15,24 +16,38 @@ import torch
 import torchvision
 from torch import nn
 
-RESNET18_FILE = "resnet18-f37072fd.pth"  # torchvision ImageNet weights (IMAGENET1K_V1)
+IMAGENET_WEIGHTS = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
+RESNET18_FILE = IMAGENET_WEIGHTS.url.rsplit("/", 1)[-1]  # resnet18-f37072fd.pth, the name torch.hub caches it under
 FEATURE_DIM = 512  # ResNet-18 pooled feature width
 
 
-def find_pretrained(pretrained: str) -> Path | None:
-    """The ImageNet weight file to load, or None for random init. ``auto`` looks in the torch hub cache only."""
-    if pretrained == "none":
-        return None
-    if pretrained != "auto":
-        path = Path(pretrained).expanduser()
-        if not path.exists():
-            raise FileNotFoundError(f"pretrained={pretrained!r}: no such weight file (use auto, none, source or an existing path)")
-        return path
-    candidates = [Path(torch.hub.get_dir()) / "checkpoints" / RESNET18_FILE]  # honours TORCH_HOME
+def hub_candidates() -> list[Path]:
+    """Where the torch hub cache may hold `RESNET18_FILE`, first = torch.hub's own folder (honours TORCH_HOME)."""
+    candidates = [Path(torch.hub.get_dir()) / "checkpoints" / RESNET18_FILE]
     if os.environ.get("TORCH_HOME"):
         candidates.append(Path(os.environ["TORCH_HOME"]) / "hub" / "checkpoints" / RESNET18_FILE)
     candidates.append(Path.home() / ".cache" / "torch" / "hub" / "checkpoints" / RESNET18_FILE)
+    return candidates
+
+
+def find_pretrained(pretrained: str) -> Path | None:
+    """The ImageNet weight file to load, or None for random init. ``imagenet`` and ``auto`` look in the torch hub
+    cache only (never download): ``imagenet`` raises FileNotFoundError without the file, ``auto`` warns and
+    returns None."""
+    if pretrained == "none":
+        return None
+    if pretrained not in ("auto", "imagenet"):
+        path = Path(pretrained).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(f"pretrained={pretrained!r}: no such weight file (use auto, imagenet, none, source "
+                                    "or an existing path)")
+        return path
+    candidates = hub_candidates()
     found = next((p for p in candidates if p.exists()), None)
+    if found is None and pretrained == "imagenet":
+        raise FileNotFoundError(f"pretrained=imagenet: no {RESNET18_FILE} in {candidates[0].parent}: put torchvision's "
+                                f"ResNet18_Weights.IMAGENET1K_V1 file there ({IMAGENET_WEIGHTS.url}; nothing is "
+                                "downloaded at run time) or set pretrained=auto or none")
     if found is None:  # one visible line, not only env.json: auto must never fall back silently
         warnings.warn(f"pretrained=auto: no {RESNET18_FILE} in {candidates[0].parent}, the backbone starts from RANDOM "
                       "init (put the torchvision ImageNet file there, or set pretrained=none to say so)", stacklevel=2)

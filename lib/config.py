@@ -49,7 +49,7 @@ class Settings:
     benchmark: str = "glyph_printed"  # one benchmark (01_data); see lib.data.BENCHMARKS
     benchmarks: str = "glyph_printed,glyph_printed_to_handwritten"  # 03/06: comma list | a group (glyph, emoji, fashion, embedded, real) | all
     # --- model ---
-    pretrained: str = "auto"  # auto (ImageNet weights if a local file exists, else random) | none | source | path/to/weights.pth
+    pretrained: str = "auto"  # auto (ImageNet weights if a local file exists, else random) | imagenet (that file or an error) | none | source | path/to/weights.pth
     pretrain_classes: int = 0  # pretrained=source: source classes the backbone classifier learns (0 = all)
     pretrain_epochs: int = 5  # pretrained=source: epochs of that classifier (cached per recipe, see lib.pretrain)
     pretrain_lr: float = 0.1  # pretrained=source: its peak SGD lr (cosine schedule)

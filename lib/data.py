@@ -89,6 +89,7 @@ class Benchmark:
     num_known: int
     domain_support: str
     domain_test: str
+    split: str = "embedded"  # real benchmarks: paper | own | derived (lib.datasets.real.list_origin of its lists)
 
     def is_known(self, labels=None) -> np.ndarray:
         """Boolean mask over the test set (or over `labels`): True = known class."""
@@ -321,30 +322,43 @@ def load_split_list(list_path, data_root, image_size: int, domain: str = "", cla
                         ids=[rel for rel, _ in rows], verify=verify)
 
 
-def _real_set(root: Path, parts, image_size: int, known_only: bool) -> tuple[FileImageSet, int]:
-    sets, num_known = [], None
+def _real_set(root: Path, parts, image_size: int, known_only: bool) -> tuple[FileImageSet, int, list[str]]:
+    """(images of the lists `parts`, num_known, the origin of every list read: paper | own | derived)."""
+    sets, num_known, origins = [], None, []
     for dataset, domain, part in parts:
-        classes = _real.read_list(_real.split_list(root, dataset, domain, "classes"))
-        names = [n for n, _ in sorted(classes, key=lambda r: r[1])]
+        classes_list = _real.split_list(root, dataset, domain, "classes")
+        names = [n for n, _ in sorted(_real.read_list(classes_list), key=lambda r: r[1])]
         num_known = {"dtd": len(_real.DTD_KNOWN), "domainnet": 25, "pacs": 6, "officehome": 25}[dataset]
-        s = load_split_list(_real.split_list(root, dataset, domain, part), root, image_size, domain, names)
+        listing = _real.split_list(root, dataset, domain, part)
+        origins += [_real.list_origin(classes_list), _real.list_origin(listing)]
+        s = load_split_list(listing, root, image_size, domain, names)
+        if part == "mssupport":  # PACS multi-source support: three domains in one list, each row's from its path
+            s.domains = np.array([rel.split("/")[1] for rel in s.ids])
         sets.append(s.subset(np.flatnonzero(s.labels < num_known)) if known_only else s)
     if len(sets) == 1:
-        return sets[0], num_known
+        return sets[0], num_known, origins
     merged = FileImageSet(np.concatenate([s.paths for s in sets]), np.concatenate([s.labels for s in sets]),
                           image_size, np.concatenate([s.domains for s in sets]), sets[0].class_names,
                           ids=np.concatenate([s.ids for s in sets]), verify=False)
-    return merged, num_known
+    return merged, num_known, origins
 
 
 def _real_benchmark(name: str, settings) -> Benchmark:
+    """A real benchmark from its split lists; the paper's own support / test list (`paper_support`, `paper_test`
+    of lib.datasets.real.BENCHMARKS) replaces the default ones when it was converted or supplied."""
     root = _require_root(settings, f"benchmark {name!r}")
     spec = BENCHMARKS[name]
     real = spec["real"]
     sup_parts = real["support"] if isinstance(real["support"], list) else [real["support"]]
-    support, num_known = _real_set(root, sup_parts, settings.image_size, known_only=True)
-    test, _ = _real_set(root, [real["test"]], settings.image_size, known_only=False)
-    return Benchmark(name, spec["kind"], support, test, num_known, spec["domain_support"], spec["domain_test"])
+    test_part = real["test"]
+    if real.get("paper_support") and _real.find_list(root, *real["paper_support"]):
+        sup_parts = [real["paper_support"]]
+    if real.get("paper_test") and _real.find_list(root, *real["paper_test"]):
+        test_part = real["paper_test"]
+    support, num_known, sup_origins = _real_set(root, sup_parts, settings.image_size, known_only=True)
+    test, _, test_origins = _real_set(root, [test_part], settings.image_size, known_only=False)
+    return Benchmark(name, spec["kind"], support, test, num_known, spec["domain_support"], spec["domain_test"],
+                     split=_real.weakest_origin(sup_origins + test_origins))
 
 
 def _imagenet_source(settings) -> FileImageSet:

@@ -134,6 +134,18 @@ def knn_normality(sims: torch.Tensor, k: int = 3) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- one benchmark
+def normality_scores(sims: torch.Tensor, owners: np.ndarray, num_known: int, kind: str = "mean",
+                     k: int = 3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(normality (N,) float64, predictions (N,) int64, class scores (N, C)) of prototype similarities (N, M):
+    normality = max_c softmax(class scores)_c (docs/METHOD.md §6), or `knn_normality` for ``kind=knn``;
+    prediction = argmax_c. Shared by `score_benchmark` and `lib.detector.ReSeNDDetector`."""
+    scores = class_scores(sims, owners, num_known, kind, k)
+    normality, predictions = torch.softmax(scores.double(), dim=1).max(1)
+    if kind == "knn":
+        normality = knn_normality(sims, k)
+    return normality, predictions, scores
+
+
 @dataclass
 class BenchmarkScores:
     """Scores of one benchmark; arrays are numpy, rows follow the benchmark's test set order."""
@@ -180,11 +192,8 @@ def score_benchmark(model, objective, benchmark, settings: Settings,
                                       settings.prototypes_k)
     test = features(model, benchmark.test, settings.image_size, image_batch, device)
     sims = pair_similarities(model, objective, test, protos, settings.eval_batch_size, settings.cpu_amp)
-    scores = class_scores(sims, owners, benchmark.num_known, settings.prototypes, settings.prototypes_k)
-    probs = torch.softmax(scores.double(), dim=1)
-    normality, predictions = probs.max(1)
-    if settings.prototypes == "knn":
-        normality = knn_normality(sims, settings.prototypes_k)
+    normality, predictions, scores = normality_scores(sims, owners, benchmark.num_known, settings.prototypes,
+                                                      settings.prototypes_k)
     if device.type == "cuda":
         torch.cuda.synchronize()
     charged = memo.hit_seconds - charged_before if memo is not None else 0.0
@@ -213,6 +222,8 @@ def evaluate_benchmarks(source: Any, settings: Settings, names: list[str] | None
     the benchmark's stand-alone cost: features served by the memo are charged at the seconds they took (see
     `score_benchmark`). ``memo=False`` computes every benchmark in full. Metrics are the same either way.
     ``auroc_se__<name>`` is the bootstrap standard error of the benchmark's AUROC (`auroc_bootstrap_se`).
+    With ``settings.run_dir`` the run's env.json records, per real benchmark, which split lists it read
+    (``splits``: paper | own | derived, `lib.datasets.real.list_origin`).
     """
     if isinstance(source, (str, Path)):
         model, objective, settings = load_for_eval(source, settings)
@@ -223,9 +234,11 @@ def evaluate_benchmarks(source: Any, settings: Settings, names: list[str] | None
         raise ValueError(f"no benchmarks selected by {settings.benchmarks!r}")
     per_benchmark, kinds, scores = {}, {}, {}
     features = memo if isinstance(memo, FeatureMemo) else FeatureMemo.for_run(model, settings) if memo else None
-    skipped = {}
+    skipped, splits = {}, {}
     for name in names:
         benchmark = data.load_benchmark(name, settings)
+        if benchmark.split != "embedded":
+            splits[name] = benchmark.split  # paper | own | derived: summary tables say which lists they rest on
         skipped[name] = len(getattr(benchmark.support, "skipped", [])) + len(getattr(benchmark.test, "skipped", []))
         scores[name] = score_benchmark(model, objective, benchmark, settings, features)
         per_benchmark[name] = scores[name].metrics()
@@ -239,6 +252,9 @@ def evaluate_benchmarks(source: Any, settings: Settings, names: list[str] | None
         features.save()
     if settings.run_dir and any(skipped.values()):  # missing/undecodable files (each warned about when loaded)
         runs.update_env(Path(settings.run_dir), {"skipped_images": {n: k for n, k in skipped.items() if k}})
+    if settings.run_dir and splits:
+        recorded = runs.read_env(Path(settings.run_dir)).get("splits", {})
+        runs.update_env(Path(settings.run_dir), {"splits": {**recorded, **splits}})
     return flat, scores
 
 

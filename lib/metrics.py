@@ -2,14 +2,14 @@
 SE and the per-benchmark averages. Used by ReSeND's evaluation, the comparison methods, the reference rows and plots.
 
 Conventions:
-- Known test images are the *positive* class of every metric except ``aupr_out``.
+- Known test images are the *positive* class of every metric except ``aupr_out`` and ``fpr95_ood``.
 - ``normality`` is higher for images that look like a known class.
 - ``fpr95`` takes known = positive, as ReSeND/ODIN report it: the fraction of UNKNOWN images accepted when the
   threshold accepts 95 % of the KNOWN images, with our exact threshold rule (`fpr_at_95_known`: the
   ceil(0.95 n_known)-th largest known score, accept >= it). The ReSeND/ICIAP code instead takes the ROC point whose
   known recall is nearest 0.95 (`fpr95_reference`, not recorded): the two differ by up to ~1/n_known in known
-  recall. OpenOOD / pytorch-ood report the other role assignment (OOD = positive, FPR of ID at 95 % TPR of OOD);
-  we never mix the two.
+  recall. OpenOOD / pytorch-ood report the other role assignment (OOD = positive, FPR of ID at 95 % TPR of OOD):
+  that one is recorded apart as ``fpr95_ood`` (`fpr_at_95_unknown`), never under the name ``fpr95``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 from scipy.stats import rankdata
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-METRICS = ("auroc", "fpr95", "aupr_in", "aupr_out", "accuracy")
+METRICS = ("auroc", "fpr95", "fpr95_ood", "aupr_in", "aupr_out", "accuracy")
 
 
 def fpr_at_95_known(normality: np.ndarray, is_known: np.ndarray) -> float:
@@ -34,6 +34,20 @@ def fpr_at_95_known(normality: np.ndarray, is_known: np.ndarray) -> float:
     normality = np.asarray(normality, dtype=np.float64)
     is_known = np.asarray(is_known, dtype=bool)
     return float(np.mean(normality[~is_known] >= known_threshold(normality, is_known)))
+
+
+def fpr_at_95_unknown(normality: np.ndarray, is_known: np.ndarray) -> float:
+    """FPR95 as OpenOOD and pytorch-ood (``FPR95TPR``) define it, unknown = positive: the fraction of KNOWN images
+    flagged as unknown when at least 95 % of the UNKNOWN images are flagged, outlier score = -normality.
+
+    The same exact rule as `fpr_at_95_known` with the roles swapped: ``k = ceil(0.95 * n_unknown)``, the
+    threshold ``u`` is the k-th lowest unknown normality, an image is flagged when its normality is ``<= u``
+    (ties at ``u`` flagged), ``fpr95_ood = mean(known_scores <= u)`` (pytorch-ood: the first ROC point, scores
+    decreasing, whose TPR reaches 0.95).
+    """
+    normality = np.asarray(normality, dtype=np.float64)
+    is_known = np.asarray(is_known, dtype=bool)
+    return fpr_at_95_known(-normality, ~is_known)
 
 
 def fpr95_reference(normality: np.ndarray, is_known: np.ndarray) -> float:
@@ -64,6 +78,7 @@ def novelty_metrics(normality, is_known, predictions=None, labels=None) -> dict[
 
     - ``auroc``: ROC AUC with known = positive, score = normality (ties count 1/2, sklearn).
     - ``fpr95``: see `fpr_at_95_known` (lower is better).
+    - ``fpr95_ood``: the OpenOOD / pytorch-ood FPR95 (unknown = positive), see `fpr_at_95_unknown` (lower is better).
     - ``aupr_in``: average precision with known = positive, score = normality.
     - ``aupr_out``: average precision with unknown = positive, score = -normality.
     - ``accuracy``: closed-set accuracy of ``predictions`` on the known images (NaN when not given).
@@ -82,6 +97,7 @@ def novelty_metrics(normality, is_known, predictions=None, labels=None) -> dict[
     out = {
         "auroc": float(roc_auc_score(is_known, normality)),
         "fpr95": fpr_at_95_known(normality, is_known),
+        "fpr95_ood": fpr_at_95_unknown(normality, is_known),
         "aupr_in": float(average_precision_score(is_known, normality)),
         "aupr_out": float(average_precision_score(~is_known, -normality)),
         "accuracy": float("nan"),

@@ -160,15 +160,20 @@ RUN_NAME = re.compile(r"^(?P<config>.+)__seed(?P<seed>\d+)$")  # <config>__seed<
 
 def collect(study_dir: Path) -> pd.DataFrame:
     """One row per finished ReSeND run folder of a study (``<config>__seed<k>`` with metrics.json): config, seed,
-    metrics; rows in the table order of the study's configurations (lib.objectives.CONFIGS), then by name and seed."""
+    metrics, train_regime and split_own / split_derived (comma lists of the real benchmarks evaluated on those
+    lists, from env.json); rows in the table order of the study's configurations (lib.objectives.CONFIGS), then by name and seed."""
     rows = []
     for run_dir in sorted(Path(study_dir).iterdir()) if Path(study_dir).exists() else []:
         match = RUN_NAME.match(run_dir.name)
         if not match or run_dir.name.startswith("comparisons_") or not is_finished(run_dir):
             continue
         metrics = read_metrics(run_dir)
-        regime = read_env(run_dir).get("train_regime", "")
-        rows.append({"config": match["config"], "seed": int(match["seed"]), **metrics, "train_regime": regime})
+        env = read_env(run_dir)
+        splits = env.get("splits", {})  # real benchmark -> paper | own | derived (lib.evaluate records it)
+        rows.append({"config": match["config"], "seed": int(match["seed"]), **metrics,
+                     "train_regime": env.get("train_regime", ""),
+                     **{f"split_{origin}": ",".join(sorted(n for n, o in splits.items() if o == origin))
+                        for origin in ("own", "derived")}})
     df = pd.DataFrame(rows)
     if df.empty:
         return df

@@ -14,6 +14,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from lib import data, objectives, reference, runs
+from lib.datasets.real import ORIGIN_LABELS
 from lib.plots import evaluate as eval_plots
 from lib.plots import study as study_plots
 from lib.runs import collect  # noqa: F401 (04_r2 calls summary.collect)
@@ -147,6 +148,25 @@ def table(agg: pd.DataFrame, benchmarks: list[str], kind: str, paper: bool, avg:
     return "\n".join(lines)
 
 
+SPLIT_NOTES = {  # lib.datasets.real.list_origin of a benchmark's lists -> what a table made from it says
+    "derived": f"{ORIGIN_LABELS['derived']} (made from the folders, lib/splits/README.md; `python -m "
+               "lib.splits.resend` converts the paper's lists)",
+    "own": ORIGIN_LABELS["own"],
+}
+
+
+def split_line(df: pd.DataFrame, benchmarks: list[str]) -> str:
+    """One line per kind of non-paper split among `benchmarks` (env.json ``splits`` via runs.collect), e.g.
+    "dtd: derived split, not the paper's (...)"; empty when every real benchmark read the paper's lists."""
+    lines = []
+    for origin, note in SPLIT_NOTES.items():
+        column = df.get(f"split_{origin}", pd.Series(dtype=str)).fillna("")
+        names = sorted({n for value in column for n in value.split(",") if n} & set(benchmarks))
+        if names:
+            lines.append(f"{', '.join(names)}: {note}.")
+    return "\n".join(lines)
+
+
 def se_line(df: pd.DataFrame, benchmarks: list[str], references: dict[str, dict[str, float]] | None = None) -> str:
     """One line: per benchmark the median over runs of ``auroc_se__<b>`` (bootstrap SE over test images) and the
     backbone reference's SE; empty when neither is recorded."""
@@ -277,6 +297,9 @@ def write_summary(study_dir: Path, paper: bool = False) -> list[Path]:
                      + ".")
     refs = reference.read_reference_rows(study_dir)
     all_names = groups["intra"] + groups["cross"]
+    note = split_line(df, all_names)
+    if note:  # every table made from a split other than the paper's says so (here, and under each table)
+        parts.append(f"Split lists (env.json of the runs): {note}")
     if refs.get("backbone_proto"):
         clear, near = headline_split(refs, all_names)
         parts.append(f"Headline (averages, ρ): the benchmarks where the frozen-backbone reference has AUROC − "
@@ -301,6 +324,8 @@ def write_summary(study_dir: Path, paper: bool = False) -> list[Path]:
             parts += [f"\n## {kind}-domain\n", table(agg, shown, kind, paper, averages[kind][len("auroc__"):], refs)]
             line = se_line(df, shown, refs)
             parts += [f"\n{line}"] if line else []
+            note = split_line(df, shown)
+            parts += [f"\n{note}"] if note else []
             parts.append(("\n" if not line else "") + _rho_text(agg, df, kind, averages[kind], learned_only=False))
             parts.append(_rho_text(agg, df, kind, averages[kind], learned_only=True))
     if near:
@@ -313,6 +338,8 @@ def write_summary(study_dir: Path, paper: bool = False) -> list[Path]:
                 parts += [f"\n### {kind}-domain\n", table(agg, names, kind, paper, f"{kind}_near_chance", refs)]
                 line = se_line(df, names, refs)
                 parts += [f"\n{line}"] if line else []
+                note = split_line(df, names)
+                parts += [f"\n{note}"] if note else []
     if not paper:
         parts += ["\n## Paper reference (ICIAP 2023, ImageNet, seed 000; not comparable in scale)\n",
                   "| config | R² | intra avg AUROC | cross avg AUROC |", "|---|---|---|---|"]

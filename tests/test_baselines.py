@@ -426,6 +426,25 @@ def test_mean_std_and_flat_metrics_by_hand():
     assert flat["auroc__a__budget"] == 0.5 and "auroc_std__a__budget" not in flat and flat["n_seeds__a"] == 3.0
 
 
+def test_comparison_tables_say_which_split_the_benchmark_read(monkeypatch):
+    """A real benchmark on derived lists: every row and the mean_std table say "derived split, not the paper's";
+    the split is a label, not a metric (flat_metrics leaves it out)."""
+    def fake_methods(names, benchmark, settings, outliers, budget_s, progress=None):
+        return {n: {"family": "post-hoc", "aux_data": "none", "criterion": "c", "criterion_met": True,
+                    "auroc": 0.5 + settings.seed / 10, "normality": np.zeros(2)} for n in names}
+
+    monkeypatch.setattr(baselines, "run_methods", fake_methods)
+    derived = Benchmark("pacs_ms_photo", "cross", None, None, 6, "a+c+s", "photo", split="derived")
+    rows, _ = baselines.run_seeds(["msp"], derived, config.resolve("smoke"), seeds=[0, 1])
+    assert rows["split"].tolist() == ["derived split, not the paper's"] * 2
+    table = baselines.mean_std(rows)
+    assert table.loc[0, "split"] == "derived split, not the paper's" and math.isclose(table.loc[0, "auroc"], 0.55)
+    assert list(table.columns[:6]) == ["method", "setting", "family", "aux_data", "criterion", "split"]
+    assert not any(k.startswith("split") for k in baselines.flat_metrics(table))
+    embedded = Benchmark("glyph_printed", "intra", None, None, 2, "printed", "printed")
+    assert baselines.run_seeds(["msp"], embedded, config.resolve("smoke"), seeds=[0])[0]["split"].tolist() == ["embedded"]
+
+
 def test_resend_rows_fixed_config_and_labelled_best(tmp_path):
     # two configs x two seeds; bce has the better mean AUROC (.85 vs .7), mse_c10 is the fixed row anyway
     for config_name, seed, auroc in [("mse_c10", 0, 0.6), ("mse_c10", 1, 0.8), ("bce", 0, 0.8), ("bce", 1, 0.9)]:

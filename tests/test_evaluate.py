@@ -21,6 +21,9 @@ def test_metrics_hand_worked_without_ties():
     assert m["auroc"] == pytest.approx(10 / 12)
     # FPR95: k = ceil(0.95 * 4) = 4 -> threshold = 4th largest known = 0.6; unknown >= 0.6: {0.75} -> 1/3
     assert m["fpr95"] == pytest.approx(1 / 3)
+    # FPR95-OOD (unknown = positive): k = ceil(0.95 * 3) = 3 -> u = 3rd lowest unknown = 0.75; known <= 0.75:
+    # {0.7, 0.6} -> 2/4, not our 1/3
+    assert m["fpr95_ood"] == pytest.approx(0.5)
     # AUPR-in (AP): ranking 0.9K 0.8K 0.75U 0.7K 0.6K ...; precision at each known: 1, 1, 3/4, 4/5
     assert m["aupr_in"] == pytest.approx((1 + 1 + 0.75 + 0.8) / 4)
     # AUPR-out on -score: ranking 0.4U 0.5U 0.6K 0.7K 0.75U; precision at each unknown: 1, 1, 3/5
@@ -62,7 +65,23 @@ def test_fpr95_differs_from_pytorch_ood_convention():
     theirs = ood.compute()
     assert theirs["FPR95TPR"] == pytest.approx(0.5)
     assert metrics.novelty_metrics(S1, K1)["fpr95"] == pytest.approx(1 / 3)
+    assert metrics.novelty_metrics(S1, K1)["fpr95_ood"] == pytest.approx(float(theirs["FPR95TPR"]))
     assert theirs["AUROC"] == pytest.approx(metrics.novelty_metrics(S1, K1)["auroc"])  # AUROC is symmetric
+
+
+def test_fpr95_ood_ties_hand_worked_and_as_pytorch_ood():
+    """20 unknown: 10 at 0.1, 10 at 0.4; known 0.9 0.4 0.3 0.05. fpr95_ood: k = ceil(0.95 * 20) = 19 -> u = 19th
+    lowest unknown = 0.4 (the tie flags all 20); known <= 0.4: 0.4, 0.3, 0.05 -> 3/4. fpr95 (ours): k = ceil(3.8) = 4
+    -> threshold 0.05 accepts every unknown -> 1. pytorch-ood's FPR95TPR on -normality agrees with fpr95_ood."""
+    from pytorch_ood.metrics import OODMetrics
+
+    s = np.array([0.1] * 10 + [0.4] * 10 + [0.9, 0.4, 0.3, 0.05])
+    k = np.arange(24) >= 20
+    m = metrics.novelty_metrics(s, k)
+    assert m["fpr95_ood"] == pytest.approx(0.75) and m["fpr95"] == pytest.approx(1.0)
+    ood = OODMetrics()
+    ood.update(torch.tensor(-s), torch.tensor(np.where(k, 0, -1)))
+    assert float(ood.compute()["FPR95TPR"]) == pytest.approx(m["fpr95_ood"])
 
 
 def test_fpr95_reference_rule_hand_worked():
@@ -169,12 +188,13 @@ def test_knn_normality_reference_and_per_class_hand_worked():
 
 
 def test_average_metrics_and_table():
-    per = {"a": dict(auroc=0.8, fpr95=0.4, aupr_in=0.7, aupr_out=0.6, accuracy=0.9),
-           "b": dict(auroc=0.6, fpr95=0.6, aupr_in=0.5, aupr_out=0.4, accuracy=0.7),
-           "c": dict(auroc=0.5, fpr95=1.0, aupr_in=0.5, aupr_out=0.5, accuracy=0.5)}
+    per = {"a": dict(auroc=0.8, fpr95=0.4, fpr95_ood=0.3, aupr_in=0.7, aupr_out=0.6, accuracy=0.9),
+           "b": dict(auroc=0.6, fpr95=0.6, fpr95_ood=0.5, aupr_in=0.5, aupr_out=0.4, accuracy=0.7),
+           "c": dict(auroc=0.5, fpr95=1.0, fpr95_ood=0.9, aupr_in=0.5, aupr_out=0.5, accuracy=0.5)}
     flat = metrics.average_metrics(per, {"a": "intra", "b": "intra", "c": "cross"})
     assert flat["auroc__a"] == 0.8 and flat["auroc__intra_avg"] == pytest.approx(0.7)
     assert flat["fpr95__cross_avg"] == 1.0 and flat["auroc__avg"] == pytest.approx(1.9 / 3)
+    assert flat["fpr95_ood__intra_avg"] == pytest.approx(0.4)
     table = evaluate.paper_table(flat, ["a", "b", "c"])
     assert list(table.columns) == ["AUROC", "FPR95"] and list(table.index) == ["a", "b", "c", "intra_avg",
                                                                              "cross_avg", "avg"]
@@ -409,3 +429,61 @@ def test_notebooks_03_and_04_record_sane_metrics(tmp_path):
     assert 0.0 <= metrics["r2"] <= 1.0 and metrics["r2_pairs"] == 84
     assert (run_dir / "eval_table.csv").exists() and (run_dir / "figures" / "03_roc.png").exists()
     assert (run_dir / "figures" / "03_hist.png").exists()
+
+
+# ----------------------------------------------------------------------------- pytorch-ood detector
+def _preprocessed(imageset):
+    from lib import data
+
+    transform = data.eval_transform(16)
+    return torch.stack([transform(imageset.get_uint8(i)) for i in range(len(imageset))])
+
+
+@pytest.mark.parametrize("kind", ["mean", "knn"])
+def test_resend_detector_is_score_benchmark_in_pytorch_ood_form(tiny, kind):
+    """fit(DataLoader of (x, y)) + predict(x) = -normality of score_benchmark; through pytorch-ood's OODMetrics
+    (unknown targets < 0) its AUROC equals ours on the same scores and its FPR95TPR is our fpr95_ood."""
+    from pytorch_ood.api import RequiresFittingException
+    from pytorch_ood.metrics import OODMetrics
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lib import detector
+
+    model, objective = tiny
+    bench = toy_benchmark(seed=1)
+    ours = evaluate.score_benchmark(model, objective, bench, settings(prototypes=kind, prototypes_k=2))
+    det = detector.ReSeNDDetector(model, objective, prototypes=kind, k=2)
+    x_test = _preprocessed(bench.test)
+    with pytest.raises(RequiresFittingException, match="call fit"):
+        det.predict(x_test)
+    support = TensorDataset(_preprocessed(bench.support), torch.as_tensor(bench.support.labels))
+    assert det.fit(DataLoader(support, batch_size=5)) is det and det.num_known == 3
+    outlier = torch.cat([det(x) for x in x_test.split(4)])  # __call__ = predict, any batching
+    np.testing.assert_allclose(outlier.numpy(), -ours.normality, rtol=1e-5, atol=1e-7)
+    targets = detector.ood_targets(bench.test.labels, bench.num_known)
+    assert targets.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2] + [-1] * 6
+    ood = OODMetrics()
+    ood.update(outlier, targets)
+    theirs = ood.compute()
+    mine = metrics.novelty_metrics(-outlier.numpy(), targets.numpy() >= 0)
+    assert float(theirs["AUROC"]) == pytest.approx(mine["auroc"], abs=1e-12)
+    assert float(theirs["FPR95TPR"]) == pytest.approx(mine["fpr95_ood"], abs=1e-12)
+    # tensors + labels give the same prototypes as the loader
+    again = detector.ReSeNDDetector(model, objective, prototypes=kind, k=2).fit(*support.tensors)
+    torch.testing.assert_close(again.predict(x_test), outlier)
+
+
+def test_resend_detector_errors(tiny):
+    from lib import detector
+
+    model, objective = tiny
+    with pytest.raises(ValueError, match="prototypes='proto' is not one of mean, kcenter, knn, knn_class"):
+        detector.ReSeNDDetector(model, objective, prototypes="proto")
+    det = detector.ReSeNDDetector(model, objective)
+    x = torch.zeros(4, 3, 16, 16)
+    with pytest.raises(ValueError, match="fit on the known images only"):
+        det.fit(x, torch.tensor([0, 1, -1, 1]))
+    with pytest.raises(ValueError, match=r"fit\(x\) needs the support labels"):
+        det.fit(x)
+    with pytest.raises(ValueError, match=r"known classes \[1\] have no support images"):
+        det.fit(x, torch.tensor([0, 0, 2, 2]))

@@ -168,3 +168,30 @@ def test_pretrained_lookup_and_loading(tmp_path, monkeypatch):
     small, info = model.build(small_settings, 1, pretrain.backbone_weights(small_settings))
     assert "small stem" in info["pretrained"]
     assert torch.equal(small.backbone.layer1[0].conv1.weight, reference.layer1[0].conv1.weight)
+
+
+def test_pretrained_imagenet_needs_the_hub_file(tmp_path, monkeypatch):
+    """pretrained=imagenet: torchvision's IMAGENET1K_V1 file from the torch hub cache, or one line naming the file
+    and the folder (nothing is downloaded); with the file present its tensors are the ones loaded."""
+    hub = tmp_path / "torchhome" / "hub" / "checkpoints"
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torchhome"))
+    monkeypatch.setattr(backbone.Path, "home", lambda: tmp_path / "home")
+    assert backbone.RESNET18_FILE == "resnet18-f37072fd.pth"
+    with pytest.raises(FileNotFoundError) as err:
+        backbone.find_pretrained("imagenet")
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"pretrained=imagenet: no resnet18-f37072fd.pth in {hub}: put torchvision's "
+                              "ResNet18_Weights.IMAGENET1K_V1 file there")
+    settings = config.resolve("smoke", d_model=16, n_heads=2, small_stem=False, pretrained="imagenet")
+    with pytest.raises(FileNotFoundError, match="pretrained=imagenet: no resnet18-f37072fd.pth"):
+        pretrain.backbone_weights(settings)
+    hub.mkdir(parents=True)
+    torch.manual_seed(3)
+    fake = torchvision.models.resnet18(weights=None)  # random weights saved under the hub's file name
+    torch.save(fake.state_dict(), hub / "resnet18-f37072fd.pth")
+    assert backbone.find_pretrained("imagenet") == hub / "resnet18-f37072fd.pth"
+    net, info = model.build(settings, 1, pretrain.backbone_weights(settings))
+    assert info["pretrained"] == f"imagenet ({hub / 'resnet18-f37072fd.pth'})"
+    assert torch.equal(net.backbone.layer3[0].conv1.weight, fake.layer3[0].conv1.weight)
+    assert torch.equal(net.backbone.bn1.running_var, fake.bn1.running_var)

@@ -26,6 +26,7 @@ from lib import data, runs, supervised
 from lib.baselines import classifier as clf
 from lib.baselines import mixoe, posthoc, reweightood, ssod
 from lib.config import Settings
+from lib.datasets.real import ORIGIN_LABELS
 from lib.metrics import novelty_metrics
 
 NO_AUX = "none (support set only)"  # aux_data of a method that saw nothing besides the support set (and its weights)
@@ -181,31 +182,35 @@ def run_seeds(names: list[str], benchmark, settings: Settings, outliers=None, bu
     (default `seeds_of`). Returns (rows, normality): one row per (setting, seed, method), the `record` of its result;
     ``normality["<setting>__seed<k>__<method>"]`` its test normality array."""
     budgets = {CONVERGED: 0.0} if budgets is None else budgets
+    split = getattr(benchmark, "split", "embedded")
+    split = ORIGIN_LABELS.get(split, split)  # a real benchmark's lists: the table says when they are not the paper's
     rows, normality = [], {}
     for setting, budget_s in budgets.items():
         for seed in seeds_of(settings) if seeds is None else seeds:
             run = dataclasses.replace(settings, seed=seed)
             for name, result in run_methods(names, benchmark, run, outliers, budget_s, progress).items():
-                rows.append({"method": name, "setting": setting, "seed": seed, **record(result)})
+                rows.append({"method": name, "setting": setting, "seed": seed, "split": split, **record(result)})
                 normality[f"{setting}__seed{seed}__{name}"] = result["normality"]
     return pd.DataFrame(rows), normality
 
 
-SUMMARY_KEYS = ("auroc", "fpr95", "aupr_in", "aupr_out", "accuracy", "train_seconds", "epochs", "steps",
+SUMMARY_KEYS = ("auroc", "fpr95", "fpr95_ood", "aupr_in", "aupr_out", "accuracy", "train_seconds", "epochs", "steps",
                 "criterion_value")
 
 
 def mean_std(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per (method, setting) of `run_seeds` rows, in run order: family, aux_data, criterion, then for each
+    """One row per (method, setting) of `run_seeds` rows, in run order: family, aux_data, criterion, split (which
+    lists a real benchmark read, `lib.datasets.real.ORIGIN_LABELS`; when the rows have it), then for each
     SUMMARY_KEYS column its mean over seeds and ``<key>_std`` (sample std, ddof 1: NaN for one seed),
     ``criterion_met`` (fraction of the seeds that met it) and ``n_seeds``."""
     groups = rows.groupby(["method", "setting"], sort=False)
     keys = [k for k in SUMMARY_KEYS if k in rows]
     mean, std = groups[keys].mean(), groups[keys].std(ddof=1).add_suffix("_std")
-    out = groups[["family", "aux_data", "criterion"]].first().join(mean).join(std)
+    labels = ["family", "aux_data", "criterion", *(["split"] if "split" in rows else [])]
+    out = groups[labels].first().join(mean).join(std)
     out["criterion_met"] = groups["criterion_met"].mean()
     out["n_seeds"] = groups["seed"].nunique()
-    order = ["family", "aux_data", "criterion", *[c for k in keys for c in (k, f"{k}_std")], "criterion_met", "n_seeds"]
+    order = [*labels, *[c for k in keys for c in (k, f"{k}_std")], "criterion_met", "n_seeds"]
     return out[order].reset_index()
 
 

@@ -1,11 +1,14 @@
 """Real benchmarks (docs/METHOD.md §7) read from `data_root` through split lists `relpath label` (ReSeND format:
-known = 0..K-1, unknown >= K; relpath relative to data_root). Lists are looked up in lib/splits/ (shipped),
-then data_root/splits/, else derived deterministically from the standard folder layouts (lib/splits/README.md)
-into .cache/splits/<hash of data_root>/."""
+known = 0..K-1, unknown >= K; relpath relative to data_root). Lists are looked up in lib/splits/ (shipped, or
+converted there from the ReSeND repository by ``python -m lib.splits.resend``), then data_root/splits/, else
+derived deterministically from the standard folder layouts (lib/splits/README.md) into
+.cache/splits/<hash of data_root>/. `list_origin` says which of the three a list is: ``paper`` (written by the
+converter, unchanged since: its sha256 is in the folder's `PROVENANCE` file), ``own`` or ``derived``."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -41,17 +44,21 @@ def _benchmarks() -> dict[str, dict]:
     for d in DOMAINNET_DOMAINS:
         out[f"domainnet_{d}"] = dict(dataset="domainnet", kind="intra", support=("domainnet", d, "support"),
                                      test=("domainnet", d, "test"))
+    # paper_support / paper_test: a list of the paper's protocol that replaces support / test when present
+    # (shipped or data_root/splits only, never derived): DomainNet_DG's cross-domain lists, PACS's source lists
     for a in DOMAINNET_DOMAINS:
         for b in DOMAINNET_DOMAINS:
             if a != b:
                 out[f"domainnet_{a}_to_{b}"] = dict(dataset="domainnet", kind="cross", support=("domainnet", a, "support"),
-                                                    test=("domainnet", b, "test"))
+                                                    test=("domainnet", b, "test"),
+                                                    paper_support=("domainnet", a, "crosssupport"),
+                                                    paper_test=("domainnet", b, "crosstest"))
     for t in PACS_DOMAINS[1:]:
         out[f"pacs_ss_photo_to_{t}"] = dict(dataset="pacs", kind="cross", support=[("pacs", "photo", "all")],
-                                            test=("pacs", t, "all"))
+                                            test=("pacs", t, "all"), paper_support=("pacs", "photo", "sssupport"))
     for t in PACS_DOMAINS:
         out[f"pacs_ms_{t}"] = dict(dataset="pacs", kind="cross", support=[("pacs", s, "all") for s in PACS_DOMAINS if s != t],
-                                   test=("pacs", t, "all"))
+                                   test=("pacs", t, "all"), paper_support=("pacs", t, "mssupport"))
     for d in OFFICEHOME_DOMAINS:
         out[f"officehome_{d.lower()}"] = dict(dataset="officehome", kind="intra", support=("officehome", d, "support"),
                                               test=("officehome", d, "test"))
@@ -163,14 +170,51 @@ def split_dir(data_root: Path, dataset: str = "", domain: str = "") -> Path:
     return root / f"{dataset}_{domain}_{content_key(folder) if folder.is_dir() else 'absent'}"
 
 
+PROVENANCE = "resend_lists.json"  # written by lib.splits.resend next to the lists it converted: {file: sha256}
+ORIGINS = ("paper", "own", "derived")  # from the paper's lists to the least comparable: a benchmark takes the last
+ORIGIN_LABELS = {"paper": "the paper's split", "own": "own split lists, not checked against the paper's",
+                 "derived": "derived split, not the paper's"}  # what a table says of a benchmark's lists
+
+
+def list_name(dataset: str, domain: str, part: str) -> str:
+    return f"{dataset}_{domain}_{part}.txt"
+
+
+def find_list(data_root: Path, dataset: str, domain: str, part: str) -> Path | None:
+    """The given (not derived) list `<dataset>_<domain>_<part>.txt`: lib/splits/, else data_root/splits/, else None."""
+    name = list_name(dataset, domain, part)
+    return next((f / name for f in (SPLITS_DIR, Path(data_root) / "splits") if (f / name).exists()), None)
+
+
+def list_origin(path: Path) -> str:
+    """``paper``: converted from the ReSeND lists by lib.splits.resend and unchanged (its sha256 is in the folder's
+    PROVENANCE file); ``derived``: made from the folders (the cache); ``own``: any other list."""
+    path = Path(path)
+    if path.resolve().is_relative_to((CACHE_DIR / "splits").resolve()):
+        return "derived"
+    record = path.parent / PROVENANCE
+    if record.exists():
+        files = json.loads(record.read_text()).get("files", {})
+        if files.get(path.name) == hashlib.sha256(path.read_bytes()).hexdigest():
+            return "paper"
+    return "own"
+
+
+def weakest_origin(origins) -> str:
+    """The least comparable of several lists' origins (paper < own < derived)."""
+    return max(origins, key=ORIGINS.index)
+
+
 def split_list(data_root: Path, dataset: str, domain: str, part: str) -> Path:
     """Path of the list `<dataset>_<domain>_<part>.txt` (part: support | test | all | classes): shipped one,
     else data_root/splits/, else derived from the folder's current content into the cache."""
-    name = f"{dataset}_{domain}_{part}.txt"
+    found = find_list(data_root, dataset, domain, part)
+    if found is not None:
+        return found
+    name = list_name(dataset, domain, part)
     derived = split_dir(data_root, dataset, domain)
-    for folder in (SPLITS_DIR, Path(data_root) / "splits", derived):
-        if (folder / name).exists():
-            return folder / name
+    if (derived / name).exists():
+        return derived / name
     rows = derive_lists(data_root, dataset, domain)
     out = derived
     for key in ("support", "test", "all", "classes"):
