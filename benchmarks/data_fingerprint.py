@@ -26,7 +26,8 @@ from lib.datasets import real
 def digest(imageset, root: Path | None = None) -> str:
     h = hashlib.sha256()
     h.update(imageset.batch_uint8(np.arange(len(imageset))).numpy().tobytes())
-    for array in (imageset.labels, imageset.domains, imageset.ids):
+    ids = [i.replace(str(root), "<root>") for i in imageset.ids] if root is not None else imageset.ids
+    for array in (imageset.labels, imageset.domains, ids):  # ids of an image folder are its paths: made relative
         h.update(np.asarray(array).tobytes())
     h.update("\n".join(imageset.class_names).encode())
     h.update(str(imageset.mirror_invariant).encode())
