@@ -133,6 +133,42 @@ def test_benchmark_names_and_groups(settings):
     assert data.available_benchmarks("all", settings) == data.GROUPS["embedded"]
 
 
+@pytest.mark.parametrize("name", list(data.FAMILIES))
+def test_every_family_is_found_by_name(name):
+    """data.py branches on no family: each benchmark, group and dataset name leads to its family's entry."""
+    family = data.FAMILIES[name]
+    assert family.name == name and data.GROUPS[name] == list(family.benchmarks)
+    for bench in family.benchmarks:
+        assert data.family_of(bench) is family and data.BENCHMARKS[bench]["group"] == name
+    assert all(data.DATASETS[d] is family for d in family.datasets)
+    lender = data.FAMILIES[family.outlier_family]  # outliers from another family that lends some
+    assert lender is not family and lender.outlier_images is not None
+    assert (name in data.MIRROR_VARIANT) == (not family.mirror_invariant)
+    embedded = set(family.benchmarks) <= set(data.GROUPS["embedded"])
+    assert embedded != family.file_backed and (embedded or not set(family.benchmarks) & set(data.GROUPS["embedded"]))
+
+
+def test_family_registry_as_worked_out():
+    assert list(data.FAMILIES) == ["glyph", "emoji", "fashion", "real"]
+    assert data.MIRROR_VARIANT == ("glyph",) and list(data.DATASETS) == ["glyph", "emoji", "fashion", "imagenet"]
+    assert data.OUTLIER_FAMILY == {"glyph": "emoji", "emoji": "glyph", "fashion": "glyph", "real": "glyph"}
+    assert [len(data.GROUPS[g]) for g in ("glyph", "emoji", "fashion", "embedded", "real")] == [4, 10, 1, 15, 21]
+    with pytest.raises(ValueError, match="unknown dataset 'mnist': choose glyph, emoji, fashion or imagenet"):
+        data.load_source(config.resolve("smoke", dataset="mnist"))
+
+
+def test_outliers_are_a_fixed_seed_subsample_in_index_order(settings):
+    glyph = data.FAMILIES["glyph"]
+    full, ten = glyph.outlier_images(settings), glyph.outliers(settings, 10)
+    assert len(full) == 200 * len(glyphs.fonts_of("printed")) and len(glyph.outliers(settings, 10 ** 6)) == len(full)
+    assert len(ten) == 10 and ten.ids.tolist() == glyph.outliers(settings, 10).ids.tolist()
+    position = {i: k for k, i in enumerate(full.ids.tolist())}
+    assert sorted(position[i] for i in ten.ids) == [position[i] for i in ten.ids]  # index order kept
+    assert ten.mirror_invariant is False
+    with pytest.raises(ValueError, match="dataset family 'fashion' lends no outlier images"):
+        data.FAMILIES["fashion"].outliers(settings, 10)
+
+
 def test_transforms_give_normalised_float():
     image = torch.randint(0, 256, (3, 40, 40), dtype=torch.uint8)
     for tf in (data.train_transform(32), data.eval_transform(32)):

@@ -1,4 +1,5 @@
-"""Image sets: uint8 (3,H,W) images with int64 labels, string domains and string identities.
+"""Image sets: uint8 (3,H,W) images with int64 labels, string domains and string identities, and the `Benchmark`
+that pairs two of them.
 
 `TensorImageSet` holds embedded data in memory; `FileImageSet` decodes real datasets from disk with PIL.
 """
@@ -6,6 +7,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -171,3 +173,22 @@ def concat(sets: Sequence[TensorImageSet], class_names=None) -> TensorImageSet:
                          ids=np.concatenate([s.ids for s in sets]))
     out.mirror_invariant = all(s.mirror_invariant for s in sets)
     return out
+
+
+@dataclass
+class Benchmark:
+    """A novelty-detection task. support: known classes only (labels 0..K-1); test: labels 0..K-1 known,
+    >= K unknown (labels used for metrics only)."""
+
+    name: str
+    kind: str  # "intra" | "cross"
+    support: ImageSet
+    test: ImageSet
+    num_known: int
+    domain_support: str
+    domain_test: str
+
+    def is_known(self, labels=None) -> np.ndarray:
+        """Boolean mask over the test set (or over `labels`): True = known class."""
+        labels = self.test.labels if labels is None else np.asarray(labels)
+        return labels < self.num_known

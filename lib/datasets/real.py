@@ -1,7 +1,7 @@
 """Real benchmarks (docs/METHOD.md §7) read from `data_root` through split lists `relpath label` (ReSeND format:
 known = 0..K-1, unknown >= K; relpath relative to data_root). Lists are looked up in lib/splits/ (shipped),
 then data_root/splits/, else derived deterministically from the standard folder layouts (lib/splits/README.md)
-into .cache/splits/<hash of data_root>/."""
+into .cache/splits/<hash of data_root>/. `FAMILY`: the real benchmarks and the ImageNet source, file-backed."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lib.datasets.family import Family
+from lib.datasets.imagesets import Benchmark, FileImageSet
 from lib.paths import CACHE_DIR, SPLITS_DIR
 from lib.runs import atomic_write_text
 
@@ -187,3 +189,101 @@ def write_all_lists(data_root: Path) -> list[Path]:
             if domain_dir(data_root, dataset, domain).is_dir():
                 written += [split_list(data_root, dataset, domain, p) for p in ("support", "test", "all", "classes")]
     return written
+
+
+# ---------------------------------------------------------------- the real family: benchmarks, ImageNet source
+NUM_KNOWN = {"dtd": len(DTD_KNOWN), "domainnet": len(DOMAINNET_KNOWN), "pacs": len(PACS_KNOWN),
+             "officehome": OFFICEHOME_KNOWN_COUNT}
+
+
+def require_root(settings, what: str) -> Path:
+    """settings.data_root as a Path; a one-line error when it is empty or not a folder."""
+    if not settings.data_root:
+        raise ValueError(f"{what} needs real data but data_root is empty: set data_root to the folder holding it "
+                         f"(layout in lib/splits/README.md) or pick an embedded benchmark")
+    root = Path(settings.data_root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"data_root {root} does not exist: fix the data_root setting")
+    return root
+
+
+def load_split_list(list_path, data_root, image_size: int, domain: str = "", class_names=None,
+                    verify: bool = True) -> FileImageSet:
+    """A FileImageSet from a split list (`relpath label` per line, relpath relative to data_root)."""
+    rows = read_list(Path(list_path))
+    paths = [Path(data_root) / rel for rel, _ in rows]
+    if verify and rows and not any(p.is_file() for p in paths):
+        raise FileNotFoundError(f"split list {list_path}: none of its {len(rows)} images exists under data_root "
+                                f"{data_root} (first: {rows[0][0]} -> {paths[0]}): fix data_root or the list's path "
+                                "prefix (layout in lib/splits/README.md)")
+    labels = np.array([label for _, label in rows], dtype=np.int64)
+    if class_names is None:
+        class_names = [str(i) for i in range(int(labels.max()) + 1 if len(labels) else 0)]
+    return FileImageSet(paths, labels, image_size, domains=[domain] * len(rows), class_names=class_names,
+                        ids=[rel for rel, _ in rows], verify=verify)
+
+
+def real_set(root: Path, parts, image_size: int, known_only: bool) -> tuple[FileImageSet, int]:
+    """The images of split lists `parts` [(dataset, domain, part)] as one set (known classes only with
+    `known_only`), and the number of known classes."""
+    sets, num_known = [], None
+    for dataset, domain, part in parts:
+        classes = read_list(split_list(root, dataset, domain, "classes"))
+        names = [n for n, _ in sorted(classes, key=lambda r: r[1])]
+        num_known = NUM_KNOWN[dataset]
+        s = load_split_list(split_list(root, dataset, domain, part), root, image_size, domain, names)
+        sets.append(s.subset(np.flatnonzero(s.labels < num_known)) if known_only else s)
+    if len(sets) == 1:
+        return sets[0], num_known
+    merged = FileImageSet(np.concatenate([s.paths for s in sets]), np.concatenate([s.labels for s in sets]),
+                          image_size, np.concatenate([s.domains for s in sets]), sets[0].class_names,
+                          ids=np.concatenate([s.ids for s in sets]), verify=False)
+    return merged, num_known
+
+
+def _support_parts(spec: dict) -> list:
+    return spec["support"] if isinstance(spec["support"], list) else [spec["support"]]
+
+
+def benchmark(name: str, settings) -> Benchmark:
+    """Real benchmark `name` from settings.data_root: support = the known images of its support list(s), test = its
+    test list."""
+    root = require_root(settings, f"benchmark {name!r}")
+    spec = FAMILY.benchmarks[name]
+    support, num_known = real_set(root, _support_parts(spec["real"]), settings.image_size, known_only=True)
+    test, _ = real_set(root, [spec["real"]["test"]], settings.image_size, known_only=False)
+    return Benchmark(name, spec["kind"], support, test, num_known, spec["domain_support"], spec["domain_test"])
+
+
+def imagenet_source(settings) -> FileImageSet:
+    """data_root/imagenet: the list imagenet/train_list.txt, else the folders imagenet/train/<wnid>/ (class = wnid,
+    sorted); the first source_classes classes (all with 0)."""
+    root = require_root(settings, "dataset 'imagenet'")
+    listing = root / "imagenet" / "train_list.txt"
+    if listing.exists():
+        rows = read_list(listing)
+        paths, labels = [root / r for r, _ in rows], np.array([l for _, l in rows], dtype=np.int64)
+        names = [str(i) for i in range(int(labels.max()) + 1)]
+    else:
+        train = root / "imagenet" / "train"
+        if not train.is_dir():
+            raise FileNotFoundError(f"{train} does not exist: put ImageNet as imagenet/train/<wnid>/*.JPEG under "
+                                    f"data_root (or a list imagenet/train_list.txt)")
+        names = sorted(p.name for p in train.iterdir() if p.is_dir())
+        paths, labels = [], []
+        for i, wnid in enumerate(names):
+            files = list_images(train / wnid)
+            paths += files
+            labels += [i] * len(files)
+        labels = np.array(labels, dtype=np.int64)
+    s = FileImageSet(paths, labels, settings.image_size, domains=["imagenet"] * len(paths), class_names=names,
+                     verify=False)  # 1.28M files: decode failures are counted lazily instead
+    if settings.source_classes:
+        s = s.subset(np.flatnonzero(s.labels < settings.source_classes))
+        s.class_names = names[: settings.source_classes]
+    return s
+
+
+FAMILY = Family("real", {name: dict(kind=spec["kind"], domain_support="+".join(p[1] for p in _support_parts(spec)),
+                                    domain_test=spec["test"][1], real=spec) for name, spec in BENCHMARKS.items()},
+                benchmark, outlier_family="glyph", file_backed=True, datasets=("imagenet",), source=imagenet_source)
