@@ -4,9 +4,12 @@ a generated real-data tree (PACS, OfficeHome, DTD, DomainNet, ImageNet; tiny ran
 
 The regression check of a data-layer refactor: run it before and after, the two outputs must be equal line by line.
 
-Command (repo root):
-    .venv/bin/python benchmarks/data_fingerprint.py > /tmp/before.txt   # ... refactor ...
-    .venv/bin/python benchmarks/data_fingerprint.py > /tmp/after.txt && diff /tmp/before.txt /tmp/after.txt
+Command (repo root; PYTHONPATH names the tree whose lib is fingerprinted, e.g. a `git archive` of the old commit
+with a link to .cache):
+    PYTHONPATH=. .venv/bin/python benchmarks/data_fingerprint.py > /tmp/before.txt   # ... refactor ...
+    PYTHONPATH=. .venv/bin/python benchmarks/data_fingerprint.py > /tmp/after.txt && diff /tmp/before.txt /tmp/after.txt
+
+Result of issue 12's refactor: the 150 lines of 2d3c2a6 (before) and of the family interface are identical.
 """
 
 from __future__ import annotations
