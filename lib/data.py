@@ -31,7 +31,7 @@ from lib.paths import CACHE_DIR
 __all__ = ["ImageSet", "TensorImageSet", "FileImageSet", "train_transform", "eval_transform", "load_source",
            "Benchmark", "BENCHMARKS", "GROUPS", "benchmark_names", "available_benchmarks", "load_benchmark",
            "outlier_pool", "outlier_family", "load_split_list", "check_source", "benchmark_summary", "glyph_cache", "emoji_cache",
-           "emoji_classes", "Family", "FAMILIES", "DATASETS", "family_of", "MIRROR_VARIANT", "OUTLIER_FAMILY"]
+           "emoji_classes", "augment_batch", "uint8_batch", "Family", "FAMILIES", "DATASETS", "family_of", "MIRROR_VARIANT", "OUTLIER_FAMILY"]
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 def train_transform(image_size: int, hflip: bool = True):
     """uint8 (3,H,W) -> float32 normalised (docs/METHOD.md §3): RandomResizedCrop(0.8-1), flip, ColorJitter p=.5, gray .1.
 
-    ``hflip=False`` leaves the flip out, for images whose mirror image is another class (`augmentation`)."""
+    ``hflip=False`` leaves the flip out, for images whose mirror image is another class (`augmentation`). The crop
+    comes first: a file-backed set hands it the decoded original (`augment_batch`), as the reference does."""
     from torchvision.transforms import v2
 
     return v2.Compose([
@@ -76,10 +77,25 @@ def eval_transform(image_size: int):
 
 
 
-def augment_batch(imageset, idx, transform) -> torch.Tensor:
+def augment_batch(imageset, idx, transform, num_workers: int = 0, pin_memory: bool = False) -> torch.Tensor:
     """uint8 images `idx` of `imageset` -> float32 (B,3,S,S), `transform` applied to each image independently
-    (a v2 pipeline on a batched tensor would draw one crop / jitter for the whole batch)."""
+    (a v2 pipeline on a batched tensor would draw one crop / jitter for the whole batch).
+
+    In-memory sets transform here, drawing from the global torch RNG image by image. File-backed sets
+    (`FileImageSet.load`) decode in `num_workers` persistent DataLoader workers (pinned with `pin_memory`), each
+    image with its own seed drawn from that RNG; a transform that starts with RandomResizedCrop (`train_transform`)
+    crops the decoded original, as the reference does, instead of the square of image_size."""
+    if isinstance(imageset, FileImageSet):
+        return imageset.load(idx, transform, num_workers, pin_memory)
     return torch.stack([transform(img) for img in imageset.batch_uint8(idx)])
+
+
+def uint8_batch(imageset, idx, num_workers: int = 0, pin_memory: bool = False) -> torch.Tensor:
+    """uint8 (B,3,S,S) images `idx` of `imageset` (`batch_uint8`), a file-backed set decoded in `num_workers`
+    persistent DataLoader workers."""
+    if isinstance(imageset, FileImageSet):
+        return imageset.load(idx, None, num_workers, pin_memory)
+    return imageset.batch_uint8(idx)
 
 
 # ---------------------------------------------------------------- the family registry
