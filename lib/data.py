@@ -30,8 +30,9 @@ from lib.paths import CACHE_DIR
 
 __all__ = ["ImageSet", "TensorImageSet", "FileImageSet", "train_transform", "eval_transform", "load_source",
            "Benchmark", "BENCHMARKS", "GROUPS", "benchmark_names", "available_benchmarks", "load_benchmark",
-           "outlier_pool", "outlier_family", "load_split_list", "check_source", "benchmark_summary", "glyph_cache", "emoji_cache",
-           "emoji_classes", "augment_batch", "uint8_batch", "Family", "FAMILIES", "DATASETS", "family_of", "MIRROR_VARIANT", "OUTLIER_FAMILY"]
+           "outlier_pool", "outlier_family", "load_split_list", "check_source", "benchmark_summary", "glyph_cache",
+           "emoji_cache", "emoji_classes", "augment_batch", "uint8_batch", "Family", "FAMILIES", "DATASETS",
+           "family_of", "MIRROR_VARIANT", "OUTLIER_FAMILY"]
 
 log = logging.getLogger(__name__)
 

@@ -44,7 +44,8 @@ class Family:
                              "(its Family.outlier_images)")
         pool = self.outlier_images(settings)
         if len(pool) > max_images:
-            pool = pool.subset(np.sort(np.random.default_rng(OUTLIER_SEED).choice(len(pool), max_images, replace=False)))
+            keep = np.random.default_rng(OUTLIER_SEED).choice(len(pool), max_images, replace=False)
+            pool = pool.subset(np.sort(keep))
         return pool
 
     def load_source(self, dataset: str, settings) -> ImageSet:

@@ -208,7 +208,7 @@ class FileImageSet(ImageSet):
                 pin_memory=pin_memory, persistent_workers=True, generator=torch.Generator().manual_seed(0))
             self._loaders[key] = (transform, loader, feed)  # the transform is held so its id stays its own
         _, loader, feed = self._loaders[key]
-        parts = np.array_split(np.arange(len(items)), max(1, min(len(items), 4 * num_workers)))
+        parts = np.array_split(np.arange(len(items)), max(1, min(len(items), 2 * num_workers)))
         feed.chunks = [[items[k] for k in part] for part in parts if len(part)]
         return torch.cat(list(loader))
 
