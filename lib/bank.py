@@ -117,14 +117,15 @@ def _build(backbone: nn.Module, source, settings, r: dict, path: Path, device: t
     backbone.eval()
     train_tf, eval_tf = data.augmentation(source, settings.image_size), data.eval_transform(settings.image_size)
     chunks = [np.arange(s, min(s + IMAGE_BATCH, len(source))) for s in range(0, len(source), IMAGE_BATCH)]
+    workers = settings.num_workers  # decoders of a file-backed source (in-memory sets ignore it)
     views = []
     try:
         with torch.random.fork_rng(devices=[]):  # the run's RNG streams are left exactly as they were
             for view in range(settings.bank_views):
                 torch.manual_seed(BANK_SEED + view)
-                views.append(torch.cat([_features(backbone, data.augment_batch(source, idx, train_tf), device,
+                views.append(torch.cat([_features(backbone, data.augment_batch(source, idx, train_tf, workers), device,
                                                   settings.amp) for idx in chunks]))
-        plain = torch.cat([_features(backbone, eval_tf(source.batch_uint8(idx)), device, settings.amp)
+        plain = torch.cat([_features(backbone, eval_tf(data.uint8_batch(source, idx, workers)), device, settings.amp)
                            for idx in chunks])
     finally:
         backbone.train(was_training)

@@ -39,7 +39,7 @@ class Settings:
     run_dir: str = ""  # explicit run folder; empty = outputs/<study>/<config_name>__seed<seed>
     seed: int = 0  # every RNG (python, numpy, torch, samplers) is seeded from this
     device: str = "auto"  # auto (cuda if available) | cpu | cuda
-    num_workers: int = 0  # DataLoader workers; 0 = main process (best on 2 cores with in-memory data)
+    num_workers: int = 0  # DataLoader workers decoding file-backed (real) sets; 0 = main process; in-memory: unused
     interactive: bool = False  # True = show ipywidgets browsers in notebooks
     # --- data ---
     dataset: str = "glyph"  # relational training source: glyph | emoji | fashion | imagenet (needs data_root)

@@ -187,10 +187,10 @@ def score_benchmark(model, objective, benchmark, settings: Settings,
                          f"unknown images (num_known={benchmark.num_known}); novelty metrics need both")
     image_batch = min(settings.eval_batch_size, IMAGE_BATCH)
     features = memo.features if memo is not None else extract_features
-    support = features(model, benchmark.support, settings.image_size, image_batch, device)
+    support = features(model, benchmark.support, settings.image_size, image_batch, device, settings.num_workers)
     protos, owners = build_prototypes(support, benchmark.support.labels, benchmark.num_known, settings.prototypes,
                                       settings.prototypes_k)
-    test = features(model, benchmark.test, settings.image_size, image_batch, device)
+    test = features(model, benchmark.test, settings.image_size, image_batch, device, settings.num_workers)
     sims = pair_similarities(model, objective, test, protos, settings.eval_batch_size, settings.cpu_amp)
     normality, predictions, scores = normality_scores(sims, owners, benchmark.num_known, settings.prototypes,
                                                       settings.prototypes_k)

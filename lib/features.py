@@ -24,12 +24,13 @@ def model_device(model: torch.nn.Module) -> torch.device:
 
 
 @torch.inference_mode()
-def extract_features(model, imageset, image_size: int, batch_size: int = 256, device=None) -> torch.Tensor:
+def extract_features(model, imageset, image_size: int, batch_size: int = 256, device=None,
+                     num_workers: int = 0) -> torch.Tensor:
     """Backbone features (N, 512) float32 of every image of `imageset`, on the model's device, eval transform.
 
     The eval transform (``data.eval_transform``, a torchvision v2 pipeline) is applied to the whole uint8 batch
     at once (v2 transforms accept leading batch dimensions), on the device; the result equals the per-image
-    application (tests/test_evaluate.py checks it).
+    application (tests/test_evaluate.py checks it). A file-backed set is decoded in `num_workers` DataLoader workers.
     """
     device = torch.device(device) if device is not None else model_device(model)
     transform = data.eval_transform(image_size)
@@ -37,7 +38,8 @@ def extract_features(model, imageset, image_size: int, batch_size: int = 256, de
     chunks = []
     for start in range(0, len(imageset), batch_size):
         idx = np.arange(start, min(start + batch_size, len(imageset)))
-        images = transform(imageset.batch_uint8(idx).to(device, non_blocking=True))
+        images = data.uint8_batch(imageset, idx, num_workers, device.type == "cuda")
+        images = transform(images.to(device, non_blocking=True))
         images = images.contiguous(memory_format=torch.channels_last)  # faster convolutions on CUDA and CPU
         with autocast(device):
             chunks.append(model.features(images).float())
@@ -123,7 +125,7 @@ class FeatureMemo:
             runs.atomic_write_bytes(self.path, buffer.getvalue())
         self._stored = set(rows)
 
-    def features(self, model, imageset, image_size: int, batch_size: int, device) -> torch.Tensor:
+    def features(self, model, imageset, image_size: int, batch_size: int, device, num_workers: int = 0) -> torch.Tensor:
         """As `extract_features`, computing only the images whose id is not in the memo yet."""
         if self.model_ref is None:
             self.model_ref, self.image_size = id(model), image_size
@@ -132,12 +134,12 @@ class FeatureMemo:
         ids = content_ids(imageset)
         if ids is None:  # also an empty set: extract_features raises its error
             self.computed += len(imageset)
-            return extract_features(model, imageset, image_size, batch_size, device)
+            return extract_features(model, imageset, image_size, batch_size, device, num_workers)
         missing = [i for i, key in enumerate(ids) if key not in self.rows]
         hit_keys = [key for key in ids.tolist() if key in self.rows]
         if missing:
             start = time.perf_counter()
-            new = extract_features(model, imageset.subset(missing), image_size, batch_size, device)
+            new = extract_features(model, imageset.subset(missing), image_size, batch_size, device, num_workers)
             per_image = (time.perf_counter() - start) / len(missing)
             self.rows.update(zip(ids[missing].tolist(), new))
             self.cost.update((key, per_image) for key in ids[missing].tolist())

@@ -70,7 +70,7 @@ def pair_metrics(model, objective, held_out, settings, features: torch.Tensor | 
     model.eval()
     device = model_device(model)
     if features is None:
-        features = extract_features(model, held_out, settings.image_size, IMAGE_BATCH, device)
+        features = extract_features(model, held_out, settings.image_size, IMAGE_BATCH, device, settings.num_workers)
     features = features.to(device)
     triples = held_out_pairs(held_out.labels, settings.neg_to_pos_ratio)
     pos = torch.as_tensor(triples[:, :2], device=device)

@@ -97,9 +97,9 @@ def benchmark_rows(backbone, benchmark, settings: Settings, memo: FeatureMemo | 
     is_known = np.asarray(benchmark.is_known(labels), dtype=bool)
     features = memo.features if memo is not None else extract_features
     batch = min(settings.eval_batch_size, IMAGE_BATCH)
-    support = features(backbone, benchmark.support, settings.image_size, batch, device)
+    support = features(backbone, benchmark.support, settings.image_size, batch, device, settings.num_workers)
     protos, _ = evaluate.build_prototypes(support, benchmark.support.labels, benchmark.num_known, "mean")
-    sims = cosine(features(backbone, benchmark.test, settings.image_size, batch, device), protos)
+    sims = cosine(features(backbone, benchmark.test, settings.image_size, batch, device, settings.num_workers), protos)
     rows = {"backbone_proto": _metrics(*msp(sims, TEMPERATURE), is_known, labels),
             "backbone_proto_t1": _metrics(*msp(sims, 1.0), is_known, labels)}
     best = sims.max(1)

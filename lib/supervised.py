@@ -57,8 +57,10 @@ class Classifier(nn.Module):
 
 
 
-def load_images(imageset, idx: np.ndarray, transform: Callable, device: torch.device, channels_last: bool) -> torch.Tensor:
-    x = data.augment_batch(imageset, idx, transform).to(device, non_blocking=True)
+def load_images(imageset, idx: np.ndarray, transform: Callable, device: torch.device, channels_last: bool,
+                num_workers: int = 0) -> torch.Tensor:
+    """`transform`ed images `idx` on `device` (a file-backed set decoded in `num_workers` workers, pinned on CUDA)."""
+    x = data.augment_batch(imageset, idx, transform, num_workers, device.type == "cuda").to(device, non_blocking=True)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
@@ -167,8 +169,9 @@ def train_classifier(
             for group in opt.param_groups:
                 group["lr"] = cosine_lr(recipe, progress)
             idx = order[b * batch:(b + 1) * batch]
-            x = load_images(support, idx, ctx.transform, device, channels_last)
-            x2 = load_images(support, idx, ctx.transform, device, channels_last) if recipe.views == 2 else None
+            x = load_images(support, idx, ctx.transform, device, channels_last, settings.num_workers)
+            x2 = (load_images(support, idx, ctx.transform, device, channels_last, settings.num_workers)
+                  if recipe.views == 2 else None)
             with autocast(device, settings.amp):
                 loss = loss_fn(Batch(x, labels[idx].to(device), x2))
             opt.zero_grad(set_to_none=True)
@@ -216,7 +219,8 @@ def infer(model: Classifier, imageset, settings: Settings, outputs: Callable | N
     parts: dict[str, list] = {}
     n, bs = len(imageset), max(settings.baseline_batch, 128)
     for start in range(0, n, bs):
-        x = load_images(imageset, np.arange(start, min(n, start + bs)), transform, device, channels_last)
+        x = load_images(imageset, np.arange(start, min(n, start + bs)), transform, device, channels_last,
+                        settings.num_workers)
         with float32_convolutions():
             fmap = model.feature_map(x)
         feat = fmap.mean(dim=(2, 3))

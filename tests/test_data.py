@@ -133,6 +133,42 @@ def test_benchmark_names_and_groups(settings):
     assert data.available_benchmarks("all", settings) == data.GROUPS["embedded"]
 
 
+@pytest.mark.parametrize("name", list(data.FAMILIES))
+def test_every_family_is_found_by_name(name):
+    """data.py branches on no family: each benchmark, group and dataset name leads to its family's entry."""
+    family = data.FAMILIES[name]
+    assert family.name == name and data.GROUPS[name] == list(family.benchmarks)
+    for bench in family.benchmarks:
+        assert data.family_of(bench) is family and data.BENCHMARKS[bench]["group"] == name
+    assert all(data.DATASETS[d] is family for d in family.datasets)
+    lender = data.FAMILIES[family.outlier_family]  # outliers from another family that lends some
+    assert lender is not family and lender.outlier_images is not None
+    assert (name in data.MIRROR_VARIANT) == (not family.mirror_invariant)
+    embedded = set(family.benchmarks) <= set(data.GROUPS["embedded"])
+    assert embedded != family.file_backed and (embedded or not set(family.benchmarks) & set(data.GROUPS["embedded"]))
+
+
+def test_family_registry_as_worked_out():
+    assert list(data.FAMILIES) == ["glyph", "emoji", "fashion", "real"]
+    assert data.MIRROR_VARIANT == ("glyph",) and list(data.DATASETS) == ["glyph", "emoji", "fashion", "imagenet"]
+    assert data.OUTLIER_FAMILY == {"glyph": "emoji", "emoji": "glyph", "fashion": "glyph", "real": "glyph"}
+    assert [len(data.GROUPS[g]) for g in ("glyph", "emoji", "fashion", "embedded", "real")] == [4, 10, 1, 15, 21]
+    with pytest.raises(ValueError, match="unknown dataset 'mnist': choose glyph, emoji, fashion or imagenet"):
+        data.load_source(config.resolve("smoke", dataset="mnist"))
+
+
+def test_outliers_are_a_fixed_seed_subsample_in_index_order(settings):
+    glyph = data.FAMILIES["glyph"]
+    full, ten = glyph.outlier_images(settings), glyph.outliers(settings, 10)
+    assert len(full) == 200 * len(glyphs.fonts_of("printed")) and len(glyph.outliers(settings, 10 ** 6)) == len(full)
+    assert len(ten) == 10 and ten.ids.tolist() == glyph.outliers(settings, 10).ids.tolist()
+    position = {i: k for k, i in enumerate(full.ids.tolist())}
+    assert sorted(position[i] for i in ten.ids) == [position[i] for i in ten.ids]  # index order kept
+    assert ten.mirror_invariant is False
+    with pytest.raises(ValueError, match="dataset family 'fashion' lends no outlier images"):
+        data.FAMILIES["fashion"].outliers(settings, 10)
+
+
 def test_transforms_give_normalised_float():
     image = torch.randint(0, 256, (3, 40, 40), dtype=torch.uint8)
     for tf in (data.train_transform(32), data.eval_transform(32)):
@@ -244,6 +280,81 @@ def test_derived_intra_split_is_disjoint_and_fixed(tmp_path):
     two = real.derive_lists(tmp_path, "officehome", "Art")
     assert one["support"] == two["support"] and len(one["support"]) == 8 * 7
     assert not {r for r, _ in one["support"]} & {r for r, _ in one["test"]}
+
+
+# ---------------------------------------------------------------- batches of file-backed sets (DataLoader workers)
+@pytest.fixture
+def photo_folder(tmp_path):
+    """12 PNGs of differing non-square sizes (random pixels) as a FileImageSet at 16 px."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for k in range(12):
+        paths.append(tmp_path / f"{k}.png")
+        Image.fromarray(rng.integers(0, 255, (20 + k, 40, 3), dtype=np.uint8)).save(paths[-1])
+    return FileImageSet(paths, np.arange(12) % 3, image_size=16)
+
+
+def test_file_batches_are_the_same_for_any_number_of_workers_and_follow_the_seed(photo_folder):
+    tf, idx = data.train_transform(16), np.array([3, 0, 7, 7, 11])
+    out, states = [], []
+    for workers in (0, 2, 0):
+        torch.manual_seed(5)
+        out.append(data.augment_batch(photo_folder, idx, tf, num_workers=workers))
+        states.append(torch.get_rng_state())
+    assert out[0].shape == (5, 3, 16, 16) and out[0].dtype == torch.float32
+    assert torch.equal(out[0], out[1]) and torch.equal(out[0], out[2])
+    assert torch.equal(states[0], states[1])  # the caller's RNG moved by the same draws (resume stays bit-identical)
+    assert not torch.equal(out[0][2], out[0][3])  # one image twice in a batch: two augmentations
+    torch.manual_seed(6)
+    assert not torch.equal(data.augment_batch(photo_folder, idx, tf, num_workers=2), out[0])
+
+
+def test_file_batch_workers_persist_across_calls(photo_folder):
+    tf = data.eval_transform(16)
+    data.augment_batch(photo_folder, [0, 1], tf, num_workers=2)
+    (_, loader, _), = photo_folder._loaders.values()
+    pids = [w.pid for w in loader._iterator._workers]
+    data.augment_batch(photo_folder, [2, 3, 4], tf, num_workers=2)
+    assert len(photo_folder._loaders) == 1 and [w.pid for w in loader._iterator._workers] == pids and len(pids) == 2
+
+
+def test_eval_batches_of_files_are_todays_squares(photo_folder):
+    """Evaluation decodes every file to the square of image_size as before, in workers or not."""
+    idx, tf = np.arange(12), data.eval_transform(16)
+    today = torch.stack([tf(img) for img in photo_folder.batch_uint8(idx)])
+    assert torch.equal(data.augment_batch(photo_folder, idx, tf, num_workers=2), today)
+    assert torch.equal(data.uint8_batch(photo_folder, idx, num_workers=2), photo_folder.batch_uint8(idx))
+    assert torch.equal(data.augment_batch(photo_folder, idx, tf), today)
+
+
+def test_training_crops_the_full_resolution_image(tmp_path):
+    """Hand-worked: a 40x10 image, top half black, bottom half white. A RandomResizedCrop of scale 1 and ratio 4 takes
+    the whole original, then resizes it to 8x8: first row 0, last row 255. Resizing to a square first (the old path)
+    would have left only a central 8x2 band, grey everywhere."""
+    from PIL import Image
+
+    pixels = np.zeros((10, 40, 3), np.uint8)
+    pixels[5:] = 255
+    Image.fromarray(pixels).save(tmp_path / "half.png")
+    s = FileImageSet([tmp_path / "half.png"], [0], image_size=8)
+    crop = v2.Compose([v2.RandomResizedCrop(8, scale=(1.0, 1.0), ratio=(4.0, 4.0), antialias=True)])
+    for workers in (0, 1):
+        out = data.augment_batch(s, [0], crop, num_workers=workers)[0]
+        assert torch.equal(out, v2.functional.resize(torch.from_numpy(pixels).permute(2, 0, 1), [8, 8], antialias=True))
+        assert (out[:, 0] == 0).all() and (out[:, -1] == 255).all()
+    assert not (crop(s.get_uint8(0))[:, 0] == 0).all()  # the square-first path loses the black top
+
+
+def test_in_memory_sets_keep_their_fast_path_whatever_num_workers():
+    images = torch.randint(0, 256, (6, 3, 20, 20), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    s, tf = TensorImageSet(images, [0, 0, 1, 1, 2, 2]), data.train_transform(16)
+    torch.manual_seed(1)
+    today = torch.stack([tf(img) for img in s.batch_uint8([5, 0, 2])])
+    torch.manual_seed(1)
+    assert torch.equal(data.augment_batch(s, [5, 0, 2], tf, num_workers=2), today)
+    assert torch.equal(data.uint8_batch(s, [5, 0], num_workers=2), images[[5, 0]])
 
 
 # ---------------------------------------------------------------- error messages

@@ -82,7 +82,8 @@ def odin_normality(model: Classifier, imageset, settings: Settings) -> np.ndarra
     model.eval().to(device)
     scores, bs = [], max(settings.baseline_batch, 128)
     for start in range(0, len(imageset), bs):
-        x = load_images(imageset, np.arange(start, min(len(imageset), start + bs)), transform, device, False)
+        x = load_images(imageset, np.arange(start, min(len(imageset), start + bs)), transform, device, False,
+                        settings.num_workers)
         scores.append(detector.predict(x).detach().cpu())
     return normality_from_outlier(torch.cat(scores))
 

@@ -1,6 +1,7 @@
 """Emoji in four vendor styles (the DomainNet stand-in): google, twitter (PNG, emoji-datasource-*),
 openmoji (colour SVG) and openmoji_line (black line-art SVG, the 'sketch' domain). Classes = emoji
-subcategories with >= 10 emoji present in every vendor. Images are RGBA composited on white."""
+subcategories with >= 10 emoji present in every vendor. Images are RGBA composited on white. `FAMILY`: its
+benchmarks (one per vendor, six vendor pairs), its source and its outlier images."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from lib.datasets.family import Family
+from lib.datasets.imagesets import Benchmark, TensorImageSet
 from lib.paths import CACHE_DIR
 
 log = logging.getLogger(__name__)
@@ -116,3 +120,87 @@ def build_cache(size: int, cache_dir: Path = CACHE_DIR, npm_dir: Path = NPM_DIR,
     np.savez(tmp, **data)
     tmp.replace(path)
     return data
+
+
+# ---------------------------------------------------------------- the emoji family: sets, benchmarks, source
+CROSS = [("google", "openmoji_line"), ("google", "twitter"), ("twitter", "google"),
+         ("twitter", "openmoji"), ("openmoji", "openmoji_line"), ("openmoji_line", "google")]
+NUM_KNOWN = 15  # known and unknown subcategories per emoji benchmark; the rest form the emoji source
+SOURCE_VENDORS = ["google", "twitter"]
+_MEMO: dict[int, dict] = {}
+
+
+def emoji_cache(image_size: int) -> dict:
+    """The arrays of the rendered emoji cache, memoised per image size."""
+    if image_size not in _MEMO:
+        _MEMO[image_size] = build_cache(image_size)
+    return _MEMO[image_size]
+
+
+def emoji_classes(data: dict) -> dict[str, list[str]]:
+    """Fixed split of the subcategories: `known` (15), `unknown` (15), `source` (the rest, for training/outliers)."""
+    subs = sorted(set(data["subcategory"].tolist()))
+    order = [subs[i] for i in np.random.default_rng(SPLIT_SEED).permutation(len(subs))]
+    k = NUM_KNOWN
+    return {"known": order[:k], "unknown": order[k:2 * k], "source": order[2 * k:]}
+
+
+def support_hex(data: dict, known: list[str]) -> set[str]:
+    """Half of each known subcategory's emoji (fixed seed) go to the support; the other half to the test."""
+    rng = np.random.default_rng(SPLIT_SEED + 1)
+    chosen = set()
+    for sub in known:
+        hexes = sorted(set(data["hex"][data["subcategory"] == sub].tolist()))
+        chosen.update(hexes[i] for i in rng.permutation(len(hexes))[: len(hexes) // 2])
+    return chosen
+
+
+def emoji_set(data: dict, rows: np.ndarray, classes: list[str]) -> TensorImageSet:
+    """Cache rows `rows` as an image set, label = position of the subcategory in `classes`, id = vendor:hex."""
+    index = {c: i for i, c in enumerate(classes)}
+    labels = np.array([index[s] for s in data["subcategory"][rows]], dtype=np.int64)
+    ids = np.char.add(np.char.add(data["vendor"][rows].astype(str), ":"), data["hex"][rows].astype(str))
+    return TensorImageSet(torch.from_numpy(data["images"][rows]), labels, data["vendor"][rows], list(classes), ids=ids)
+
+
+def _benchmarks() -> dict[str, dict]:
+    reg = {f"emoji_{v}": dict(kind="intra", domain_support=v, domain_test=v) for v in VENDORS}
+    reg.update({f"emoji_{a}_to_{b}": dict(kind="cross", domain_support=a, domain_test=b) for a, b in CROSS})
+    return reg
+
+
+def benchmark(name: str, settings) -> Benchmark:
+    """Emoji benchmark `name`: support = half the emoji of the known subcategories in the support vendor; test = the
+    other half + every emoji of the unknown subcategories in the test vendor."""
+    data = emoji_cache(settings.image_size)
+    spec = FAMILY.benchmarks[name]
+    split = emoji_classes(data)
+    classes = split["known"] + split["unknown"]
+    in_support = np.isin(data["hex"], list(support_hex(data, split["known"])))
+    known_rows = np.isin(data["subcategory"], split["known"])
+    unknown_rows = np.isin(data["subcategory"], split["unknown"])
+    sup = np.flatnonzero((data["vendor"] == spec["domain_support"]) & known_rows & in_support)
+    test = np.flatnonzero((data["vendor"] == spec["domain_test"]) & ((known_rows & ~in_support) | unknown_rows))
+    return Benchmark(name, spec["kind"], emoji_set(data, sup, classes), emoji_set(data, test, classes),
+                     len(split["known"]), spec["domain_support"], spec["domain_test"])
+
+
+def source(settings) -> TensorImageSet:
+    """google + twitter images of the first source_classes source subcategories (never an emoji benchmark class)."""
+    data = emoji_cache(settings.image_size)
+    classes = emoji_classes(data)["source"]
+    n = settings.source_classes
+    classes = classes[:n] if n else classes
+    rows = np.flatnonzero(np.isin(data["subcategory"], classes) & np.isin(data["vendor"], SOURCE_VENDORS))
+    return emoji_set(data, rows, classes)
+
+
+def outlier_images(settings) -> TensorImageSet:
+    """Every vendor's images of the source subcategories (never an emoji benchmark class)."""
+    data = emoji_cache(settings.image_size)
+    classes = emoji_classes(data)["source"]
+    return emoji_set(data, np.flatnonzero(np.isin(data["subcategory"], classes)), classes)
+
+
+FAMILY = Family("emoji", _benchmarks(), benchmark, outlier_family="glyph", datasets=("emoji",), source=source,
+                outlier_images=outlier_images)

@@ -1,4 +1,4 @@
-"""CJK glyphs rendered from Debian font packages: the embedded ImageNet stand-in and four benchmarks.
+"""CJK glyphs rendered from Debian font packages: the embedded ImageNet stand-in and four benchmarks (`FAMILY`).
 
 Classes are CJK Unified Ideographs covered by every chosen font; domains are font groups (`printed`,
 `handwritten`). Images are black ink on white, centred on the ink's bounding box, cached as uint8 npz.
@@ -15,7 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from lib.datasets.family import Family
+from lib.datasets.imagesets import Benchmark, TensorImageSet
 from lib.paths import CACHE_DIR
 
 log = logging.getLogger(__name__)
@@ -238,3 +241,86 @@ def build_cache(size: int, fonts=None, plan: GlyphPlan | None = None, cache_dir:
     np.savez(tmp, **data)
     tmp.replace(path)
     return data
+
+
+# ---------------------------------------------------------------- the glyph family: sets, benchmarks, source
+MIRROR_INVARIANT = False  # a mirrored character is another character or none: glyph sets are never flipped
+CROSS = {"glyph_printed_to_handwritten": ("printed", "handwritten"),
+         "glyph_handwritten_to_printed": ("handwritten", "printed")}
+OUTLIER_CHARS = 200  # the printed source characters lent to other families' benchmarks as outliers
+_MEMO: dict[int, tuple[dict, GlyphPlan]] = {}
+
+
+def glyph_cache(image_size: int) -> tuple[dict, GlyphPlan]:
+    """(arrays of the rendered glyph cache, the character plan), memoised per image size."""
+    if image_size not in _MEMO:
+        plan = make_plan()
+        _MEMO[image_size] = (build_cache(image_size, plan=plan), plan)
+    return _MEMO[image_size]
+
+
+def glyph_set(data: dict, chars: list[str], fonts: list[str], label_offset: int = 0) -> TensorImageSet:
+    """Images of `chars` (label = position in chars) in `fonts`, from the cache arrays."""
+    index = {c: i for i, c in enumerate(chars)}
+    rows = np.flatnonzero(np.isin(data["char"], chars) & np.isin(data["font"], fonts))
+    images = torch.from_numpy(data["images"][rows]).unsqueeze(1)
+    labels = np.array([index[c] + label_offset for c in data["char"][rows]], dtype=np.int64)
+    ids = np.char.add(np.char.add(data["font"][rows].astype(str), ":"), data["char"][rows].astype(str))
+    out = TensorImageSet(images, labels, data["domain"][rows], class_names=list(chars), ids=ids)
+    out.mirror_invariant = MIRROR_INVARIANT
+    return out
+
+
+def present(data: dict, chars: list[str]) -> list[str]:
+    """`chars` the cache holds (a character blank in some font was removed), in order."""
+    held = set(data["char"].tolist())
+    return [c for c in chars if c in held]
+
+
+def font_split(domain: str) -> tuple[list[str], list[str]]:
+    """Disjoint (support fonts, test fonts) of a domain: a fixed-seed half each (support gets the extra one)."""
+    fonts = fonts_of(domain)
+    order = np.random.default_rng(SPLIT_SEED + len(domain)).permutation(len(fonts))
+    cut = (len(fonts) + 1) // 2
+    return [fonts[i] for i in sorted(order[:cut])], [fonts[i] for i in sorted(order[cut:])]
+
+
+def _benchmarks() -> dict[str, dict]:
+    reg = {f"glyph_{d}": dict(kind="intra", domain_support=d, domain_test=d) for d in DOMAINS}
+    reg.update({name: dict(kind="cross", domain_support=a, domain_test=b) for name, (a, b) in CROSS.items()})
+    return reg
+
+
+def benchmark(name: str, settings) -> Benchmark:
+    """Glyph benchmark `name`: NUM_KNOWN known + the rest unknown of its planned characters; intra = disjoint font
+    halves of one domain, cross = all fonts of one domain -> all of the other."""
+    data, plan = glyph_cache(settings.image_size)
+    spec = FAMILY.benchmarks[name]
+    known = present(data, plan.bench[name][:NUM_KNOWN])
+    chars = known + present(data, plan.bench[name][NUM_KNOWN:])
+    if spec["kind"] == "intra":
+        support_fonts, test_fonts = font_split(spec["domain_support"])
+    else:
+        support_fonts, test_fonts = fonts_of(spec["domain_support"]), fonts_of(spec["domain_test"])
+    support = glyph_set(data, known, support_fonts)
+    support.class_names = chars
+    return Benchmark(name, spec["kind"], support, glyph_set(data, chars, test_fonts), len(known),
+                     spec["domain_support"], spec["domain_test"])
+
+
+def source(settings) -> TensorImageSet:
+    """Printed fonts x the first source_classes source characters (all with 0; never a benchmark character)."""
+    data, plan = glyph_cache(settings.image_size)
+    chars = present(data, plan.source)
+    n = settings.source_classes
+    return glyph_set(data, chars[:n] if n else chars, fonts_of("printed"))
+
+
+def outlier_images(settings) -> TensorImageSet:
+    """Printed glyphs of the first OUTLIER_CHARS source characters (never a glyph benchmark character)."""
+    data, plan = glyph_cache(settings.image_size)
+    return glyph_set(data, present(data, plan.source)[:OUTLIER_CHARS], fonts_of("printed"))
+
+
+FAMILY = Family("glyph", _benchmarks(), benchmark, outlier_family="emoji", mirror_invariant=MIRROR_INVARIANT,
+                datasets=("glyph",), source=source, outlier_images=outlier_images)

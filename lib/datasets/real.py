@@ -3,7 +3,8 @@ known = 0..K-1, unknown >= K; relpath relative to data_root). Lists are looked u
 converted there from the ReSeND repository by ``python -m lib.splits.resend``), then data_root/splits/, else
 derived deterministically from the standard folder layouts (lib/splits/README.md) into
 .cache/splits/<hash of data_root>/. `list_origin` says which of the three a list is: ``paper`` (written by the
-converter, unchanged since: its sha256 is in the folder's `PROVENANCE` file), ``own`` or ``derived``."""
+converter, unchanged since: its sha256 is in the folder's `PROVENANCE` file), ``own`` or ``derived``.
+`FAMILY`: the real benchmarks and the ImageNet source, file-backed."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lib.datasets.family import Family
+from lib.datasets.imagesets import Benchmark, FileImageSet
 from lib.paths import CACHE_DIR, SPLITS_DIR
 from lib.runs import atomic_write_text
 
@@ -231,3 +234,113 @@ def write_all_lists(data_root: Path) -> list[Path]:
             if domain_dir(data_root, dataset, domain).is_dir():
                 written += [split_list(data_root, dataset, domain, p) for p in ("support", "test", "all", "classes")]
     return written
+
+
+# ---------------------------------------------------------------- the real family: benchmarks, ImageNet source
+NUM_KNOWN = {"dtd": len(DTD_KNOWN), "domainnet": len(DOMAINNET_KNOWN), "pacs": len(PACS_KNOWN),
+             "officehome": OFFICEHOME_KNOWN_COUNT}
+
+
+def require_root(settings, what: str) -> Path:
+    """settings.data_root as a Path; a one-line error when it is empty or not a folder."""
+    if not settings.data_root:
+        raise ValueError(f"{what} needs real data but data_root is empty: set data_root to the folder holding it "
+                         f"(layout in lib/splits/README.md) or pick an embedded benchmark")
+    root = Path(settings.data_root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"data_root {root} does not exist: fix the data_root setting")
+    return root
+
+
+def load_split_list(list_path, data_root, image_size: int, domain: str = "", class_names=None,
+                    verify: bool = True) -> FileImageSet:
+    """A FileImageSet from a split list (`relpath label` per line, relpath relative to data_root)."""
+    rows = read_list(Path(list_path))
+    paths = [Path(data_root) / rel for rel, _ in rows]
+    if verify and rows and not any(p.is_file() for p in paths):
+        raise FileNotFoundError(f"split list {list_path}: none of its {len(rows)} images exists under data_root "
+                                f"{data_root} (first: {rows[0][0]} -> {paths[0]}): fix data_root or the list's path "
+                                "prefix (layout in lib/splits/README.md)")
+    labels = np.array([label for _, label in rows], dtype=np.int64)
+    if class_names is None:
+        class_names = [str(i) for i in range(int(labels.max()) + 1 if len(labels) else 0)]
+    return FileImageSet(paths, labels, image_size, domains=[domain] * len(rows), class_names=class_names,
+                        ids=[rel for rel, _ in rows], verify=verify)
+
+
+def real_set(root: Path, parts, image_size: int, known_only: bool) -> tuple[FileImageSet, int, list[str]]:
+    """The images of split lists `parts` [(dataset, domain, part)] as one set (known classes only with
+    `known_only`), the number of known classes, and the origin of every list read (paper | own | derived)."""
+    sets, num_known, origins = [], None, []
+    for dataset, domain, part in parts:
+        classes_list = split_list(root, dataset, domain, "classes")
+        names = [n for n, _ in sorted(read_list(classes_list), key=lambda r: r[1])]
+        num_known = NUM_KNOWN[dataset]
+        listing = split_list(root, dataset, domain, part)
+        origins += [list_origin(classes_list), list_origin(listing)]
+        s = load_split_list(listing, root, image_size, domain, names)
+        if part == "mssupport":  # PACS multi-source support: three domains in one list, each row's from its path
+            s.domains = np.array([rel.split("/")[1] for rel in s.ids])
+        sets.append(s.subset(np.flatnonzero(s.labels < num_known)) if known_only else s)
+    if len(sets) == 1:
+        return sets[0], num_known, origins
+    merged = FileImageSet(np.concatenate([s.paths for s in sets]), np.concatenate([s.labels for s in sets]),
+                          image_size, np.concatenate([s.domains for s in sets]), sets[0].class_names,
+                          ids=np.concatenate([s.ids for s in sets]), verify=False)
+    return merged, num_known, origins
+
+
+def _support_parts(spec: dict) -> list:
+    return spec["support"] if isinstance(spec["support"], list) else [spec["support"]]
+
+
+def benchmark(name: str, settings) -> Benchmark:
+    """Real benchmark `name` from settings.data_root: support = the known images of its support list(s), test = its
+    test list; the paper's own support / test list (`paper_support`, `paper_test` of BENCHMARKS) replaces the
+    default one when it was converted or supplied."""
+    root = require_root(settings, f"benchmark {name!r}")
+    spec = FAMILY.benchmarks[name]
+    real = spec["real"]
+    sup_parts, test_part = _support_parts(real), real["test"]
+    if real.get("paper_support") and find_list(root, *real["paper_support"]):
+        sup_parts = [real["paper_support"]]
+    if real.get("paper_test") and find_list(root, *real["paper_test"]):
+        test_part = real["paper_test"]
+    support, num_known, sup_origins = real_set(root, sup_parts, settings.image_size, known_only=True)
+    test, _, test_origins = real_set(root, [test_part], settings.image_size, known_only=False)
+    return Benchmark(name, spec["kind"], support, test, num_known, spec["domain_support"], spec["domain_test"],
+                     split=weakest_origin(sup_origins + test_origins))
+
+
+def imagenet_source(settings) -> FileImageSet:
+    """data_root/imagenet: the list imagenet/train_list.txt, else the folders imagenet/train/<wnid>/ (class = wnid,
+    sorted); the first source_classes classes (all with 0)."""
+    root = require_root(settings, "dataset 'imagenet'")
+    listing = root / "imagenet" / "train_list.txt"
+    if listing.exists():
+        rows = read_list(listing)
+        paths, labels = [root / r for r, _ in rows], np.array([l for _, l in rows], dtype=np.int64)
+        names = [str(i) for i in range(int(labels.max()) + 1)]
+    else:
+        train = root / "imagenet" / "train"
+        if not train.is_dir():
+            raise FileNotFoundError(f"{train} does not exist: put ImageNet as imagenet/train/<wnid>/*.JPEG under "
+                                    f"data_root (or a list imagenet/train_list.txt)")
+        names = sorted(p.name for p in train.iterdir() if p.is_dir())
+        paths, labels = [], []
+        for i, wnid in enumerate(names):
+            files = list_images(train / wnid)
+            paths += files
+            labels += [i] * len(files)
+        labels = np.array(labels, dtype=np.int64)
+    s = FileImageSet(paths, labels, settings.image_size, domains=["imagenet"] * len(paths), class_names=names,
+                     verify=False)  # 1.28M files: decode failures are counted lazily instead
+    if settings.source_classes:
+        s = s.subset(np.flatnonzero(s.labels < settings.source_classes))
+        s.class_names = names[: settings.source_classes]
+    return s
+
+
+FAMILY = Family("real", {name: dict(kind=spec["kind"], domain_support="+".join(p[1] for p in _support_parts(spec)),
+                                    domain_test=spec["test"][1], real=spec) for name, spec in BENCHMARKS.items()},
+                benchmark, outlier_family="glyph", file_backed=True, datasets=("imagenet",), source=imagenet_source)
