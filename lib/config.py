@@ -103,6 +103,7 @@ class Settings:
     baseline_epochs: int = 2  # epochs on the support set in the converged setting
     baseline_lr: float = 0.05  # SGD lr of the support-set classifiers
     baseline_batch: int = 64  # images per batch for the support-set classifiers
+    ssod_epochs: int = 1  # SSOD fine-tuning epochs from a CE classifier at its input size (mini, paper: 5)
     mixoe_epochs: int = 2  # MixOE fine-tuning epochs from the converged CE classifier; smoke scales down the official 10 (mini, paper: 10)
     comparison_seeds: int = 1  # 06: seeds per method (seed, seed+1, ...), reported as mean ± std over them
     resend_study: str = ""  # 06: study folder (under outputs/) whose ReSeND runs are compared; empty = baselines only
@@ -289,7 +290,8 @@ LOWER_BOUNDS = (
     ("eval_batch_size", 1, True), ("prototypes_k", 1, True), ("r2_pairs", 2, True), ("source_classes", 0, True),
     ("num_workers", 0, True), ("budget_s", 0.0, True), ("baseline_epochs", 1, True), ("baseline_lr", 0.0, False),
     ("baseline_batch", 2, True), ("pretrain_lr", 0.0, False), ("grad_clip", 0.0, True), ("bank_views", 1, True),
-    ("focal_k", 0.0, False), ("mixoe_epochs", 1, True), ("comparison_seeds", 1, True),
+    ("focal_k", 0.0, False), ("mixoe_epochs", 1, True), ("ssod_epochs", 1, True),
+    ("comparison_seeds", 1, True),
 )
 
 

@@ -386,6 +386,12 @@ def test_every_method_end_to_end(bench, outliers, settings, tiny_trunk):
                                  else baselines.NO_AUX), name
         json.dumps(baselines.record(r))  # the record is JSON-ready
     assert results["ssod"]["image_size"] == 32  # smoke: small stem, 16 px -> upsampled to 4 * 8 = 32 px
+    # SSOD fine-tunes (ssod_epochs 1, lr 0.2 x baseline_lr) a CE classifier trained at its input size (1 epoch)
+    ssod_run = results["ssod"]
+    assert (ssod_run["base_epochs"], ssod_run["epochs"]) == (settings.baseline_epochs, settings.ssod_epochs) == (1, 1)
+    assert math.isclose(ssod_run["lr"], 0.2 * settings.baseline_lr)
+    assert ssod_run["train_seconds"] > ssod_run["base_train_seconds"] > 0
+    assert ssod_run["weights"].startswith("support CE classifier at 32 px")
     assert results["reweightood"]["criterion"] == "support_1nn_accuracy >= 0.95"
     # the six post-hoc detectors and converged MixOE share one classifier: identical training record
     assert len({results[n]["train_seconds"] for n in baselines.POSTHOC}) == 1

@@ -92,12 +92,19 @@ def _run_mixoe(variant: str) -> Callable:
 
 
 def _run_ssod(benchmark, settings, outliers=None, budget_s=0.0, classifier=None):
-    recipe = ssod.recipe(settings)
-    model, info = _trained(benchmark, settings, ssod.ssod_loss(), budget_s, recipe)
+    """SSOD fine-tunes a CE classifier trained at its own input size (lib.baselines.ssod: from a fresh fc its
+    self-labelled patches are all OOD and it does not train); budget-matched, each gets half the budget."""
+    base_recipe, recipe = ssod.base_recipe(settings), ssod.recipe(settings)
+    model, base_info = _trained(benchmark, settings, supervised.cross_entropy_loss, budget_s / 2, base_recipe)
+    info = supervised.train_classifier(model, ssod.ssod_loss(), benchmark.support, settings, budget_s / 2, recipe=recipe)
     size = recipe.size(settings)
     out = supervised.infer(model, benchmark.test, settings, outputs=ssod.ood_head_outputs, image_size=size)
     support_logits = supervised.infer(model, benchmark.support, settings, image_size=size)["logits"]
-    return {**info, **clf.criterion_record(supervised.accuracy(support_logits, benchmark.support.labels)),
+    return {**base_info, **info, **recipe.record(settings),
+            "train_seconds": base_info["train_seconds"] + info["train_seconds"],
+            "base_train_seconds": base_info["train_seconds"], "base_epochs": base_info["epochs"],
+            "weights": f"support CE classifier at {size} px ({base_info['weights']})",
+            **clf.criterion_record(supervised.accuracy(support_logits, benchmark.support.labels)),
             "normality": ssod.ssod_score(out["logits"], out["ood_logits"]), "predictions": out["logits"].argmax(1).numpy()}
 
 
