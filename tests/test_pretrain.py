@@ -52,6 +52,6 @@ def test_one_backbone_per_recipe_shared_by_runs_and_seeds():
 def test_bad_pretrain_settings_are_rejected():
     with pytest.raises(ValueError, match="pretrained=source needs pretrain_epochs >= 1"):
         config.resolve("smoke", pretrained="source", pretrain_epochs=0)
-    with pytest.raises(FileNotFoundError, match=r"no such weight file \(use auto, none, source or an existing path\)"):
+    with pytest.raises(FileNotFoundError, match=r"no such weight file \(use auto, imagenet, none, source or an existing path\)"):
         sourcee = config.resolve("smoke", pretrained="sourcee", d_model=16, n_heads=2)
         model.build(sourcee, 1, pretrain.backbone_weights(sourcee))
