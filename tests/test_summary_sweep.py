@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from lib import config, summary, sweep
+from lib import config, summary, sweep, train
 from lib.paths import PARAMS_DIR
 
 
@@ -306,15 +306,15 @@ def test_tables_say_which_training_regime_made_the_runs(study):
 def test_training_metrics_over_the_first_and_last_fifth_by_hand():
     history = pd.DataFrame({"loss": [10.0, 9, 8, 7, 6, 5, 4, 3, 2, 1], "acc_same": [0.0] * 8 + [0.2, 0.4],
                             "acc_diff": [0.5] * 8 + [1.0, 0.9], "pairs_per_s": [1.0, 2, 3, 4, 5, 6, 7, 8, 9, 100]})
-    metrics = summary.training_metrics(history)
+    metrics = train.training_metrics(history)
     # 10 rows: a fifth is 2 rows; first (10 + 9) / 2, last (2 + 1) / 2; median of 1..9, 100 = (5 + 6) / 2
     assert metrics == pytest.approx({"train_loss_init": 10.0, "train_loss_first": 9.5, "train_loss_last": 1.5,
                                      "train_acc_same_last": 0.3, "train_acc_diff_last": 0.95, "train_pairs_per_s": 5.5})
-    short = summary.training_metrics(history.iloc[:3])  # fewer than 5 rows: one row each end
+    short = train.training_metrics(history.iloc[:3])  # fewer than 5 rows: one row each end
     assert (short["train_loss_first"], short["train_loss_last"], short["train_acc_same_last"]) == (10.0, 8.0, 0.0)
     assert short["train_acc_same_last"] < summary.LEARNED_ACC_SAME <= metrics["train_acc_same_last"]
     with pytest.raises(ValueError, match="empty"):
-        summary.training_metrics(history.iloc[:0])
+        train.training_metrics(history.iloc[:0])
 
 
 def test_runs_with_keeps_the_runs_that_recorded_every_column(study):
