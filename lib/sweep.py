@@ -491,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
         given = {"gpus_per_job": args.gpus_per_job, "cpus_per_job": args.cpus_per_job, "time_min": args.time,
                  "mem_gb": args.mem_gb}
         cluster = Cluster(args.cluster, OUTPUTS_DIR / grid.study / ".submitit", partition=args.partition,
-                          parallel=args.jobs if slurm and args.jobs > 1 else 0,
+                          parallel=args.jobs if slurm else 0,
                           **{k: defaults[k] if v is None else v for k, v in given.items()})
     start = time.perf_counter()
     outcome = run_grid(grid, [c for c in args.only.split(",") if c] or None, args.jobs, cluster)
