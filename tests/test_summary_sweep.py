@@ -355,19 +355,22 @@ def test_each_workers_kernel_runs_on_its_own_gpu(tmp_path, monkeypatch):
 
 
 @pytest.mark.notebook
-def test_cluster_local_runs_each_run_as_a_submitit_job_with_the_sweeps_semantics(tmp_path):
+def test_cluster_local_runs_each_run_as_a_submitit_job_with_the_sweeps_semantics(tmp_path, monkeypatch):
     """submitit's local executor: a run's stages chained in one job (b stops at its failure), the kernels inside
-    submitit jobs on cpus_per_job threads, the comparison submitted after every ReSeND job ended; a rerun skips."""
+    submitit jobs on cpus_per_job threads and one visible GPU each (3, 5, 3 for runs a, c, b), the comparison
+    submitted after every ReSeND job ended; a rerun skips."""
     nb_dir = _tiny_notebooks(tmp_path / "nbs")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
     study = tmp_path / "study"
-    planned = [_job(nb_dir, study / "a", "ok"), _job(nb_dir, study / "a", "env", seed=2),
-               _job(nb_dir, study / "b", "boom"), _job(nb_dir, study / "b", "ok"), _job(nb_dir, study / "c", "env"),
+    planned = [_job(nb_dir, study / "a", "ok"), _job(nb_dir, study / "a", "env", seed=2), _job(nb_dir, study / "c", "env"),
+               _job(nb_dir, study / "b", "boom"), _job(nb_dir, study / "b", "ok"),
                _job(nb_dir, study / "comparisons", "06_comparisons")]
-    cluster = sweep.Cluster("local", tmp_path / ".submitit", cpus_per_job=1, time_min=5)
+    cluster = sweep.Cluster("local", tmp_path / ".submitit", gpus_per_job=1, cpus_per_job=1, time_min=5)
     outcome = sweep.run_jobs(planned, cluster=cluster)
     assert sorted(outcome["done"]) == ["a/env", "a/ok", "c/env", "comparisons/06_comparisons"], outcome
     assert outcome["failed"] == ["b/boom"] and not (study / "b" / "ok.ipynb").exists()
-    assert (study / "a" / "env.txt").read_text().split()[:2] == ["local", "1"]
+    assert (study / "a" / "env.txt").read_text().split() == ["local", "1", "3"]
+    assert (study / "c" / "env.txt").read_text().split() == ["local", "1", "5"]
     assert len([d for d in (tmp_path / ".submitit").iterdir() if d.name.isdigit()]) == 4  # a job (id) per run
     again = sweep.run_jobs([j for j in planned if j.run_dir.name != "b"], cluster=cluster)
     assert sorted(again["skipped"]) == ["a/env", "a/ok", "c/env", "comparisons/06_comparisons"]
