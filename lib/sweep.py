@@ -308,9 +308,8 @@ class Cluster:
 
     def parameters(self) -> dict[str, Any]:
         """The executor's ``update_parameters`` (submitit's names for local or Slurm)."""
-        if self.kind == "local":
-            return {"timeout_min": self.time_min, "gpus_per_node": self.gpus_per_job,
-                    "cpus_per_task": self.cpus_per_job}
+        if self.kind == "local":  # the threads: `_chain_job` sets them (the local executor has no CPU setting)
+            return {"timeout_min": self.time_min, "gpus_per_node": self.gpus_per_job}
         values = {"time": self.time_min, "gpus_per_node": self.gpus_per_job, "cpus_per_task": self.cpus_per_job,
                   "nodes": 1, "ntasks_per_node": 1, "job_name": "resend-sweep"}
         values.update({"partition": self.partition} if self.partition else {})
@@ -386,15 +385,15 @@ def run_grid(grid: Grid, only: list[str] | None = None, jobs: int = 1, cluster: 
     """Run the grid's pending stages (see `run_jobs`) under the study's lock, after building the backbones they
     need (on the cluster, as a job of its own, when there is one)."""
     planned = [j for j in plan(grid) if not only or j.params.get("config_name") in only]
+    def call(fn, *args):  # here, or as a job of its own on the cluster (its GPU, its node)
+        return cluster.call(fn, *args) if cluster else fn(*args)
+
     with study_lock(OUTPUTS_DIR / grid.study):
-        cluster.call(build_backbones, planned) if cluster else build_backbones(planned)
+        call(build_backbones, planned)
         outcome = run_jobs(planned, jobs, f"sweep {grid.study}", cluster)
         if grid.configs:  # the floor and ceiling every study table is read against (lib.reference)
-            settings = config.resolve(grid.preset, say=_silent, **(grid.overrides or {}))
-            if cluster:
-                cluster.call(reference.write_reference_rows, OUTPUTS_DIR / grid.study, settings)
-            else:
-                reference.write_reference_rows(OUTPUTS_DIR / grid.study, settings)
+            call(reference.write_reference_rows, OUTPUTS_DIR / grid.study,
+                 config.resolve(grid.preset, say=_silent, **(grid.overrides or {})))
         return outcome
 
 
