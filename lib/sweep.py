@@ -401,7 +401,8 @@ def _record_lost_job(chain: list[Job], error: Exception) -> tuple[str, str]:
     """A cluster job that ended without results: FAILED.txt in its run folder (the stage it was in has no marker,
     so a rerun redoes it); returns its (label, 'failed')."""
     first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    message = f"the cluster job of {chain[0].label} ended without a result ({type(error).__name__}: {first})"
+    message = (f"the cluster job of {chain[0].label} ended without a result ({type(error).__name__}: {first}): "
+               "rerun the sweep to redo it; the job's log is in the study's .submitit folder")
     chain[0].run_dir.mkdir(parents=True, exist_ok=True)
     (chain[0].run_dir / "FAILED.txt").write_text(message + "\n\n" + str(error))
     return f"{chain[0].label}/{next((j.notebook for j in chain if read_marker(j) is None), chain[-1].notebook)}", "failed"
