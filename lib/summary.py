@@ -50,25 +50,6 @@ PAPER_INTRA_AUROC = {  # Texture / Real / Sketch / Painting / avg
 PAPER_CROSS_AUROC = {"hinge_d0.01": .641, "mse_c10": .645, "ce": .617}
 
 
-def training_metrics(history: pd.DataFrame) -> dict[str, float]:
-    """What 02_train records of a training history (one row per logged step: ``loss``, ``acc_same``, ``acc_diff``,
-    ``pairs_per_s``): ``train_loss_init`` (the first logged loss: the untrained model when log_every = 1),
-    ``train_loss_first`` / ``train_loss_last`` (mean loss of the first / last fifth of the rows, at least one row),
-    ``train_acc_same_last`` / ``train_acc_diff_last`` (mean accuracies of the last fifth; the plateau rule's
-    `LEARNED_ACC_SAME` reads the first) and ``train_pairs_per_s`` (the median throughput)."""
-    if history.empty:
-        raise ValueError("an empty training history has no metrics")
-    fifth = max(1, len(history) // 5)
-    return {
-        "train_loss_init": history["loss"].iloc[0],
-        "train_loss_first": history["loss"].iloc[:fifth].mean(),
-        "train_loss_last": history["loss"].iloc[-fifth:].mean(),
-        "train_acc_same_last": history["acc_same"].iloc[-fifth:].mean(),
-        "train_acc_diff_last": history["acc_diff"].iloc[-fifth:].mean(),
-        "train_pairs_per_s": history["pairs_per_s"].median(),
-    }
-
-
 def runs_with(df: pd.DataFrame, columns) -> pd.DataFrame:
     """The rows of a per-run table (see `collect`) that recorded every one of `columns` (not NaN); no rows when a
     column is missing altogether (e.g. no run has reached 04_r2 yet)."""

@@ -14,7 +14,18 @@ changed since. A failed stage leaves FAILED.txt and its partial notebook (``.fai
 stages wait, the other runs go on, and a retry redoes only the failed stage onwards. One sweep at a time per
 study (``<study>/.sweep.lock``). ``--jobs N`` runs N run folders at once (their stages still in order), each notebook kernel on
 cpu_count // N threads: on 2 cores, two single-threaded runs overlap one's kernel start-up and Python work
-with the other's training. The summary (lib.summary) is rebuilt at the end from the run folders alone.
+with the other's training. With N visible GPUs, worker i runs its kernels on GPU i (``CUDA_VISIBLE_DEVICES``, set
+before the kernel starts; `gpu_assignment`). The summary (lib.summary) is rebuilt at the end from the run folders
+alone.
+
+``--cluster local | slurm`` hands the runs to submitit instead (`Cluster`): one submitit job per run folder, its
+stages 02 -> 03 -> 04 chained in it, the same markers and outcomes; the comparisons are submitted once every ReSeND
+job has ended; the source backbone and the reference rows are jobs of their own (before and after the runs).
+``local`` starts every run of a phase at once as subprocesses of this machine (the Slurm code path, testable
+anywhere); ``slurm`` submits a job array (``--jobs N``: at most N runs at once) with ``--partition``,
+``--gpus-per-job``, ``--cpus-per-job``, ``--time`` and ``--mem-gb``:
+
+    python -m lib.sweep params/grids/paper.yaml --cluster slurm --partition gpu --gpus-per-job 1 --cpus-per-job 8 --time 720
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 import traceback
 from contextlib import contextmanager
@@ -32,11 +44,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import submitit
+import torch
 from tqdm.auto import tqdm
 
 from lib import config, pretrain, reference, runs, summary
 from lib.paths import NOTEBOOKS_DIR, OUTPUTS_DIR, PARAMS_DIR, REPO_ROOT, shown
 
+CLUSTERS = ("none", "local", "slurm")  # none: this process and its --jobs workers; local / slurm: submitit
 GRID_KEYS = {"study", "preset", "seeds", "configs", "notebooks", "overrides", "comparisons"}
 STAGES = ("02_train", "03_evaluate", "04_r2")
 
@@ -236,10 +251,107 @@ def kernel_threads(jobs: int) -> int:
     return max(1, (os.cpu_count() or 1) // jobs)
 
 
-def _worker_init(threads: int) -> None:
-    # kernels inherit the worker's environment: OpenMP/MKL read these when torch starts
+def visible_gpus(environ: dict[str, str] | None = None) -> list[str]:
+    """The GPUs this process may hand out, as CUDA_VISIBLE_DEVICES entries: that variable's list when it is set (empty:
+    none), else 0 .. torch.cuda.device_count() - 1."""
+    environ = os.environ if environ is None else environ
+    if "CUDA_VISIBLE_DEVICES" in environ:
+        return [g.strip() for g in environ["CUDA_VISIBLE_DEVICES"].split(",") if g.strip()]
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def gpu_assignment(workers: int, gpus: list[str]) -> list[str | None]:
+    """The GPU of each of `workers` workers: worker i gets ``gpus[i % len(gpus)]`` (one GPU each when there are as
+    many GPUs as workers; round robin when fewer); None for every worker when there is no GPU."""
+    return [gpus[i % len(gpus)] if gpus else None for i in range(workers)]
+
+
+def _worker_init(threads: int, gpus) -> None:
+    # kernels inherit the worker's environment: OpenMP/MKL read these when torch starts, CUDA the device list
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = str(threads)
+    gpu = gpus.get() if gpus is not None else None  # one entry of gpu_assignment per worker process
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+
+
+def _chain_job(chain: list[Job], threads: int) -> list[tuple[str, str]]:
+    """`run_chain` inside a submitit job: its kernels on `threads` threads and on the job's GPUs (submitit / Slurm
+    set CUDA_VISIBLE_DEVICES)."""
+    _worker_init(threads, None)
+    return run_chain(chain)
+
+
+@dataclass
+class Cluster:
+    """Where submitit runs the sweep's jobs: ``local`` (subprocesses of this machine, all of a phase at once) or
+    ``slurm`` (sbatch; a phase's runs are one job array). Every job gets the same resources."""
+
+    kind: str  # local | slurm
+    folder: Path  # submitit's job files and logs (%j = the job id)
+    partition: str = ""  # slurm partition; empty: the cluster's default
+    gpus_per_job: int = 0  # GPUs of each job (local: pinned round robin over the visible GPUs)
+    cpus_per_job: int = 1  # CPU cores of each job; its notebook kernels run on as many threads
+    time_min: int = 240  # wall-clock limit of each job, minutes
+    mem_gb: int = 0  # memory of each job; 0: the cluster's default
+    parallel: int = 0  # slurm: at most this many jobs of an array at once; 0: no limit
+
+    def __post_init__(self):
+        if self.kind not in ("local", "slurm"):
+            raise ValueError(f"cluster {self.kind!r} is not a submitit cluster: use local or slurm")
+        for name in ("gpus_per_job", "mem_gb", "parallel"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
+        for name in ("cpus_per_job", "time_min"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+
+    def parameters(self) -> dict[str, Any]:
+        """The executor's ``update_parameters`` (submitit's names for local or Slurm)."""
+        if self.kind == "local":  # the threads: `_chain_job` sets them (the local executor has no CPU setting)
+            return {"timeout_min": self.time_min, "gpus_per_node": self.gpus_per_job}
+        values = {"time": self.time_min, "gpus_per_node": self.gpus_per_job, "cpus_per_task": self.cpus_per_job,
+                  "nodes": 1, "ntasks_per_node": 1, "job_name": "resend-sweep"}
+        values.update({"partition": self.partition} if self.partition else {})
+        values.update({"mem": f"{self.mem_gb}GB"} if self.mem_gb else {})
+        values.update({"array_parallelism": self.parallel} if self.parallel else {})
+        return values
+
+    def executor(self) -> submitit.Executor:
+        if self.kind == "slurm" and shutil.which("sbatch") is None:
+            raise RuntimeError("--cluster slurm needs Slurm's sbatch on PATH: run the sweep on a Slurm login node, or "
+                               "use --cluster local / --jobs N on this machine")
+        folder = self.folder / "%j"
+        executor = submitit.LocalExecutor(folder) if self.kind == "local" else submitit.SlurmExecutor(folder)
+        executor.update_parameters(**self.parameters())
+        return executor
+
+    def call(self, fn, *args):
+        """Run ``fn(*args)`` as one job and return its result (the source backbone, the reference rows)."""
+        return self.executor().submit(fn, *args).result()
+
+    def run_phase(self, phase: list[list[Job]]):
+        """Submit one job per run folder of `phase` (`_chain_job`); yield ``(chain, results or the job's error)`` as
+        the jobs end."""
+        if not phase:
+            return
+        executor = self.executor()
+        if self.kind == "local":  # one GPU each, as the --jobs workers get theirs
+            pins = gpu_assignment(len(phase), visible_gpus()) if self.gpus_per_job == 1 else [None] * len(phase)
+            submitted = []
+            for chain, gpu in zip(phase, pins):
+                if gpu is not None and gpu.isdigit():
+                    executor.update_parameters(visible_gpus=(int(gpu),))
+                submitted.append(executor.submit(_chain_job, chain, self.cpus_per_job))
+        else:
+            with executor.batch():  # one job array
+                submitted = [executor.submit(_chain_job, chain, self.cpus_per_job) for chain in phase]
+        chain_of = {job.job_id: chain for job, chain in zip(submitted, phase)}
+        for job in submitit.helpers.as_completed(submitted, poll_frequency=1 if self.kind == "local" else 30):
+            try:
+                yield chain_of[job.job_id], job.result()
+            except Exception as error:  # the job died (time limit, node lost, out of memory): no marker written
+                yield chain_of[job.job_id], error
 
 
 @contextmanager
@@ -268,22 +380,39 @@ def study_lock(study_dir: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def run_grid(grid: Grid, only: list[str] | None = None, jobs: int = 1) -> dict[str, list[str]]:
+def run_grid(grid: Grid, only: list[str] | None = None, jobs: int = 1, cluster: Cluster | None = None
+             ) -> dict[str, list[str]]:
     """Run the grid's pending stages (see `run_jobs`) under the study's lock, after building the backbones they
-    need."""
+    need (on the cluster, as a job of its own, when there is one)."""
     planned = [j for j in plan(grid) if not only or j.params.get("config_name") in only]
+    def call(fn, *args):  # here, or as a job of its own on the cluster (its GPU, its node)
+        return cluster.call(fn, *args) if cluster else fn(*args)
+
     with study_lock(OUTPUTS_DIR / grid.study):
-        build_backbones(planned)
-        outcome = run_jobs(planned, jobs, f"sweep {grid.study}")
+        call(build_backbones, planned)
+        outcome = run_jobs(planned, jobs, f"sweep {grid.study}", cluster)
         if grid.configs:  # the floor and ceiling every study table is read against (lib.reference)
-            reference.write_reference_rows(OUTPUTS_DIR / grid.study,
-                                           config.resolve(grid.preset, say=_silent, **(grid.overrides or {})))
+            call(reference.write_reference_rows, OUTPUTS_DIR / grid.study,
+                 config.resolve(grid.preset, say=_silent, **(grid.overrides or {})))
         return outcome
 
 
-def run_jobs(planned: list[Job], jobs: int = 1, desc: str = "sweep") -> dict[str, list[str]]:
-    """Run `planned` stages; return ``{'done' | 'skipped' | 'failed': [run/stage labels]}``. With ``jobs > 1``,
-    that many run folders at once in worker processes, each kernel on ``cpu_count // jobs`` threads; comparison
+def _record_lost_job(chain: list[Job], error: Exception) -> tuple[str, str]:
+    """A cluster job that ended without results: FAILED.txt in its run folder (the stage it was in has no marker,
+    so a rerun redoes it); returns its (label, 'failed')."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    message = (f"the cluster job of {chain[0].label} ended without a result ({type(error).__name__}: {first}): "
+               "rerun the sweep to redo it; the job's log is in the study's .submitit folder")
+    chain[0].run_dir.mkdir(parents=True, exist_ok=True)
+    (chain[0].run_dir / "FAILED.txt").write_text(message + "\n\n" + str(error))
+    return f"{chain[0].label}/{next((j.notebook for j in chain if read_marker(j) is None), chain[-1].notebook)}", "failed"
+
+
+def run_jobs(planned: list[Job], jobs: int = 1, desc: str = "sweep", cluster: Cluster | None = None
+             ) -> dict[str, list[str]]:
+    """Run `planned` stages; return ``{'done' | 'skipped' | 'failed' | 'changed': [run/stage labels]}``. With
+    ``jobs > 1``, that many run folders at once in worker processes, each kernel on ``cpu_count // jobs`` threads
+    and worker i on GPU i (`gpu_assignment`); with a `cluster`, one submitit job per run folder instead. Comparison
     runs start once every ReSeND run has finished (they read them)."""
     if jobs < 1:
         raise ValueError(f"jobs={jobs} must be >= 1 (the number of run folders executed at once)")
@@ -298,7 +427,11 @@ def run_jobs(planned: list[Job], jobs: int = 1, desc: str = "sweep") -> dict[str
         bar.update(len(chain))  # stages not reached after a failure count as handled
         bar.set_postfix_str(results[-1][0], refresh=False)
 
-    if jobs == 1:
+    if cluster is not None:
+        for phase in (resend, comparisons):
+            for chain, results in cluster.run_phase(phase):
+                record([_record_lost_job(chain, results)] if isinstance(results, Exception) else results, chain)
+    elif jobs == 1:
         for phase in (resend, comparisons):
             for chain in phase:
                 record(run_chain(chain), chain)
@@ -306,8 +439,12 @@ def run_jobs(planned: list[Job], jobs: int = 1, desc: str = "sweep") -> dict[str
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
-                                 initargs=(kernel_threads(jobs),)) as pool:
+        context = multiprocessing.get_context("spawn")
+        gpus = context.Queue()
+        for gpu in gpu_assignment(jobs, visible_gpus()):
+            gpus.put(gpu)
+        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init,
+                                 initargs=(kernel_threads(jobs), gpus)) as pool:
             for phase in (resend, comparisons):
                 futures = {pool.submit(run_chain, chain): chain for chain in phase}
                 for future in as_completed(futures):
@@ -322,15 +459,42 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma list of configs to run (default: all)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     parser.add_argument("--jobs", type=int, default=1,
-                        help="run folders executed at once, each kernel on cpu_count // jobs threads (default 1)")
+                        help="run folders executed at once, each kernel on cpu_count // jobs threads and worker i on "
+                             "GPU i (default 1); with --cluster slurm: at most this many jobs of an array at once")
+    parser.add_argument("--cluster", default="none", choices=CLUSTERS,
+                        help="none: this machine, --jobs workers (default); local | slurm: one submitit job per run")
+    parser.add_argument("--partition", default="", help="slurm partition (default: the cluster's)")
+    parser.add_argument("--gpus-per-job", type=int, default=None,
+                        help="GPUs per job (slurm default 1; local default 1 when GPUs are visible, else 0)")
+    parser.add_argument("--cpus-per-job", type=int, default=None,
+                        help="CPU cores per job, its kernels' threads (slurm default 8; local: cpu_count // jobs)")
+    parser.add_argument("--time", type=int, default=None, help="wall-clock limit per job, minutes (default 240)")
+    parser.add_argument("--mem-gb", type=int, default=None, help="memory per slurm job in GB (default: the cluster's)")
     args = parser.parse_args(argv)
+    cluster_given = [flag for flag, value in (("--partition", args.partition), ("--gpus-per-job", args.gpus_per_job),
+                                              ("--cpus-per-job", args.cpus_per_job), ("--mem-gb", args.mem_gb),
+                                              ("--time", args.time)) if value not in (None, "")]
+    if args.cluster == "none" and cluster_given:
+        parser.error(f"{', '.join(cluster_given)} apply to submitit jobs: add --cluster slurm (or --cluster local)")
+    if args.cluster == "local" and (args.partition or args.mem_gb is not None):
+        parser.error("--partition and --mem-gb are Slurm settings: use them with --cluster slurm")
     grid = load_grid(args.grid)
     if args.dry_run:
         for job in plan(grid):
             print(f"{shown(job.run_dir)}  {job.notebook}")
         return 0
+    cluster = None
+    if args.cluster != "none":
+        slurm = args.cluster == "slurm"
+        defaults = {"gpus_per_job": int(slurm or bool(visible_gpus())),
+                    "cpus_per_job": 8 if slurm else kernel_threads(args.jobs), "time_min": 240, "mem_gb": 0}
+        given = {"gpus_per_job": args.gpus_per_job, "cpus_per_job": args.cpus_per_job, "time_min": args.time,
+                 "mem_gb": args.mem_gb}
+        cluster = Cluster(args.cluster, OUTPUTS_DIR / grid.study / ".submitit", partition=args.partition,
+                          parallel=args.jobs if slurm else 0,
+                          **{k: defaults[k] if v is None else v for k, v in given.items()})
     start = time.perf_counter()
-    outcome = run_grid(grid, [c for c in args.only.split(",") if c] or None, args.jobs)
+    outcome = run_grid(grid, [c for c in args.only.split(",") if c] or None, args.jobs, cluster)
 
     paths = summary.write_summary(OUTPUTS_DIR / grid.study, paper=grid.preset == "paper")
     minutes = (time.perf_counter() - start) / 60

@@ -20,6 +20,11 @@ Command line (single process or under torchrun; only rank 0 writes files)::
 
     python -m lib.train --config params/objectives/bce.yaml --set steps=10 --set study=cli
     torchrun --nproc_per_node=2 -m lib.train --config params/objectives/bce.yaml --set device=cpu
+
+It does what 02_train does (`train_stage`): trains on the source minus its held-out images (`lib.pair_eval`) and
+records the same ``metrics.json`` (`record_metrics`), so 03, 04, the sweep and the summary read a torchrun-trained
+run folder like a 02-trained one (02 on it returns the stored history; the checkpoint records ``world_size``, and
+evaluation loads rank 0's full model whatever the number of processes that trained it).
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from lib import SAME, checkpoints, config, data, objectives, pairs, pretrain, runs
+from lib import SAME, checkpoints, config, data, objectives, pair_eval, pairs, pretrain, runs
 from lib import bank as bank_lib
 from lib import model as model_lib
 from lib.checkpoints import checkpoint_path, load_trained  # noqa: F401 (load_trained: 02_train calls train.load_trained)
@@ -176,6 +181,40 @@ def _settings_mismatch(stored: dict[str, Any], settings, keys) -> dict[str, tupl
     return {k: (stored.get(k), current[k]) for k in keys if stored.get(k, config.DEFAULTS[k]) != current[k]}
 
 
+def training_metrics(history: pd.DataFrame) -> dict[str, float]:
+    """What a training stage records of its history (one row per logged step: ``loss``, ``acc_same``, ``acc_diff``,
+    ``pairs_per_s``): ``train_loss_init`` (the first logged loss: the untrained model when log_every = 1),
+    ``train_loss_first`` / ``train_loss_last`` (mean loss of the first / last fifth of the rows, at least one row),
+    ``train_acc_same_last`` / ``train_acc_diff_last`` (mean accuracies of the last fifth; the plateau rule's
+    ``summary.LEARNED_ACC_SAME`` reads the first) and ``train_pairs_per_s`` (the median throughput)."""
+    if history.empty:
+        raise ValueError("an empty training history has no metrics")
+    fifth = max(1, len(history) // 5)
+    return {
+        "train_loss_init": history["loss"].iloc[0],
+        "train_loss_first": history["loss"].iloc[:fifth].mean(),
+        "train_loss_last": history["loss"].iloc[-fifth:].mean(),
+        "train_acc_same_last": history["acc_same"].iloc[-fifth:].mean(),
+        "train_acc_diff_last": history["acc_diff"].iloc[-fifth:].mean(),
+        "train_pairs_per_s": history["pairs_per_s"].median(),
+    }
+
+
+def record_metrics(settings, run_dir: Path | str, history: pd.DataFrame, held_out, seconds: float) -> dict[str, float]:
+    """Write and return the training stage's ``metrics.json`` (merged with what is there): `training_metrics` of
+    `history`, ``train_steps``, ``train_seconds`` (the first recorded value is kept: a rerun that returned the
+    stored history took no time) and the held-out pair metrics of the trained run (`pair_eval.pair_metrics` on
+    `held_out`, the model loaded from its checkpoint on ``settings.device``)."""
+    stored_seconds = runs.read_metrics(run_dir).get("train_seconds")
+    net, objective, _ = load_trained(run_dir, resolve_device(settings))
+    pair = pair_eval.pair_metrics(net, objective, held_out, settings)  # held-out pairs 1 : k, same = positive
+    return runs.write_metrics(run_dir, {
+        **training_metrics(history), "train_steps": settings.steps,
+        "train_seconds": stored_seconds if stored_seconds is not None else seconds,
+        "pair_auroc": pair["pair_auroc"], "pair_acc_same": pair["pair_acc_same"], "pair_acc_diff": pair["pair_acc_diff"],
+    })
+
+
 def _write_history(run_dir: Path, history: list[dict]) -> None:
     runs.atomic_write_text(run_dir / "history.csv", pd.DataFrame(history).to_csv(index=False))
 
@@ -209,6 +248,9 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
         if diff:
             raise ValueError(f"cannot resume {ckpt_file}: settings differ {diff} (stored, requested); "
                              "set resume=False to start over or use another run_dir")
+        if stored.get("finished") and int(stored["step"]) == settings.steps:
+            # trained to the end (by any number of processes: torchrun) but not yet recorded: nothing to resume
+            return pd.DataFrame(stored["history"])
 
     device = resolve_device(settings)
     cuda = device.type == "cuda"
@@ -282,7 +324,7 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
             "model": net.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "step": step, "finished": finished, "sampler": [r["sampler"] for r in per_rank],
             "rng": [r["rng"] for r in per_rank],
-            "settings": settings.to_dict(), "history": history, "model_info": info,
+            "settings": settings.to_dict(), "history": history, "model_info": info, "world_size": world,
             "objective": {"name": objective.name, "params": objective.params},
         }
         checkpoints.save_checkpoint(ckpt_file, state)
@@ -334,6 +376,23 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
     return pd.DataFrame(history)
 
 
+def train_stage(settings) -> tuple[Path, pd.DataFrame, dict[str, float] | None]:
+    """What 02_train and the command line run: train on the source minus its held-out images
+    (`pair_eval.split_source`), then, on rank 0, `record_metrics`. Returns (run folder, history, metrics; None on the
+    other ranks). Under torchrun every rank calls it; the others wait at a barrier while rank 0 records."""
+    distributed = dist.is_available() and dist.is_initialized()
+    rank = dist.get_rank() if distributed else 0
+    run_dir = settings.resolved_run_dir()
+    source, held_out = pair_eval.split_source(data.load_source(settings))  # held-out images: never trained on
+    started = time.perf_counter()
+    history = train(settings, run_dir, source)
+    seconds = time.perf_counter() - started
+    metrics = record_metrics(settings, run_dir, history, held_out, seconds) if rank == 0 else None
+    if distributed:
+        dist.barrier()
+    return run_dir, history, metrics
+
+
 def main(argv=None) -> None:
     settings = config.settings_from_cli(argv)
     world = int(os.environ.get("WORLD_SIZE", 1))
@@ -343,13 +402,10 @@ def main(argv=None) -> None:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         dist.init_process_group(backend="nccl" if cuda else "gloo")
     try:
-        rank = dist.get_rank() if world > 1 else 0
-        run_dir = settings.resolved_run_dir()
-        history = train(settings, run_dir, data.load_source(settings))
-        if rank == 0:
-            last = history.iloc[-1]
-            print(f"{run_dir}: {int(last['step'])} steps, loss {last['loss']:.4f}, "
-                  f"acc same {last['acc_same']:.3f} / different {last['acc_diff']:.3f}")
+        run_dir, history, metrics = train_stage(settings)
+        if metrics is not None:
+            print(f"{run_dir}: {int(metrics['train_steps'])} steps on {world} process(es), loss "
+                  f"{metrics['train_loss_last']:.4f}, held-out pair AUROC {metrics['pair_auroc']:.3f}")
     finally:
         if world > 1:
             dist.destroy_process_group()

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from lib import config, summary, sweep
+from lib import config, summary, sweep, train
 from lib.paths import PARAMS_DIR
 
 
@@ -110,7 +110,14 @@ def _tiny_notebooks(nb_dir):
                # slow: marks that it started, then sleeps seed seconds (a stage long enough to be killed)
                "slow": "import pathlib, time\npathlib.Path(run_dir, 'started.txt').write_text('')\ntime.sleep(seed)",
                # flaky: fails while run_dir/broken exists
-               "flaky": "import pathlib\nassert not pathlib.Path(run_dir, 'broken').exists(), 'still broken'"}
+               "flaky": "import pathlib\nassert not pathlib.Path(run_dir, 'broken').exists(), 'still broken'",
+               # env: records where its kernel runs (submitit executor, threads, GPUs), after `seed` seconds
+               "env": "import os, pathlib, time\ntime.sleep(seed)\npathlib.Path(run_dir, 'env.txt').write_text(' '.join("
+                      "os.environ.get(k, '-') for k in ('SUBMITIT_EXECUTOR', 'OMP_NUM_THREADS', 'CUDA_VISIBLE_DEVICES')))",
+               # a comparison stage: needs every ReSeND run beside it finished (their env.txt written)
+               "06_comparisons": "import pathlib\nresend = [p for p in pathlib.Path(run_dir).parent.iterdir() if p.name != "
+                                 "pathlib.Path(run_dir).name]\nassert resend and all((p / 'env.txt').exists() for p in resend "
+                                 "if not (p / 'FAILED.txt').exists()), 'a ReSeND run is not finished'"}
     for name, source in sources.items():
         nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("run_dir = ''\nseed = 0", metadata={"tags": ["parameters"]}),
                                              nbformat.v4.new_code_cell(source)])
@@ -306,15 +313,15 @@ def test_tables_say_which_training_regime_made_the_runs(study):
 def test_training_metrics_over_the_first_and_last_fifth_by_hand():
     history = pd.DataFrame({"loss": [10.0, 9, 8, 7, 6, 5, 4, 3, 2, 1], "acc_same": [0.0] * 8 + [0.2, 0.4],
                             "acc_diff": [0.5] * 8 + [1.0, 0.9], "pairs_per_s": [1.0, 2, 3, 4, 5, 6, 7, 8, 9, 100]})
-    metrics = summary.training_metrics(history)
+    metrics = train.training_metrics(history)
     # 10 rows: a fifth is 2 rows; first (10 + 9) / 2, last (2 + 1) / 2; median of 1..9, 100 = (5 + 6) / 2
     assert metrics == pytest.approx({"train_loss_init": 10.0, "train_loss_first": 9.5, "train_loss_last": 1.5,
                                      "train_acc_same_last": 0.3, "train_acc_diff_last": 0.95, "train_pairs_per_s": 5.5})
-    short = summary.training_metrics(history.iloc[:3])  # fewer than 5 rows: one row each end
+    short = train.training_metrics(history.iloc[:3])  # fewer than 5 rows: one row each end
     assert (short["train_loss_first"], short["train_loss_last"], short["train_acc_same_last"]) == (10.0, 8.0, 0.0)
     assert short["train_acc_same_last"] < summary.LEARNED_ACC_SAME <= metrics["train_acc_same_last"]
     with pytest.raises(ValueError, match="empty"):
-        summary.training_metrics(history.iloc[:0])
+        train.training_metrics(history.iloc[:0])
 
 
 def test_runs_with_keeps_the_runs_that_recorded_every_column(study):
@@ -322,3 +329,85 @@ def test_runs_with_keeps_the_runs_that_recorded_every_column(study):
     assert summary.runs_with(df, ["r2", "auroc__cross_avg"])["config"].tolist() == ["mse_c10", "mse_c10"]
     assert len(summary.runs_with(df, ["r2"])) == 4
     assert summary.runs_with(df, ["r2", "not_recorded"]).empty and summary.runs_with(pd.DataFrame(), ["r2"]).empty
+
+
+def test_worker_i_gets_gpu_i_round_robin_and_none_without_gpus():
+    assert sweep.gpu_assignment(8, [str(i) for i in range(8)]) == [str(i) for i in range(8)]
+    assert sweep.gpu_assignment(3, ["3", "5"]) == ["3", "5", "3"]  # fewer GPUs than workers: shared in turn
+    assert sweep.gpu_assignment(2, []) == [None, None]  # CPU machine: the kernels' environment is left alone
+    assert sweep.visible_gpus({"CUDA_VISIBLE_DEVICES": "2, 7"}) == ["2", "7"]
+    assert sweep.visible_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
+    import torch
+
+    assert sweep.visible_gpus({}) == [str(i) for i in range(torch.cuda.device_count())]
+
+
+@pytest.mark.notebook
+def test_each_workers_kernel_runs_on_its_own_gpu(tmp_path, monkeypatch):
+    """--jobs 2 with GPUs 3 and 5 visible: the two runs (at once: each stage takes 3 s) see one GPU each, set in
+    the environment their kernel starts with."""
+    nb_dir = _tiny_notebooks(tmp_path / "nbs")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    planned = [_job(nb_dir, tmp_path / run, "env", seed=3) for run in ("a", "b")]
+    assert sorted(sweep.run_jobs(planned, jobs=2)["done"]) == ["a/env", "b/env"]
+    seen = sorted((tmp_path / run / "env.txt").read_text().split()[2] for run in ("a", "b"))
+    assert seen == ["3", "5"]
+
+
+@pytest.mark.notebook
+def test_cluster_local_runs_each_run_as_a_submitit_job_with_the_sweeps_semantics(tmp_path, monkeypatch):
+    """submitit's local executor: a run's stages chained in one job (b stops at its failure), the kernels inside
+    submitit jobs on cpus_per_job threads and one visible GPU each (3, 5, 3 for runs a, c, b), the comparison
+    submitted after every ReSeND job ended; a rerun skips."""
+    nb_dir = _tiny_notebooks(tmp_path / "nbs")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    study = tmp_path / "study"
+    planned = [_job(nb_dir, study / "a", "ok"), _job(nb_dir, study / "a", "env", seed=2), _job(nb_dir, study / "c", "env"),
+               _job(nb_dir, study / "b", "boom"), _job(nb_dir, study / "b", "ok"),
+               _job(nb_dir, study / "comparisons", "06_comparisons")]
+    cluster = sweep.Cluster("local", tmp_path / ".submitit", gpus_per_job=1, cpus_per_job=1, time_min=5)
+    outcome = sweep.run_jobs(planned, cluster=cluster)
+    assert sorted(outcome["done"]) == ["a/env", "a/ok", "c/env", "comparisons/06_comparisons"], outcome
+    assert outcome["failed"] == ["b/boom"] and not (study / "b" / "ok.ipynb").exists()
+    assert (study / "a" / "env.txt").read_text().split() == ["local", "1", "3"]
+    assert (study / "c" / "env.txt").read_text().split() == ["local", "1", "5"]
+    assert len([d for d in (tmp_path / ".submitit").iterdir() if d.name.isdigit()]) == 4  # a job (id) per run
+    again = sweep.run_jobs([j for j in planned if j.run_dir.name != "b"], cluster=cluster)
+    assert sorted(again["skipped"]) == ["a/env", "a/ok", "c/env", "comparisons/06_comparisons"]
+
+
+def test_a_lost_cluster_job_is_a_failure_of_its_first_unfinished_stage(tmp_path):
+    run = tmp_path / "run"
+    chain = [_job(tmp_path, run, "ok"), _job(tmp_path, run, "flaky")]
+    run.mkdir()
+    sweep.stage_marker(chain[0]).write_text(json.dumps({"hash": "x"}))
+    error = RuntimeError("Job 123 (task: 0) with path /x\nhas not produced any output (state: TIMEOUT)")
+    assert sweep._record_lost_job(chain, error) == ("run/flaky", "failed")
+    assert (run / "FAILED.txt").read_text().startswith("the cluster job of run ended without a result (RuntimeError: "
+                                                       "Job 123 (task: 0) with path /x)")
+
+
+def test_slurm_jobs_get_the_partition_gpus_cpus_time_and_array_limit(tmp_path, monkeypatch):
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    cluster = sweep.Cluster("slurm", tmp_path, partition="gpu", gpus_per_job=1, cpus_per_job=8, time_min=720,
+                            mem_gb=64, parallel=8)
+    script = _make_sbatch_string(command="run", folder=str(tmp_path / "%j"), map_count=33, **cluster.parameters())
+    for line in ("--array=0-32%8", "--partition=gpu", "--gpus-per-node=1", "--cpus-per-task=8", "--time=720",
+                 "--mem=64GB", "--nodes=1", "--ntasks-per-node=1"):
+        assert f"#SBATCH {line}\n" in script
+    monkeypatch.setattr(sweep.shutil, "which", lambda name: None)
+    with pytest.raises(RuntimeError, match="--cluster slurm needs Slurm's sbatch on PATH: run the sweep on a Slurm "):
+        cluster.executor()
+    with pytest.raises(ValueError, match="cpus_per_job=0 must be >= 1"):
+        sweep.Cluster("slurm", tmp_path, cpus_per_job=0)
+
+
+def test_cluster_options_without_a_cluster_are_refused_naming_the_fix(capsys):
+    grid = str(PARAMS_DIR / "grids" / "smoke.yaml")
+    with pytest.raises(SystemExit):
+        sweep.main([grid, "--partition", "gpu", "--time", "60"])
+    assert "--partition, --time apply to submitit jobs: add --cluster slurm" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        sweep.main([grid, "--cluster", "local", "--mem-gb", "8"])
+    assert "--partition and --mem-gb are Slurm settings" in capsys.readouterr().err

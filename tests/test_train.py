@@ -36,8 +36,8 @@ def test_train_writes_history_checkpoint_and_env(tmp_path, source):
     pd.testing.assert_frame_equal(pd.read_csv(run_dir / "history.csv"), history, check_dtype=False)
     state = torch.load(checkpoints.checkpoint_path(run_dir), weights_only=False)
     assert {"model", "optimizer", "scheduler", "step", "finished", "rng", "sampler", "settings", "history",
-            "model_info", "objective"} <= set(state)
-    assert state["step"] == 6 and state["finished"] and state["objective"]["name"] == "ce"
+            "model_info", "objective", "world_size"} <= set(state)
+    assert state["step"] == 6 and state["finished"] and state["objective"]["name"] == "ce" and state["world_size"] == 1
     assert runs.update_env(run_dir, {})["pretrained"] == "random init"
     net, objective, loaded = checkpoints.load_trained(run_dir)
     assert objective.out_dim == 2 and loaded.d_model == 16 and not net.training
@@ -273,3 +273,51 @@ def test_the_throughput_benchmark_times_the_training_step(tmp_path, source, monk
     monkeypatch.setattr(train, "train_step", lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
     pairs_per_s, images_per_s = measure(tiny(tmp_path), source, steps=1, warmup=1)
     assert len(calls) == 2 and pairs_per_s > 0 and images_per_s > 0
+
+
+TRAIN_STAGE_METRICS = {"train_loss_init", "train_loss_first", "train_loss_last", "train_acc_same_last",
+                       "train_acc_diff_last", "train_pairs_per_s", "train_steps", "train_seconds", "pair_auroc",
+                       "pair_acc_same", "pair_acc_diff"}
+
+
+def test_a_torchrun_trained_run_is_recorded_like_02_and_evaluated_by_03(tmp_path):
+    """torchrun, 2 processes on the CPU (gloo), smoke preset, 3 steps: the checkpoint records world_size 2 and rank 0's
+    full model, the CLI records the metrics 02 records; 02 on the folder (with or without metrics.json) takes the
+    stored history instead of refusing a checkpoint "written by 2 process(es)"; 03's evaluation runs on it."""
+    import os
+    import subprocess
+    import sys
+
+    from lib import evaluate, paths, stages
+
+    run_dir = tmp_path / "ddp"
+    values = dict(steps=3, device="cpu", pretrained="none", run_dir=str(run_dir))
+    env = {**os.environ, "PYTHONPATH": str(paths.REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "lib.train",
+               *[a for k, v in values.items() for a in ("--set", f"{k}={v}")]]
+    result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "3 steps on 2 process(es)" in result.stdout
+    state = checkpoints.load_checkpoint(checkpoints.checkpoint_path(run_dir))
+    assert state["world_size"] == 2 and len(state["sampler"]) == 2 and state["finished"] and state["step"] == 3
+    metrics = runs.read_metrics(run_dir)
+    assert set(metrics) == TRAIN_STAGE_METRICS and metrics["train_steps"] == 3 and 0 <= metrics["pair_auroc"] <= 1
+    history = pd.read_csv(run_dir / "history.csv")
+    assert list(history["step"]) == [1, 2, 3]
+    assert {k: metrics[k] for k in train.training_metrics(history)} == pytest.approx(train.training_metrics(history))
+
+    settings = config.resolve("smoke", **values)
+    for recorded in (True, False):  # metrics.json there (finished run), then gone (trained, never recorded)
+        if not recorded:
+            (run_dir / "metrics.json").unlink()
+        _, again, metrics_02 = train.train_stage(settings)  # what 02_train runs
+        pd.testing.assert_frame_equal(again, pd.DataFrame(state["history"]))
+        assert {k: metrics_02[k] for k in TRAIN_STAGE_METRICS - {"train_seconds"}} == \
+            pytest.approx({k: metrics[k] for k in TRAIN_STAGE_METRICS - {"train_seconds"}})
+        assert (metrics_02["train_seconds"] == metrics["train_seconds"]) == recorded
+
+    evaluation = config.resolve("smoke", run_dir=str(run_dir), device="cpu", benchmarks="glyph_printed")
+    _, model, objective, merged = stages.open_trained_run(evaluation, "evaluate")  # what 03_evaluate runs
+    assert all(torch.equal(v, state["model"][k]) for k, v in model.state_dict().items())
+    scores, _ = evaluate.evaluate_benchmarks((model, objective), merged)
+    assert 0.0 <= scores["auroc__glyph_printed"] <= 1.0
