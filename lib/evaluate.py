@@ -28,6 +28,8 @@ from lib.config import Settings
 from lib.device import autocast
 from lib.features import IMAGE_BATCH, FeatureMemo, extract_features, model_device
 from lib.metrics import METRICS, auroc_bootstrap_se, average_metrics, novelty_metrics
+from lib.progress import bar as progress_bar
+from lib.progress import each
 
 
 # ----------------------------------------------------------------------------- prototypes
@@ -101,17 +103,21 @@ def pair_similarities(model, objective, test_feats: torch.Tensor, protos: torch.
 
 @torch.inference_mode()
 def relate_pairs(model, feats: torch.Tensor, pos: torch.Tensor, batch_pairs: int, cpu_amp: bool = False,
-                 return_repr: bool = False) -> torch.Tensor:
+                 return_repr: bool = False, desc: str | None = None) -> torch.Tensor:
     """Head outputs (P, out_dim) float32 of the pairs of feature rows ``pos`` (P, 2), related in chunks of
-    `batch_pairs`; with `return_repr` the relational representations (P, H) instead (see ``ReSeND.relate``)."""
+    `batch_pairs`; with `return_repr` the relational representations (P, H) instead (see ``ReSeND.relate``);
+    with `desc`, a progress bar over the chunks."""
     device = feats.device
     out = []
-    for start in range(0, len(pos), batch_pairs):
+    starts = range(0, len(pos), batch_pairs)
+    bar = progress_bar(total=len(starts), desc=desc, unit="batch", disable=desc is None)
+    for start in each(starts, bar):
         p = pos[start : start + batch_pairs]
         with autocast(device, cpu=cpu_amp):
             fa, fb = feats[p[:, 0]], feats[p[:, 1]]
             result = model.relate(fa, fb, return_repr=True)[1] if return_repr else model.relate(fa, fb)
         out.append(result.float())
+    bar.close()
     return torch.cat(out)
 
 
@@ -224,7 +230,8 @@ def evaluate_benchmarks(source: Any, settings: Settings, names: list[str] | None
     per_benchmark, kinds, scores = {}, {}, {}
     features = memo if isinstance(memo, FeatureMemo) else FeatureMemo.for_run(model, settings) if memo else None
     skipped = {}
-    for name in names:
+    bar = progress_bar(total=len(names), desc="evaluate", unit="benchmark")
+    for name in each(names, bar, label=str):
         benchmark = data.load_benchmark(name, settings)
         skipped[name] = len(getattr(benchmark.support, "skipped", [])) + len(getattr(benchmark.test, "skipped", []))
         scores[name] = score_benchmark(model, objective, benchmark, settings, features)
@@ -232,6 +239,7 @@ def evaluate_benchmarks(source: Any, settings: Settings, names: list[str] | None
         per_benchmark[name]["eval_seconds"] = scores[name].seconds
         per_benchmark[name]["auroc_se"] = auroc_bootstrap_se(scores[name].normality, scores[name].is_known)
         kinds[name] = benchmark.kind
+    bar.close()
     flat = average_metrics({n: {k: m[k] for k in METRICS} for n, m in per_benchmark.items()}, kinds)
     flat.update({f"eval_seconds__{n}": m["eval_seconds"] for n, m in per_benchmark.items()})
     flat.update({f"auroc_se__{n}": m["auroc_se"] for n, m in per_benchmark.items()})

@@ -32,9 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
 
-from lib import config, pretrain, reference, runs, summary
+from lib import config, pretrain, progress, reference, runs, summary
 from lib.paths import NOTEBOOKS_DIR, OUTPUTS_DIR, PARAMS_DIR, REPO_ROOT, shown
 
 GRID_KEYS = {"study", "preset", "seeds", "configs", "notebooks", "overrides", "comparisons"}
@@ -290,7 +289,7 @@ def run_jobs(planned: list[Job], jobs: int = 1, desc: str = "sweep") -> dict[str
     outcome: dict[str, list[str]] = {"done": [], "skipped": [], "failed": [], "changed": []}
     resend = chains([j for j in planned if j.notebook != "06_comparisons"])
     comparisons = chains([j for j in planned if j.notebook == "06_comparisons"])
-    bar = tqdm(total=len(planned), desc=desc, unit="stage")
+    bar = progress.bar(total=len(planned), desc=desc, unit="stage")
 
     def record(results: list[tuple[str, str]], chain: list[Job]) -> None:
         for label, result in results:
@@ -298,20 +297,21 @@ def run_jobs(planned: list[Job], jobs: int = 1, desc: str = "sweep") -> dict[str
         bar.update(len(chain))  # stages not reached after a failure count as handled
         bar.set_postfix_str(results[-1][0], refresh=False)
 
-    if jobs == 1:
-        for phase in (resend, comparisons):
-            for chain in phase:
-                record(run_chain(chain), chain)
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
-                                 initargs=(kernel_threads(jobs),)) as pool:
+    with progress.text_mode():  # the kernels' bars: text in the executed notebooks, even when this runs in Jupyter
+        if jobs == 1:
             for phase in (resend, comparisons):
-                futures = {pool.submit(run_chain, chain): chain for chain in phase}
-                for future in as_completed(futures):
-                    record(future.result(), futures[future])
+                for chain in phase:
+                    record(run_chain(chain), chain)
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
+                                     initargs=(kernel_threads(jobs),)) as pool:
+                for phase in (resend, comparisons):
+                    futures = {pool.submit(run_chain, chain): chain for chain in phase}
+                    for future in as_completed(futures):
+                        record(future.result(), futures[future])
     bar.close()
     return outcome
 
