@@ -13,6 +13,8 @@ the features of an image shared by several benchmarks (same glyph font:char, sam
 
 from __future__ import annotations
 
+import io
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,6 +154,7 @@ class BenchmarkScores:
     test_labels: np.ndarray  # (N,) int64, >= num_known = unknown
     seconds: float  # wall-clock of features + pairs + softmax, memo hits charged at their computing cost
     memo_seconds: float = 0.0  # the part of `seconds` charged for features served by a FeatureMemo (not spent here)
+    domains: np.ndarray | None = None  # (N,) str, the test images' domains (fonts' style, emoji vendor...) when known
 
     def metrics(self) -> dict[str, float]:
         return novelty_metrics(self.normality, self.is_known, self.predictions, self.test_labels)
@@ -203,7 +206,47 @@ def score_benchmark(model, objective, benchmark, settings: Settings,
         test_labels=test_labels,
         seconds=time.perf_counter() - start + charged,
         memo_seconds=charged,
+        domains=np.asarray(benchmark.test.domains).astype(str) if getattr(benchmark.test, "domains", None) is not None
+        else None,
     )
+
+
+# ----------------------------------------------------------------------------- per-image scores on disk
+SCORE_ARRAYS = ("normality", "is_known", "test_labels", "predictions", "similarities")  # + domains when known
+
+
+def scores_path(run_dir: Path | str, benchmark: str) -> Path:
+    """``<run>/scores/<benchmark>.npz``: the per-image scores 03 saves, from which every ROC, histogram and
+    per-class figure can be redrawn without the model."""
+    return Path(run_dir) / "scores" / f"{benchmark}.npz"
+
+
+def save_scores(run_dir: Path | str, scores: dict[str, BenchmarkScores]) -> list[Path]:
+    """Write each benchmark's `BenchmarkScores` arrays (`SCORE_ARRAYS`, ``domains`` when known, ``seconds``) to
+    `scores_path` (compressed npz, atomic); returns the paths."""
+    written = []
+    for name, s in scores.items():
+        arrays = {key: getattr(s, key) for key in SCORE_ARRAYS}
+        if s.domains is not None:
+            arrays["domains"] = np.asarray(s.domains).astype(str)
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays, seconds=np.float64(s.seconds))
+        written.append(scores_path(run_dir, name))
+        runs.atomic_write_bytes(written[-1], buffer.getvalue())
+    return written
+
+
+def load_scores(run_dir: Path | str, benchmark: str) -> BenchmarkScores:
+    """The `BenchmarkScores` `save_scores` wrote for `benchmark`; FileNotFoundError when the run has none (a run
+    evaluated before 03 saved scores: re-run 03 for it)."""
+    path = scores_path(run_dir, benchmark)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: re-run 03_evaluate for {Path(run_dir).name}")
+    with np.load(path, allow_pickle=False) as z:
+        return BenchmarkScores(name=benchmark, normality=z["normality"], predictions=z["predictions"],
+                               similarities=z["similarities"], is_known=z["is_known"].astype(bool),
+                               test_labels=z["test_labels"], seconds=float(z["seconds"]) if "seconds" in z else math.nan,
+                               domains=z["domains"] if "domains" in z else None)
 
 
 # ----------------------------------------------------------------------------- many benchmarks
