@@ -1,7 +1,6 @@
 """The study explorer (lib/explore.py, notebooks/07_explore): per-image scores on disk, the chosen run's figures,
 one-line notes for what a study lacks, and the study figures (AUROC bars unclipped, FPR95 bars beside them)."""
 
-import json
 import shutil
 
 import matplotlib
@@ -19,39 +18,14 @@ from lib.paths import NOTEBOOKS_DIR, REPO_ROOT  # noqa: E402
 from lib.plots import evaluate as eval_plots  # noqa: E402
 from lib.plots import study as study_plots  # noqa: E402
 
-CONFIGS = ["mse_c1", "mse_c10", "bce"]
-BENCH = "glyph_printed"
+from conftest import FAKE_BENCHMARK, FAKE_CONFIGS, fake_scores  # noqa: E402
 
-
-def fake_scores(separation: float, seed: int) -> evaluate.BenchmarkScores:
-    """60 test images of 6 classes (0-2 known), class scores that separate known from unknown by `separation`."""
-    rng = np.random.default_rng(seed)
-    labels = np.repeat(np.arange(6), 10)
-    sims = rng.normal(0, 1, (60, 3)).astype(np.float32)
-    sims[np.arange(60)[labels < 3], labels[labels < 3]] += separation
-    probs = np.exp(sims) / np.exp(sims).sum(1, keepdims=True)
-    return evaluate.BenchmarkScores(BENCH, probs.max(1).astype(np.float64), sims.argmax(1), sims, labels < 3, labels,
-                                    1.5, domains=np.array(["printed", "handwritten"] * 30))
+CONFIGS, BENCH = FAKE_CONFIGS, FAKE_BENCHMARK
 
 
 @pytest.fixture
-def study(tmp_path):
-    """3 configs x 2 seeds with metrics and histories; every run has scores except bce seed 1 (an older run)."""
-    root = tmp_path / "fake"
-    for i, config in enumerate(CONFIGS):
-        for seed in (0, 1):
-            run = root / f"{config}__seed{seed}"
-            run.mkdir(parents=True)
-            scores = fake_scores(1.0 + i, seed)
-            metrics = scores.metrics()
-            (run / "metrics.json").write_text(json.dumps({
-                f"auroc__{BENCH}": metrics["auroc"], f"fpr95__{BENCH}": metrics["fpr95"], "auroc__avg": metrics["auroc"],
-                "r2": 0.1 * (i + 1) + 0.01 * seed}))
-            pd.DataFrame({"step": range(5), "loss": np.linspace(1, 0.5, 5), "acc_same": 0.5, "acc_diff": 0.5,
-                          "lr": 0.01}).to_csv(run / "history.csv", index=False)
-            if (config, seed) != ("bce", 1):
-                evaluate.save_scores(run, {BENCH: scores})
-    return explore.load_study(root)
+def study(fake_study):
+    return explore.load_study(fake_study)
 
 
 def test_scores_round_trip_and_a_missing_file_says_to_rerun_03(tmp_path):
