@@ -28,6 +28,8 @@ from torch import nn
 
 from lib import data, paths, runs
 from lib.device import autocast
+from lib.progress import bar as progress_bar
+from lib.progress import each
 
 CACHE = paths.CACHE_DIR / "features"
 BANK_SEED = 20230  # augmentation draws of the bank; fixed, independent of the run seed
@@ -119,15 +121,18 @@ def _build(backbone: nn.Module, source, settings, r: dict, path: Path, device: t
     chunks = [np.arange(s, min(s + IMAGE_BATCH, len(source))) for s in range(0, len(source), IMAGE_BATCH)]
     workers = settings.num_workers  # decoders of a file-backed source (in-memory sets ignore it)
     views = []
+    bar = progress_bar(total=(settings.bank_views + 1) * len(chunks), desc="feature bank", unit="batch",
+                       disable=not verbose)
     try:
         with torch.random.fork_rng(devices=[]):  # the run's RNG streams are left exactly as they were
             for view in range(settings.bank_views):
                 torch.manual_seed(BANK_SEED + view)
                 views.append(torch.cat([_features(backbone, data.augment_batch(source, idx, train_tf, workers), device,
-                                                  settings.amp) for idx in chunks]))
+                                                  settings.amp) for idx in each(chunks, bar)]))
         plain = torch.cat([_features(backbone, eval_tf(data.uint8_batch(source, idx, workers)), device, settings.amp)
-                           for idx in chunks])
+                           for idx in each(chunks, bar)])
     finally:
+        bar.close()
         backbone.train(was_training)
     buffer = io.BytesIO()
     torch.save({"train": torch.stack(views), "eval": plain, "recipe": r}, buffer)

@@ -13,6 +13,8 @@ the features of an image shared by several benchmarks (same glyph font:char, sam
 
 from __future__ import annotations
 
+import io
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,8 @@ from lib.config import Settings
 from lib.device import autocast
 from lib.features import IMAGE_BATCH, FeatureMemo, extract_features, model_device
 from lib.metrics import METRICS, auroc_bootstrap_se, average_metrics, novelty_metrics
+from lib.progress import bar as progress_bar
+from lib.progress import each
 
 
 # ----------------------------------------------------------------------------- prototypes
@@ -101,17 +105,21 @@ def pair_similarities(model, objective, test_feats: torch.Tensor, protos: torch.
 
 @torch.inference_mode()
 def relate_pairs(model, feats: torch.Tensor, pos: torch.Tensor, batch_pairs: int, cpu_amp: bool = False,
-                 return_repr: bool = False) -> torch.Tensor:
+                 return_repr: bool = False, desc: str | None = None) -> torch.Tensor:
     """Head outputs (P, out_dim) float32 of the pairs of feature rows ``pos`` (P, 2), related in chunks of
-    `batch_pairs`; with `return_repr` the relational representations (P, H) instead (see ``ReSeND.relate``)."""
+    `batch_pairs`; with `return_repr` the relational representations (P, H) instead (see ``ReSeND.relate``);
+    with `desc`, a progress bar over the chunks."""
     device = feats.device
     out = []
-    for start in range(0, len(pos), batch_pairs):
+    starts = range(0, len(pos), batch_pairs)
+    bar = progress_bar(total=len(starts), desc=desc, unit="batch", disable=desc is None)
+    for start in each(starts, bar):
         p = pos[start : start + batch_pairs]
         with autocast(device, cpu=cpu_amp):
             fa, fb = feats[p[:, 0]], feats[p[:, 1]]
             result = model.relate(fa, fb, return_repr=True)[1] if return_repr else model.relate(fa, fb)
         out.append(result.float())
+    bar.close()
     return torch.cat(out)
 
 
@@ -158,6 +166,7 @@ class BenchmarkScores:
     test_labels: np.ndarray  # (N,) int64, >= num_known = unknown
     seconds: float  # wall-clock of features + pairs + softmax, memo hits charged at their computing cost
     memo_seconds: float = 0.0  # the part of `seconds` charged for features served by a FeatureMemo (not spent here)
+    domains: np.ndarray | None = None  # (N,) str, the test images' domains (fonts' style, emoji vendor...) when known
 
     def metrics(self) -> dict[str, float]:
         return novelty_metrics(self.normality, self.is_known, self.predictions, self.test_labels)
@@ -206,7 +215,47 @@ def score_benchmark(model, objective, benchmark, settings: Settings,
         test_labels=test_labels,
         seconds=time.perf_counter() - start + charged,
         memo_seconds=charged,
+        domains=np.asarray(benchmark.test.domains).astype(str) if getattr(benchmark.test, "domains", None) is not None
+        else None,
     )
+
+
+# ----------------------------------------------------------------------------- per-image scores on disk
+SCORE_ARRAYS = ("normality", "is_known", "test_labels", "predictions", "similarities")  # + domains when known
+
+
+def scores_path(run_dir: Path | str, benchmark: str) -> Path:
+    """``<run>/scores/<benchmark>.npz``: the per-image scores 03 saves, from which every ROC, histogram and
+    per-class figure can be redrawn without the model."""
+    return Path(run_dir) / "scores" / f"{benchmark}.npz"
+
+
+def save_scores(run_dir: Path | str, scores: dict[str, BenchmarkScores]) -> list[Path]:
+    """Write each benchmark's `BenchmarkScores` arrays (`SCORE_ARRAYS`, ``domains`` when known, ``seconds``) to
+    `scores_path` (compressed npz, atomic); returns the paths."""
+    written = []
+    for name, s in scores.items():
+        arrays = {key: getattr(s, key) for key in SCORE_ARRAYS}
+        if s.domains is not None:
+            arrays["domains"] = np.asarray(s.domains).astype(str)
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays, seconds=np.float64(s.seconds))
+        written.append(scores_path(run_dir, name))
+        runs.atomic_write_bytes(written[-1], buffer.getvalue())
+    return written
+
+
+def load_scores(run_dir: Path | str, benchmark: str) -> BenchmarkScores:
+    """The `BenchmarkScores` `save_scores` wrote for `benchmark`; FileNotFoundError when the run has none (a run
+    evaluated before 03 saved scores: re-run 03 for it)."""
+    path = scores_path(run_dir, benchmark)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: re-run 03_evaluate for {Path(run_dir).name}")
+    with np.load(path, allow_pickle=False) as z:
+        return BenchmarkScores(name=benchmark, normality=z["normality"], predictions=z["predictions"],
+                               similarities=z["similarities"], is_known=z["is_known"].astype(bool),
+                               test_labels=z["test_labels"], seconds=float(z["seconds"]) if "seconds" in z else math.nan,
+                               domains=z["domains"] if "domains" in z else None)
 
 
 # ----------------------------------------------------------------------------- many benchmarks
@@ -235,7 +284,8 @@ def evaluate_benchmarks(source: Any, settings: Settings, names: list[str] | None
     per_benchmark, kinds, scores = {}, {}, {}
     features = memo if isinstance(memo, FeatureMemo) else FeatureMemo.for_run(model, settings) if memo else None
     skipped, splits = {}, {}
-    for name in names:
+    bar = progress_bar(total=len(names), desc="evaluate", unit="benchmark")
+    for name in each(names, bar, label=str):
         benchmark = data.load_benchmark(name, settings)
         if benchmark.split != "embedded":
             splits[name] = benchmark.split  # paper | own | derived: summary tables say which lists they rest on
@@ -245,6 +295,7 @@ def evaluate_benchmarks(source: Any, settings: Settings, names: list[str] | None
         per_benchmark[name]["eval_seconds"] = scores[name].seconds
         per_benchmark[name]["auroc_se"] = auroc_bootstrap_se(scores[name].normality, scores[name].is_known)
         kinds[name] = benchmark.kind
+    bar.close()
     flat = average_metrics({n: {k: m[k] for k in METRICS} for n, m in per_benchmark.items()}, kinds)
     flat.update({f"eval_seconds__{n}": m["eval_seconds"] for n, m in per_benchmark.items()})
     flat.update({f"auroc_se__{n}": m["auroc_se"] for n, m in per_benchmark.items()})

@@ -15,6 +15,7 @@ import torch
 
 from lib import bank, data, paths, runs
 from lib.device import autocast
+from lib.progress import bar as progress_bar
 
 IMAGE_BATCH = 256  # images per backbone batch (eval_batch_size counts pairs; larger image batches gain nothing)
 
@@ -25,8 +26,9 @@ def model_device(model: torch.nn.Module) -> torch.device:
 
 @torch.inference_mode()
 def extract_features(model, imageset, image_size: int, batch_size: int = 256, device=None,
-                     num_workers: int = 0) -> torch.Tensor:
-    """Backbone features (N, 512) float32 of every image of `imageset`, on the model's device, eval transform.
+                     num_workers: int = 0, desc: str | None = None) -> torch.Tensor:
+    """Backbone features (N, 512) float32 of every image of `imageset`, on the model's device, eval transform;
+    with `desc`, a progress bar over the images (`lib.progress`).
 
     The eval transform (``data.eval_transform``, a torchvision v2 pipeline) is applied to the whole uint8 batch
     at once (v2 transforms accept leading batch dimensions), on the device; the result equals the per-image
@@ -36,13 +38,15 @@ def extract_features(model, imageset, image_size: int, batch_size: int = 256, de
     transform = data.eval_transform(image_size)
     model.eval()
     chunks = []
-    for start in range(0, len(imageset), batch_size):
-        idx = np.arange(start, min(start + batch_size, len(imageset)))
-        images = data.uint8_batch(imageset, idx, num_workers, device.type == "cuda")
-        images = transform(images.to(device, non_blocking=True))
-        images = images.contiguous(memory_format=torch.channels_last)  # faster convolutions on CUDA and CPU
-        with autocast(device):
-            chunks.append(model.features(images).float())
+    with progress_bar(total=len(imageset), desc=desc, unit="img", disable=desc is None) as bar:
+        for start in range(0, len(imageset), batch_size):
+            idx = np.arange(start, min(start + batch_size, len(imageset)))
+            images = data.uint8_batch(imageset, idx, num_workers, device.type == "cuda")
+            images = transform(images.to(device, non_blocking=True))
+            images = images.contiguous(memory_format=torch.channels_last)  # faster convolutions on CUDA and CPU
+            with autocast(device):
+                chunks.append(model.features(images).float())
+            bar.update(len(idx))
     if not chunks:
         raise ValueError("cannot extract features of an empty image set")
     return torch.cat(chunks)
@@ -125,8 +129,10 @@ class FeatureMemo:
             runs.atomic_write_bytes(self.path, buffer.getvalue())
         self._stored = set(rows)
 
-    def features(self, model, imageset, image_size: int, batch_size: int, device, num_workers: int = 0) -> torch.Tensor:
-        """As `extract_features`, computing only the images whose id is not in the memo yet."""
+    def features(self, model, imageset, image_size: int, batch_size: int, device, num_workers: int = 0,
+                 desc: str | None = None) -> torch.Tensor:
+        """As `extract_features`, computing only the images whose id is not in the memo yet (`desc`: a bar over
+        those)."""
         if self.model_ref is None:
             self.model_ref, self.image_size = id(model), image_size
         elif (self.model_ref, self.image_size) != (id(model), image_size):
@@ -134,12 +140,12 @@ class FeatureMemo:
         ids = content_ids(imageset)
         if ids is None:  # also an empty set: extract_features raises its error
             self.computed += len(imageset)
-            return extract_features(model, imageset, image_size, batch_size, device, num_workers)
+            return extract_features(model, imageset, image_size, batch_size, device, num_workers, desc)
         missing = [i for i, key in enumerate(ids) if key not in self.rows]
         hit_keys = [key for key in ids.tolist() if key in self.rows]
         if missing:
             start = time.perf_counter()
-            new = extract_features(model, imageset.subset(missing), image_size, batch_size, device, num_workers)
+            new = extract_features(model, imageset.subset(missing), image_size, batch_size, device, num_workers, desc)
             per_image = (time.perf_counter() - start) / len(missing)
             self.rows.update(zip(ids[missing].tolist(), new))
             self.cost.update((key, per_image) for key in ids[missing].tolist())

@@ -61,10 +61,12 @@ def relational_representations(model, source, triples: np.ndarray, settings: Set
     images, inverse = np.unique(triples[:, :2].reshape(-1), return_inverse=True)
     memo = FeatureMemo.for_run(model, settings)  # a frozen backbone: the study's runs share these on disk
     feats = memo.features(model, source.subset(images), settings.image_size,
-                          min(settings.eval_batch_size, IMAGE_BATCH), device)
+                          min(settings.eval_batch_size, IMAGE_BATCH), device, settings.num_workers,
+                          desc="R² features")
     memo.save()
     pos = torch.as_tensor(inverse.reshape(-1, 2), device=device)
-    reprs = relate_pairs(model, feats, pos, settings.eval_batch_size, settings.cpu_amp, return_repr=True)
+    reprs = relate_pairs(model, feats, pos, settings.eval_batch_size, settings.cpu_amp, return_repr=True,
+                          desc="R² pairs")
     return reprs, torch.as_tensor(triples[:, 2], dtype=torch.long)
 
 

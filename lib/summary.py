@@ -334,8 +334,8 @@ def write_summary(study_dir: Path, paper: bool = False) -> list[Path]:
 
 def summary_figures(study_dir: Path, df: pd.DataFrame, agg: pd.DataFrame, groups: dict[str, list[str]],
                     averages: dict[str, str] | None = None) -> list[Path]:
-    """Per kind: AUROC bars of every benchmark and R^2 vs the kind's average AUROC column (`averages[kind]`,
-    default ``auroc__<kind>_avg``)."""
+    """Per kind: AUROC and FPR95 bars of every benchmark (``auroc_<kind>``, ``fpr95_<kind>``) and R^2 vs the kind's
+    average AUROC column (`averages[kind]`, default ``auroc__<kind>_avg``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -344,9 +344,12 @@ def summary_figures(study_dir: Path, df: pd.DataFrame, agg: pd.DataFrame, groups
     written = []
     for kind, names in groups.items():
         if names:
-            fig = study_plots.benchmark_bars(df, names, metric="auroc", title=f"{kind}-domain AUROC")
-            written.append(runs.save_figure(fig, study_dir, f"auroc_{kind}"))
-            plt.close(fig)
+            for metric, label in (("auroc", "AUROC (higher is better)"), ("fpr95", "FPR95 (lower is better)")):
+                if not any(f"{metric}__{n}" in df.columns for n in names):
+                    continue
+                fig = study_plots.benchmark_bars(df, names, metric=metric, title=f"{kind}-domain {label}")
+                written.append(runs.save_figure(fig, study_dir, f"{metric}_{kind}"))
+                plt.close(fig)
         column = (averages or {}).get(kind, f"auroc__{kind}_avg")
         if "r2" in df.columns and column in df.columns and df[column].notna().any():
             fig = eval_plots.r2_vs_auroc(df, column, agg.index[~learned(agg)])

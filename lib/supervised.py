@@ -21,12 +21,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from lib import data
 from lib.backbone import FEATURE_DIM
 from lib.config import Settings
 from lib.device import autocast, resolve_device
+from lib.progress import bar as progress_bar
 
 # lib.pretrain's source classifier (the ImageNet stand-in) was built by this loop with gradient clipping at 5; its
 # cached weights are keyed by its recipe, not by code, so a call without a Recipe keeps that clipping. The comparison
@@ -156,7 +156,7 @@ def train_classifier(
                           weight_decay=recipe.weight_decay, nesterov=True)
     labels = torch.as_tensor(np.asarray(support.labels), dtype=torch.long)
     model.train()
-    bar = tqdm(total=planned, desc=desc, disable=desc is None)
+    bar = progress_bar(total=planned, desc=desc, disable=desc is None)
     start, step, stopped = time.perf_counter(), 0, False
     while not stopped:
         order = rng.permutation(n)

@@ -46,9 +46,8 @@ from typing import Any
 
 import submitit
 import torch
-from tqdm.auto import tqdm
 
-from lib import config, pretrain, reference, runs, summary
+from lib import config, pretrain, progress, reference, runs, summary
 from lib.paths import NOTEBOOKS_DIR, OUTPUTS_DIR, PARAMS_DIR, REPO_ROOT, shown
 
 CLUSTERS = ("none", "local", "slurm")  # none: this process and its --jobs workers; local / slurm: submitit
@@ -419,7 +418,7 @@ def run_jobs(planned: list[Job], jobs: int = 1, desc: str = "sweep", cluster: Cl
     outcome: dict[str, list[str]] = {"done": [], "skipped": [], "failed": [], "changed": []}
     resend = chains([j for j in planned if j.notebook != "06_comparisons"])
     comparisons = chains([j for j in planned if j.notebook == "06_comparisons"])
-    bar = tqdm(total=len(planned), desc=desc, unit="stage")
+    bar = progress.bar(total=len(planned), desc=desc, unit="stage")
 
     def record(results: list[tuple[str, str]], chain: list[Job]) -> None:
         for label, result in results:
@@ -427,28 +426,29 @@ def run_jobs(planned: list[Job], jobs: int = 1, desc: str = "sweep", cluster: Cl
         bar.update(len(chain))  # stages not reached after a failure count as handled
         bar.set_postfix_str(results[-1][0], refresh=False)
 
-    if cluster is not None:
-        for phase in (resend, comparisons):
-            for chain, results in cluster.run_phase(phase):
-                record([_record_lost_job(chain, results)] if isinstance(results, Exception) else results, chain)
-    elif jobs == 1:
-        for phase in (resend, comparisons):
-            for chain in phase:
-                record(run_chain(chain), chain)
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        context = multiprocessing.get_context("spawn")
-        gpus = context.Queue()
-        for gpu in gpu_assignment(jobs, visible_gpus()):
-            gpus.put(gpu)
-        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init,
-                                 initargs=(kernel_threads(jobs), gpus)) as pool:
+    with progress.text_mode():  # the kernels' bars: text in the executed notebooks, even when this runs in Jupyter
+        if cluster is not None:
             for phase in (resend, comparisons):
-                futures = {pool.submit(run_chain, chain): chain for chain in phase}
-                for future in as_completed(futures):
-                    record(future.result(), futures[future])
+                for chain, results in cluster.run_phase(phase):
+                    record([_record_lost_job(chain, results)] if isinstance(results, Exception) else results, chain)
+        elif jobs == 1:
+            for phase in (resend, comparisons):
+                for chain in phase:
+                    record(run_chain(chain), chain)
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            context = multiprocessing.get_context("spawn")
+            gpus = context.Queue()
+            for gpu in gpu_assignment(jobs, visible_gpus()):
+                gpus.put(gpu)
+            with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init,
+                                     initargs=(kernel_threads(jobs), gpus)) as pool:
+                for phase in (resend, comparisons):
+                    futures = {pool.submit(run_chain, chain): chain for chain in phase}
+                    for future in as_completed(futures):
+                        record(future.result(), futures[future])
     bar.close()
     return outcome
 

@@ -41,13 +41,13 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm.auto import tqdm
 
 from lib import SAME, checkpoints, config, data, objectives, pair_eval, pairs, pretrain, runs
 from lib import bank as bank_lib
 from lib import model as model_lib
 from lib.checkpoints import checkpoint_path, load_trained  # noqa: F401 (load_trained: 02_train calls train.load_trained)
 from lib.device import autocast, resolve_device
+from lib.progress import bar as progress_bar
 
 # settings that shape the trained weights: a stored run must match them to be reused or resumed; the objective's
 # parameters (mse_c, focal_gamma, focal_k, hinge_delta) are the settings lib.objectives.REGISTRY names
@@ -294,7 +294,7 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
     if frozen:  # rank 0 builds (or loads) the cached bank; the others wait for it, then load it
         if distributed and rank:
             dist.barrier()
-        bank_feats = bank_lib.feature_bank(net.backbone, source, settings, device).train.to(device)  # (K, N, 512)
+        bank_feats = bank_lib.feature_bank(net.backbone, source, settings, device, verbose=rank == 0).train.to(device)
         if distributed and not rank:
             dist.barrier()
     regime = f"frozen backbone, feature bank of {settings.bank_views} views" if frozen else "finetune"
@@ -334,7 +334,7 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
         net.backbone.eval()  # never run, but kept in eval mode so no BN statistic could move
     trainable = [p for p in net.parameters() if p.requires_grad]
     began = time.perf_counter()
-    progress = tqdm(total=settings.steps, initial=start, disable=rank != 0, desc=f"train {objective.label()}")
+    progress = progress_bar(total=settings.steps, initial=start, disable=rank != 0, desc=f"train {objective.label()}")
     for step in range(start, settings.steps):
         tic = time.perf_counter()
         batch = sampler.sample(n_anchors)

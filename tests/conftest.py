@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pandas as pd
 import pytest
+
+from lib import evaluate
 
 
 @pytest.fixture
@@ -47,3 +52,40 @@ def train_until_killed(monkeypatch):
         monkeypatch.setattr(checkpoints, "save_checkpoint", save)
 
     return run
+
+
+FAKE_CONFIGS = ["mse_c1", "mse_c10", "bce"]
+FAKE_BENCHMARK = "glyph_printed"
+
+
+def fake_scores(separation: float, seed: int) -> evaluate.BenchmarkScores:
+    """60 test images of 6 classes (0-2 known), class scores that separate known from unknown by `separation`."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(6), 10)
+    sims = rng.normal(0, 1, (60, 3)).astype(np.float32)
+    sims[np.arange(60)[labels < 3], labels[labels < 3]] += separation
+    probs = np.exp(sims) / np.exp(sims).sum(1, keepdims=True)
+    return evaluate.BenchmarkScores(FAKE_BENCHMARK, probs.max(1).astype(np.float64), sims.argmax(1), sims, labels < 3,
+                                    labels, 1.5, domains=np.array(["printed", "handwritten"] * 30))
+
+
+@pytest.fixture
+def fake_study(tmp_path):
+    """A study folder `tmp_path/fake`: 3 configs x 2 seeds with metrics and histories; every run has per-image
+    scores except bce seed 1 (an older run). Nothing trained: the explorer only reads run folders."""
+    root = tmp_path / "fake"
+    for i, config in enumerate(FAKE_CONFIGS):
+        for seed in (0, 1):
+            run = root / f"{config}__seed{seed}"
+            run.mkdir(parents=True)
+            scores = fake_scores(1.0 + i, seed)
+            metrics = scores.metrics()
+            (run / "metrics.json").write_text(json.dumps({
+                f"auroc__{FAKE_BENCHMARK}": metrics["auroc"], f"fpr95__{FAKE_BENCHMARK}": metrics["fpr95"],
+                "auroc__avg": metrics["auroc"],
+                "r2": 0.1 * (i + 1) + 0.01 * seed}))
+            pd.DataFrame({"step": range(5), "loss": np.linspace(1, 0.5, 5), "acc_same": 0.5, "acc_diff": 0.5,
+                          "lr": 0.01}).to_csv(run / "history.csv", index=False)
+            if (config, seed) != ("bce", 1):
+                evaluate.save_scores(run, {FAKE_BENCHMARK: scores})
+    return root

@@ -125,7 +125,16 @@ def test_02_03_04_in_the_frozen_backbone_regime(tmp_path):
     assert 0.0 <= metrics["pair_auroc"] <= 1.0 and metrics["train_steps"] == 20
     env = json.loads((tmp_path / "env.json").read_text())
     assert env["train_regime"] == "frozen backbone, feature bank of 2 views"
-    execute("03_evaluate", tmp_path, run_dir=str(tmp_path), device="cpu", benchmarks="glyph_printed")
+    execute("03_evaluate", tmp_path, run_dir=str(tmp_path), device="cpu", benchmarks="glyph_printed", interactive=True)
     metrics = execute("04_r2", tmp_path, run_dir=str(tmp_path), device="cpu", r2_pairs=84)
     assert 0.0 <= metrics["auroc__glyph_printed"] <= 1.0 and 0.0 <= metrics["r2"] <= 1.0
     assert config.load_yaml(tmp_path / "params_evaluate.yaml")["train_backbone"] is False
+    assert (tmp_path / "scores" / "glyph_printed.npz").exists()  # per-image scores for 07_explore
+    for name, bar in (("02_train", "train bce: 100%"), ("03_evaluate", "evaluate: 100%")):  # text bars, finished
+        cells = nbformat.read(tmp_path / f"{name}.ipynb", as_version=4).cells
+        outputs = [o for c in cells[:-1] if c.cell_type == "code" for o in c.outputs]  # 03's last cell: its browser
+        assert bar in "".join(o.get("text", "") for o in outputs), name
+        assert not any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs), name
+    browser = nbformat.read(tmp_path / "03_evaluate.ipynb", as_version=4).cells[-1].outputs  # interactive=True
+    widgets = [o for o in browser if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert widgets and not [o for o in browser if "image/png" in o.get("data", {})]  # figures in the Output only

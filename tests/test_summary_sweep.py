@@ -44,7 +44,7 @@ def test_aggregate_mean_and_population_std(study):
 def test_tables_and_csv_written(study):
     paths = summary.write_summary(study)
     names = {p.name for p in paths}
-    assert {"summary.csv", "tables.md", "auroc_intra.png", "r2_vs_auroc_intra.png"} <= names
+    assert {"summary.csv", "tables.md", "auroc_intra.png", "fpr95_intra.png", "r2_vs_auroc_intra.png"} <= names
     tables = (study / "tables.md").read_text()
     assert "| mse_c10 | 0.720 ± 0.020 / 0.500 ± 0.000 |" in tables
     assert "## cross-domain" in tables and "glyph_printed_to_handwritten AUROC" in tables

@@ -28,6 +28,8 @@ from lib.baselines import mixoe, posthoc, reweightood, ssod
 from lib.config import Settings
 from lib.datasets.real import ORIGIN_LABELS
 from lib.metrics import novelty_metrics
+from lib.progress import bar as progress_bar
+from lib.progress import each
 
 NO_AUX = "none (support set only)"  # aux_data of a method that saw nothing besides the support set (and its weights)
 # The ReSeND row: this objective, fixed before any comparison was run (not chosen on the test results); the study's
@@ -187,17 +189,23 @@ def run_seeds(names: list[str], benchmark, settings: Settings, outliers=None, bu
               seeds: list[int] | None = None, progress: Callable | None = None) -> tuple[pd.DataFrame, dict]:
     """`run_methods` for every setting of `budgets` (name -> budget_s; default ``{"converged": 0.0}``) and every seed
     (default `seeds_of`). Returns (rows, normality): one row per (setting, seed, method), the `record` of its result;
-    ``normality["<setting>__seed<k>__<method>"]`` its test normality array."""
+    ``normality["<setting>__seed<k>__<method>"]`` its test normality array. `progress` wraps each seed's list of
+    method names (default: one `lib.progress` bar over every setting x seed x method)."""
     budgets = {CONVERGED: 0.0} if budgets is None else budgets
     split = getattr(benchmark, "split", "embedded")
     split = ORIGIN_LABELS.get(split, split)  # a real benchmark's lists: the table says when they are not the paper's
+    seeds = seeds_of(settings) if seeds is None else seeds
+    bar = progress_bar(total=len(budgets) * len(seeds) * len(names), desc=f"comparisons {benchmark.name}",
+                       unit="method", disable=progress is not None)
     rows, normality = [], {}
     for setting, budget_s in budgets.items():
-        for seed in seeds_of(settings) if seeds is None else seeds:
+        for seed in seeds:
             run = dataclasses.replace(settings, seed=seed)
-            for name, result in run_methods(names, benchmark, run, outliers, budget_s, progress).items():
+            ticks = progress or (lambda items: each(items, bar, label=lambda n: f"{setting} seed {seed}: {n}"))
+            for name, result in run_methods(names, benchmark, run, outliers, budget_s, ticks).items():
                 rows.append({"method": name, "setting": setting, "seed": seed, "split": split, **record(result)})
                 normality[f"{setting}__seed{seed}__{name}"] = result["normality"]
+    bar.close()
     return pd.DataFrame(rows), normality
 
 

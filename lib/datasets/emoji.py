@@ -18,6 +18,7 @@ import torch
 from lib.datasets.family import Family
 from lib.datasets.imagesets import Benchmark, TensorImageSet
 from lib.paths import CACHE_DIR
+from lib.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +104,9 @@ def build_cache(size: int, cache_dir: Path = CACHE_DIR, npm_dir: Path = NPM_DIR,
     if path.exists():
         with np.load(path) as z:
             return {k: z[k] for k in z.files}
-    from tqdm.auto import tqdm
-
     images = np.empty((len(rows) * len(VENDORS), size, size, 3), dtype=np.uint8)
     meta = []
-    with tqdm(total=len(images), desc=f"rendering emoji {size}px", disable=not progress, unit="img") as bar:
+    with progress_bar(total=len(images), desc=f"rendering emoji {size}px", disable=not progress, unit="img") as bar:
         for vendor in VENDORS:
             for r in rows:
                 images[len(meta)] = render_emoji(r, vendor, size, npm_dir)

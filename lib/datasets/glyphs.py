@@ -20,6 +20,7 @@ import torch
 from lib.datasets.family import Family
 from lib.datasets.imagesets import Benchmark, TensorImageSet
 from lib.paths import CACHE_DIR
+from lib.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -210,12 +211,10 @@ def build_cache(size: int, fonts=None, plan: GlyphPlan | None = None, cache_dir:
     if path.exists():
         with np.load(path) as z:
             return {k: z[k] for k in z.files}
-    from tqdm.auto import tqdm
-
     bench_set = set(bench_chars)
     jobs = [(f, plan.chars if FONTS[f][2] == "printed" else bench_chars) for f in fonts]
     images, font_col, char_col, bad = [], [], [], set()
-    with tqdm(total=sum(len(c) for _, c in jobs), desc=f"rendering glyphs {size}px", disable=not progress,
+    with progress_bar(total=sum(len(c) for _, c in jobs), desc=f"rendering glyphs {size}px", disable=not progress,
               unit="img") as bar:
         for f, chars in jobs:
             img = np.empty((len(chars), size, size), dtype=np.uint8)

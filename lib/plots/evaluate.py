@@ -119,11 +119,13 @@ def per_class_scores(similarities: np.ndarray, test_labels: np.ndarray, num_know
     return fig
 
 
-def r2_vs_auroc(df: pd.DataFrame, auroc_column: str = "auroc__avg", on_plateau=()) -> plt.Figure:
+def r2_vs_auroc(df: pd.DataFrame, auroc_column: str = "auroc__avg", on_plateau=(),
+                highlight: tuple[str, int] | None = None) -> plt.Figure:
     """Scatter of R^2 vs AUROC, one point per config (mean over seeds, std error bars), Spearman rho in the title.
 
     `df` has one row per run with columns ``config``, ``r2`` and `auroc_column`. Configs named in `on_plateau`
-    (still on the label-prior plateau, see `lib.summary.learned`) are drawn hollow and grey.
+    (still on the label-prior plateau, see `lib.summary.learned`) are drawn hollow and grey. `highlight`
+    ``(config, seed)`` rings that config's mean and stars that run's own point (needs a ``seed`` column).
     """
     from scipy.stats import spearmanr
 
@@ -139,6 +141,14 @@ def r2_vs_auroc(df: pd.DataFrame, auroc_column: str = "auroc__avg", on_plateau=(
         ax.legend(fontsize=7)
     for name, row in agg.iterrows():
         ax.annotate(name, (row["r2"], row["auroc"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    if highlight is not None and highlight[0] in agg.index:
+        config, seed = highlight
+        mean = agg.loc[config]
+        ax.plot(mean["r2"], mean["auroc"], "o", ms=14, mfc="none", mec="tab:red", mew=2, label=f"{config} (mean)")
+        run = df[(df["config"] == config) & (df["seed"] == seed)] if "seed" in df.columns else df.iloc[:0]
+        if len(run):
+            ax.plot(run["r2"], run[auroc_column], "*", ms=13, c="tab:red", label=f"{config} seed {seed}")
+        ax.legend(fontsize=7)
     ax.set(xlabel="R$^2$ (class separation of same/different pairs)", ylabel=f"AUROC ({auroc_column})",
            title=f"Spearman $\\rho$ = {rho:.2f} (p = {p:.2g}), {len(agg)} configs")
     fig.tight_layout()

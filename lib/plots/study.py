@@ -36,13 +36,14 @@ def loss_shapes(curves: pd.DataFrame) -> plt.Figure:
 
 
 def benchmark_bars(df: pd.DataFrame, benchmarks: list[str], metric: str = "auroc", title: str = "") -> plt.Figure:
-    """Grouped bars: one group per benchmark, one bar per config, mean over seeds with std error bars."""
+    """Grouped bars: one group per benchmark, one bar per config, mean over seeds with std error bars; the y axis
+    spans [0, 1] (every bar visible, however bad), with the chance line at 0.5 for AUROC."""
     columns = [f"{metric}__{b}" for b in benchmarks if f"{metric}__{b}" in df.columns]
     long = df.melt(id_vars=["config", "seed"], value_vars=columns, var_name="benchmark", value_name=metric)
     long["benchmark"] = long["benchmark"].str.split("__", n=1).str[1]
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(columns) + 4), 4.2))
     sns.barplot(data=long, x="benchmark", y=metric, hue="config", errorbar="sd", ax=ax)
-    ax.set(ylim=(0.4 if metric == "auroc" else 0, 1), title=title or metric, xlabel="")
+    ax.set(ylim=(0, 1), title=title or metric, xlabel="")
     if metric == "auroc":
         ax.axhline(0.5, color="grey", lw=0.8, ls="--")
     ax.tick_params(axis="x", rotation=20)
