@@ -10,7 +10,7 @@ GRID ?= params/grids/mini.yaml
 # run folders the sweep executes at once, each notebook kernel on cores / JOBS threads
 JOBS ?= 2
 
-.PHONY: setup data demo study test test-fast lab strip clean-cache
+.PHONY: setup data test-tools demo study test test-fast lab strip clean-cache
 
 # Every step must succeed: pipefail makes a failing pip fail the recipe even though its output is filtered
 # (the filter drops one harmless pip notice and must not turn "no line left" into a failure).
@@ -37,7 +37,11 @@ demo: setup
 study: demo
 
 # The test suite: unit tests, notebook tests (papermill, asserting recorded metrics) and nbval over the notebooks.
-test: setup
+# the browser test's chromium + chromium-driver (apt, as root; otherwise one line says the command)
+test-tools:
+	@bash scripts/install_test_tools.sh
+
+test: setup test-tools
 	$(PY) -m pytest -q -p no:cacheprovider tests
 	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax notebooks/[0-9][0-9]_*.ipynb  # the project's notebooks, not a user's out.ipynb
 

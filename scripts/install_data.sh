@@ -12,21 +12,7 @@ APT_PACKAGES=(fonts-ipafont-mincho fonts-ipafont-gothic fonts-morisawa-bizud-min
 NPM_PACKAGES=(emoji-datasource-google@16.0.0 emoji-datasource-twitter@16.0.0 openmoji@17.0.0)
 NPM_PREFIX=.cache/npm
 
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-done
-if [ ${#missing[@]} -eq 0 ]; then
-  echo "apt: all ${#APT_PACKAGES[@]} font/dataset packages present"
-else
-  cmd="apt-get update && apt-get install -y --no-install-recommends ${missing[*]}"
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "apt: missing ${missing[*]}; run as root: sudo sh -c '$cmd'" >&2
-    exit 1
-  fi
-  echo "apt: installing ${missing[*]}"
-  sh -c "$cmd" >/dev/null
-fi
+bash scripts/apt_require.sh font/dataset "${APT_PACKAGES[@]}"
 
 need=()
 for spec in "${NPM_PACKAGES[@]}"; do

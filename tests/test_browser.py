@@ -2,8 +2,9 @@
 headless Chromium driven by selenium runs it, changes the config dropdown, and the figure in the widget changes
 with no error in the notebook or the browser console.
 
-Needs selenium, Debian's `chromium` and `chromium-driver` (`apt install chromium chromium-driver`); skipped where
-any is missing. Run it alone: ``pytest -m browser tests/test_browser.py``.
+Needs selenium (requirements.txt), Debian's `chromium` and `chromium-driver` (`make test-tools` installs them); where
+they are missing it is skipped, except under CI (``CI`` set), where a missing tool fails it. Run it alone:
+``pytest -m browser tests/test_browser.py``.
 """
 
 import os
@@ -35,8 +36,8 @@ def free_port() -> int:
 def lab(fake_study, tmp_path):
     """(url of the notebook, its path): JupyterLab on a folder holding 07 with interactive=True on the fake study."""
     if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip("needs Debian's chromium and chromium-driver")
-    pytest.importorskip("selenium")
+        why = "needs Debian's chromium and chromium-driver: run make test-tools"
+        pytest.fail(f"CI runs the browser test: {why}") if os.environ.get("CI") else pytest.skip(why)
     folder = tmp_path / "lab"
     folder.mkdir()
     nb = nbformat.read(NOTEBOOKS_DIR / "07_explore.ipynb", as_version=4)

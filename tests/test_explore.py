@@ -103,28 +103,16 @@ def test_study_bars_show_an_auroc_below_the_former_clip():
     plt.close(fig)
 
 
-class FakeOutput:
-    def __init__(self):
-        self.cleared, self.inside = 0, False
+def test_show_in_sets_the_outputs_of_the_widget_and_closes_the_figures():
+    import ipywidgets
 
-    def clear_output(self, wait=False):
-        self.cleared += 1
-
-    def __enter__(self):
-        self.inside = True
-
-    def __exit__(self, *exc):
-        self.inside = False
-
-
-def test_show_in_displays_inside_the_output_only_and_closes_the_figures(monkeypatch):
-    import IPython.display
-
-    out, shown = FakeOutput(), []
-    monkeypatch.setattr(IPython.display, "display", lambda fig: shown.append((fig, out.inside)))
+    out = ipywidgets.Output()
+    out.outputs = ({"output_type": "stream", "name": "stdout", "text": "old\n"},)
     figures = [plt.figure(), plt.figure()]
     plots.show_in(out, figures, ["a note"])
-    assert out.cleared == 1 and shown == [(f, True) for f in figures]
+    assert [o["output_type"] for o in out.outputs] == ["stream", "display_data", "display_data"]  # old ones replaced
+    assert out.outputs[0]["text"] == "a note\n"
+    assert all("image/png" in o["data"] and "text/plain" in o["data"] for o in out.outputs[1:])
     assert not any(plt.fignum_exists(f.number) for f in figures)  # nothing left for the inline backend to redraw
 
 
