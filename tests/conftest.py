@@ -56,6 +56,8 @@ def train_until_killed(monkeypatch):
 
 FAKE_CONFIGS = ["mse_c1", "mse_c10", "bce"]
 FAKE_BENCHMARK = "glyph_printed"
+# papermill's per-cell limit in the notebook tests (seconds): a hung kernel fails its test instead of the whole run
+CELL_TIMEOUT = 600
 
 
 def fake_scores(separation: float, seed: int) -> evaluate.BenchmarkScores:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import CELL_TIMEOUT
 from lib import checkpoints, config, evaluate, features, metrics
 from lib.data import Benchmark, TensorImageSet
 
@@ -422,7 +423,7 @@ def test_notebooks_03_and_04_record_sane_metrics(tmp_path):
                         ("04_r2", {"r2_pairs": 84})):
         papermill.execute_notebook(str(NOTEBOOKS_DIR / f"{name}.ipynb"), str(run_dir / f"{name}.ipynb"),
                                    parameters={"run_dir": str(run_dir), "device": "cpu", **extra},
-                                   kernel_name="python3", cwd=str(REPO_ROOT), progress_bar=False)
+                                   kernel_name="python3", cwd=str(REPO_ROOT), progress_bar=False, execution_timeout=CELL_TIMEOUT)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert all(0.0 <= metrics[f"{k}__glyph_printed"] <= 1.0 for k in evaluate.METRICS)
     assert metrics["auroc__intra_avg"] == metrics["auroc__glyph_printed"]

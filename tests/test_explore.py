@@ -18,7 +18,7 @@ from lib.paths import NOTEBOOKS_DIR, REPO_ROOT  # noqa: E402
 from lib.plots import evaluate as eval_plots  # noqa: E402
 from lib.plots import study as study_plots  # noqa: E402
 
-from conftest import FAKE_BENCHMARK, FAKE_CONFIGS, fake_scores  # noqa: E402
+from conftest import CELL_TIMEOUT, FAKE_BENCHMARK, FAKE_CONFIGS, fake_scores  # noqa: E402
 
 CONFIGS, BENCH = FAKE_CONFIGS, FAKE_BENCHMARK
 
@@ -125,7 +125,7 @@ def test_explore_notebook_static_and_interactive_on_a_study(study, tmp_path, mon
     monkeypatch.setenv("RESEND_OUTPUTS", str(study.path.parent))  # the kernel inherits it
     out = tmp_path / "07.ipynb"
     papermill.execute_notebook(str(NOTEBOOKS_DIR / "07_explore.ipynb"), str(out), kernel_name="python3",
-                               cwd=str(REPO_ROOT), progress_bar=False, parameters=dict(
+                               cwd=str(REPO_ROOT), progress_bar=False, execution_timeout=CELL_TIMEOUT, parameters=dict(
                                    study="fake", config_name="bce", seed=0, benchmark=BENCH, interactive=True))
     cells = [c for c in nbformat.read(out, as_version=4).cells if c.cell_type == "code"]
     text = "".join(o.get("text", "") for c in cells for o in c.outputs)

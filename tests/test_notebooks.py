@@ -8,6 +8,7 @@ import json
 import nbformat
 import pytest
 
+from conftest import CELL_TIMEOUT
 from lib import config
 from lib.paths import NOTEBOOKS_DIR, REPO_ROOT
 
@@ -21,7 +22,7 @@ def execute(name, out_dir, **parameters):
     out_dir.mkdir(parents=True, exist_ok=True)
     papermill.execute_notebook(str(NOTEBOOKS_DIR / f"{name}.ipynb"), str(out_dir / f"{name}.ipynb"),
                                parameters=parameters, kernel_name="python3", cwd=str(REPO_ROOT),
-                               progress_bar=False)
+                               progress_bar=False, execution_timeout=CELL_TIMEOUT)
     return json.loads((out_dir / "metrics.json").read_text())
 
 

@@ -7,6 +7,7 @@ import nbformat
 import pytest
 from tqdm import std
 
+from conftest import CELL_TIMEOUT
 from lib import progress
 from lib.paths import REPO_ROOT
 
@@ -101,10 +102,10 @@ def test_an_executed_notebook_keeps_a_finished_text_bar(tmp_path, monkeypatch):
     source = bar_notebook(tmp_path / "bar.ipynb")
     with progress.text_mode():
         papermill.execute_notebook(str(source), str(tmp_path / "text.ipynb"), kernel_name="python3",
-                                   cwd=str(REPO_ROOT), progress_bar=False)
+                                   cwd=str(REPO_ROOT), progress_bar=False, execution_timeout=CELL_TIMEOUT)
     text, widgets = outputs_of(tmp_path / "text.ipynb")
     assert "demo bar: 100%" in text and "40/40" in text and not widgets
     papermill.execute_notebook(str(source), str(tmp_path / "widget.ipynb"), kernel_name="python3",
-                               cwd=str(REPO_ROOT), progress_bar=False)
+                               cwd=str(REPO_ROOT), progress_bar=False, execution_timeout=CELL_TIMEOUT)
     text, widgets = outputs_of(tmp_path / "widget.ipynb")
     assert widgets and "demo bar: 100%" not in text
