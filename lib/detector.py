@@ -17,10 +17,11 @@ import torch
 from pytorch_ood.api import Detector, DetectorInfo, Paper, RequiresFittingException, Task
 from torch.utils.data import DataLoader
 
+from lib.config import CHOICES
 from lib.evaluate import build_prototypes, normality_scores, pair_similarities
 from lib.features import model_device
 
-PROTOTYPE_KINDS = ("mean", "kcenter", "knn", "knn_class")
+PROTOTYPE_KINDS = CHOICES["prototypes"]  # the settings' choices: mean | kcenter | knn | knn_class
 
 
 def ood_targets(labels, num_known: int) -> torch.Tensor:
