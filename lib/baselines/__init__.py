@@ -44,6 +44,14 @@ def _trained(benchmark, settings: Settings, make_loss, budget_s: float, recipe: 
     return model, {**info, "weights": note, **recipe.record(settings), "aux_data": NO_AUX}
 
 
+def _fine_tuned(base_info: dict, info: dict, base: str) -> dict:
+    """The training record of a method that fine-tunes a CE base classifier (MixOE, SSOD): its own `info`, with the
+    seconds of both stages, the base's seconds and epochs, and what the base was (`base`) and started from."""
+    return {**info, "train_seconds": base_info["train_seconds"] + info["train_seconds"],
+            "base_train_seconds": base_info["train_seconds"], "base_epochs": base_info["epochs"],
+            "weights": f"{base} ({base_info['weights']})"}
+
+
 def _posthoc_runner(name: str) -> Callable:
     def run(benchmark, settings, outliers=None, budget_s=0.0, classifier=None):
         model, info = classifier or clf.train_support_classifier(benchmark, settings, budget_s)
@@ -83,9 +91,7 @@ def _run_mixoe(variant: str) -> Callable:
         out = supervised.infer(model, benchmark.test, settings)
         support_logits = supervised.infer(model, benchmark.support, settings)["logits"]
         support_accuracy = supervised.accuracy(support_logits, benchmark.support.labels)
-        return {**info, "train_seconds": base_info["train_seconds"] + info["train_seconds"],
-                "base_train_seconds": base_info["train_seconds"], "base_epochs": base_info["epochs"],
-                "weights": f"support CE classifier ({base_info['weights']})", **recipe.record(settings),
+        return {**_fine_tuned(base_info, info, "support CE classifier"), **recipe.record(settings),
                 **clf.criterion_record(support_accuracy), "aux_data": describe_outliers(benchmark, outliers),
                 "normality": out["logits"].double().softmax(dim=1).max(dim=1).values.numpy(),
                 "predictions": out["logits"].argmax(1).numpy()}
@@ -102,10 +108,8 @@ def _run_ssod(benchmark, settings, outliers=None, budget_s=0.0, classifier=None)
     size = recipe.size(settings)
     out = supervised.infer(model, benchmark.test, settings, outputs=ssod.ood_head_outputs, image_size=size)
     support_logits = supervised.infer(model, benchmark.support, settings, image_size=size)["logits"]
-    return {**base_info, **info, **recipe.record(settings),
-            "train_seconds": base_info["train_seconds"] + info["train_seconds"],
-            "base_train_seconds": base_info["train_seconds"], "base_epochs": base_info["epochs"],
-            "weights": f"support CE classifier at {size} px ({base_info['weights']})",
+    return {**base_info, **_fine_tuned(base_info, info, f"support CE classifier at {size} px"),
+            **recipe.record(settings),
             **clf.criterion_record(supervised.accuracy(support_logits, benchmark.support.labels)),
             "normality": ssod.ssod_score(out["logits"], out["ood_logits"]), "predictions": out["logits"].argmax(1).numpy()}
 
