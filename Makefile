@@ -10,7 +10,7 @@ GRID ?= params/grids/mini.yaml
 # run folders the sweep executes at once, each notebook kernel on cores / JOBS threads
 JOBS ?= 2
 
-.PHONY: setup data test-tools demo study test test-fast lab strip clean-cache
+.PHONY: setup cpu-paths data test-tools demo study test test-fast lab strip clean-cache
 
 # Every step must succeed: pipefail makes a failing pip fail the recipe even though its output is filtered
 # (the filter drops one harmless pip notice and must not turn "no line left" into a failure).
@@ -25,7 +25,12 @@ $(STAMP): requirements.txt pyproject.toml
 	@# from /, where the repo is not on sys.path: the kernels in notebooks/ import lib through the editable install
 	cd / && $(abspath $(PY)) -c "import torch, torchvision, lib" && touch $(abspath $(STAMP))
 
-setup: $(STAMP) data
+setup: $(STAMP) cpu-paths data
+
+# Every interpreter of the venv imports lib at start-up (a .pth file), which pins the CPU float paths before anything
+# can load torch: a notebook whose first cell imports torch still computes on the pinned path (lib/__init__.py)
+cpu-paths: $(STAMP)
+	@$(PY) -c "import pathlib, site; pathlib.Path(site.getsitepackages()[0], 'resend_cpu_paths.pth').write_text('import lib\\n')"
 
 data:
 	@bash scripts/install_data.sh

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from lib import data, paths, runs
+from lib.device import cpu_paths
 from lib.device import autocast
 from lib.progress import bar as progress_bar
 from lib.progress import each
@@ -79,7 +80,8 @@ def recipe(backbone: nn.Module, source, settings) -> dict:
     return {"backbone": backbone_digest(backbone), "dataset": settings.dataset, "image_size": settings.image_size,
             "source_classes": settings.source_classes, "bank_views": settings.bank_views,
             "source": source_digest(source), "images": len(source), "seed": BANK_SEED, "format": FORMAT,
-            "hflip": bool(getattr(source, "mirror_invariant", True))}  # the views' augmentation (data.augmentation)
+            "hflip": bool(getattr(source, "mirror_invariant", True)),  # the views' augmentation (data.augmentation)
+            "cpu_paths": cpu_paths()}  # the float path that computed the features (lib.device)
 
 
 def bank_path(r: dict) -> Path:

@@ -53,6 +53,7 @@ class Settings:
     pretrain_classes: int = 0  # pretrained=source: source classes the backbone classifier learns (0 = all)
     pretrain_epochs: int = 5  # pretrained=source: epochs of that classifier (cached per recipe, see lib.pretrain)
     pretrain_lr: float = 0.1  # pretrained=source: its peak SGD lr (cosine schedule)
+    pretrain_seed: int = 0  # pretrained=source: the seed of that classifier (init, batches, augmentation); a study's backbones
     small_stem: bool = True  # 3x3 stride-1 stem without max-pool for 32-64 px inputs (False for 224 px)
     d_model: int = 64  # token width of the relational transformer (paper: 768)
     n_heads: int = 4  # attention heads (paper: 12)

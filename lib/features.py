@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from lib import bank, data, paths, runs
-from lib.device import autocast
+from lib.device import autocast, cpu_paths
 from lib.progress import bar as progress_bar
 
 IMAGE_BATCH = 256  # images per backbone batch (eval_batch_size counts pairs; larger image batches gain nothing)
@@ -99,7 +99,7 @@ class FeatureMemo:
         changes (the frozen-backbone regime, the reference rows): every run of a study and the reference rows
         then share the support/test features, computed once. Call `save` after use."""
         digest = bank.backbone_digest(backbone)[:16]
-        return cls(paths.CACHE_DIR / "features" / f"eval_{digest}_{image_size}px.pt")
+        return cls(paths.CACHE_DIR / "features" / f"eval_{digest}_{image_size}px_{cpu_paths()}.pt")
 
     @classmethod
     def for_run(cls, model, settings) -> "FeatureMemo":

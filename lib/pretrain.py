@@ -32,9 +32,9 @@ from lib import config, paths, runs, supervised
 from lib import data as _data
 from lib.backbone import find_pretrained, resnet18_features, trunk_of
 from lib.datasets import glyphs as _glyphs
+from lib.device import configure_cpu, cpu_paths
 
 CACHE = paths.CACHE_DIR / "pretrained"
-SEED = 0  # one backbone per recipe, shared by every run and seed (like the ImageNet weights)
 BATCH = 128  # images per step
 ACCURACY_IMAGES = 4000  # source images scored (eval transform) for the fit accuracy in the metadata
 
@@ -43,12 +43,13 @@ def recipe(settings) -> dict:
     """Everything that shapes the pretrained weights."""
     return {"dataset": settings.dataset, "image_size": settings.image_size, "small_stem": settings.small_stem,
             "classes": settings.pretrain_classes, "epochs": settings.pretrain_epochs, "lr": settings.pretrain_lr,
-            "batch": BATCH, "seed": SEED, "weight_decay": settings.weight_decay, "momentum": settings.momentum,
+            "batch": BATCH, "seed": settings.pretrain_seed, "weight_decay": settings.weight_decay, "momentum": settings.momentum,
             "channels_last": settings.channels_last,  # the convolutions' layout changes the rounding
             "hflip": settings.dataset not in _data.MIRROR_VARIANT,  # the augmentation (data.augmentation)
             "data_root": settings.data_root if settings.dataset == "imagenet" else "",
             # glyph: which characters are source and which are benchmark (a new plan must not reuse old weights)
-            "char_plan": _glyphs.plan_fingerprint() if settings.dataset == "glyph" else ""}
+            "char_plan": _glyphs.plan_fingerprint() if settings.dataset == "glyph" else "",
+            "cpu_paths": cpu_paths()}  # the float path (lib.device): a backbone of another path is another backbone
 
 
 def weight_path(settings) -> Path:
@@ -88,19 +89,20 @@ def backbone_weights(settings) -> tuple[Path | None, str]:
 def _build(settings, path: Path, verbose: bool) -> Path:
     if settings.pretrain_epochs < 1:
         raise ValueError(f"pretrained=source needs pretrain_epochs >= 1, got {settings.pretrain_epochs}")
+    configure_cpu(settings)  # a deterministic CPU build: one thread, the pinned float path
     r = recipe(settings)
     source = _data.load_source(dataclasses.replace(settings, source_classes=settings.pretrain_classes))
     num_classes = int(np.max(source.labels)) + 1
-    torch.manual_seed(SEED)
+    torch.manual_seed(settings.pretrain_seed)
     net = resnet18_features(settings.small_stem)
     clf = supervised.Classifier(trunk_of(net), num_classes)
-    loop = dataclasses.replace(settings, baseline_lr=settings.pretrain_lr, baseline_batch=BATCH, seed=SEED)
+    loop = dataclasses.replace(settings, baseline_lr=settings.pretrain_lr, baseline_batch=BATCH, seed=settings.pretrain_seed)
     if verbose:
         print(f"pretraining a ResNet-18 on {len(source)} {settings.dataset} source images of {num_classes} classes "
               f"({settings.pretrain_epochs} epochs) -> {path}")
     spent = supervised.train_classifier(clf, supervised.cross_entropy_loss, source, loop,
                                         epochs=settings.pretrain_epochs, desc="pretrain" if verbose else None)
-    rows = np.random.default_rng(SEED).permutation(len(source))[:ACCURACY_IMAGES]
+    rows = np.random.default_rng(settings.pretrain_seed).permutation(len(source))[:ACCURACY_IMAGES]
     subset = source.subset(rows)
     logits = supervised.infer(clf, subset, loop)["logits"]
     accuracy = float((logits.argmax(1).numpy() == np.asarray(subset.labels)).mean())

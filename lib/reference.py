@@ -35,7 +35,7 @@ from lib import model as model_lib
 from lib.backbone import find_pretrained
 from lib.config import Settings
 from lib.datasets import glyphs
-from lib.device import resolve_device
+from lib.device import configure_cpu, resolve_device
 from lib.features import IMAGE_BATCH, FeatureMemo, extract_features
 from lib.metrics import AUROC_SE_RESAMPLES, AUROC_SE_SEED, auroc_bootstrap_se, novelty_metrics
 
@@ -147,6 +147,7 @@ def write_reference_rows(study_dir: Path | str, settings: Settings) -> Path:
     stored = out / "recipe.json"
     if (out / "metrics.json").exists() and stored.exists() and json.loads(stored.read_text()) == wanted:
         return out / "metrics.json"
+    configure_cpu(settings)
     flat, info = compute_reference_rows(settings, names)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").unlink(missing_ok=True)  # a stale recipe's keys must not survive the merge

@@ -24,6 +24,7 @@ import yaml
 
 from lib import objectives
 from lib.config import Settings
+from lib.device import cpu_paths
 from lib.paths import REPO_ROOT
 
 
@@ -99,6 +100,8 @@ def environment() -> dict[str, Any]:
         "gpu": torch.cuda.get_device_name(0) if cuda else "",
         "gpu_count": torch.cuda.device_count() if cuda else 0,
         "cpu_threads": torch.get_num_threads(),
+        "cpu_paths": cpu_paths(),  # avx2-cnr (pinned, the same bits on any AVX2 CPU) | native (lib.device)
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
 
 

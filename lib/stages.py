@@ -9,6 +9,7 @@ from torch import nn
 
 from lib import checkpoints, runs
 from lib.config import Settings
+from lib.device import configure_cpu
 from lib.objectives import Objective
 
 
@@ -19,6 +20,7 @@ def open_trained_run(settings: Settings, stage: str) -> tuple[Path, nn.Module, O
     (`checkpoints.EVAL_FIELDS`: benchmarks, prototypes, eval_batch_size, device, data_root...). The merged settings
     are recorded as ``params_<stage>.yaml`` once the checkpoint has loaded; a missing checkpoint raises
     FileNotFoundError (saying how to train it) and records nothing."""
+    configure_cpu(settings)  # one thread and the pinned float path for a deterministic CPU run
     run_dir = checkpoints.find_run_dir(settings)
     model, objective, merged = checkpoints.load_for_eval(run_dir, settings)
     runs.prepare(merged, stage)

@@ -46,13 +46,13 @@ from lib import SAME, checkpoints, config, data, objectives, pair_eval, pairs, p
 from lib import bank as bank_lib
 from lib import model as model_lib
 from lib.checkpoints import checkpoint_path, load_trained  # noqa: F401 (load_trained: 02_train calls train.load_trained)
-from lib.device import autocast, resolve_device
+from lib.device import autocast, configure_cpu, resolve_device
 from lib.progress import bar as progress_bar
 
 # settings that shape the trained weights: a stored run must match them to be reused or resumed; the objective's
 # parameters (mse_c, focal_gamma, focal_k, hinge_delta) are the settings lib.objectives.REGISTRY names
 TRAIN_KEYS = ("dataset", "data_root", "image_size", "source_classes", "pretrained", "pretrain_classes",
-              "pretrain_epochs", "pretrain_lr", "small_stem", "d_model", "n_heads",
+              "pretrain_epochs", "pretrain_lr", "pretrain_seed", "small_stem", "d_model", "n_heads",
               "n_blocks", "mlp_ratio", "head", "head_hidden", "loss", *objectives.PARAM_SETTINGS,
               "pairing", "neg_to_pos_ratio", "class_balance", "images_per_class", "batch_pairs", "lr", "warmup_steps",
               "weight_decay", "momentum", "lars", "lars_trust", "seed", "optimizer", "schedule", "grad_clip",
@@ -61,8 +61,9 @@ TIMING_COLUMNS = ("pairs_per_s", "images_per_s", "seconds")
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
-    """Seed python, numpy and torch; with `deterministic`, torch's deterministic algorithms (a seeded CPU run is then
-    bit-identical at any thread count: without them, multi-threaded CPU backward passes sum in varying order)."""
+    """Seed python, numpy and torch; with `deterministic`, torch's deterministic algorithms (atomics-free CUDA
+    kernels, cuBLAS's fixed workspace). The CPU side of determinism (one thread, the pinned float path) is
+    `lib.device.configure_cpu`, which `train` calls first."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -253,6 +254,7 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
             return pd.DataFrame(stored["history"])
 
     device = resolve_device(settings)
+    configure_cpu(settings, device)  # deterministic on the CPU: one thread, the pinned float path (lib.device)
     cuda = device.type == "cuda"
     if settings.pretrained == "source":  # rank 0 builds the cached backbone once; the others wait for it
         if rank == 0:

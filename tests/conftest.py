@@ -8,7 +8,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import torch
+
 from lib import evaluate
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    """A deterministic CPU run computes on one thread (lib.device.configure_cpu sets it for the process): give the
+    tests after it the machine's threads back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture
