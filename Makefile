@@ -39,7 +39,9 @@ data:
 demo: setup
 	$(PY) -m lib.sweep $(GRID) --jobs $(JOBS)
 
-study: demo
+# The robust study: every configuration on 3 source backbones x 2 run seeds (params/grids/study.yaml)
+study: setup
+	$(PY) -m lib.sweep params/grids/study.yaml --jobs $(JOBS)
 
 # The test suite: unit tests, notebook tests (papermill, asserting recorded metrics) and nbval over the notebooks.
 # the browser test's chromium + chromium-driver (apt, as root; otherwise one line says the command)

@@ -158,7 +158,7 @@ def is_finished(run_dir: Path) -> bool:
     return (Path(run_dir) / "metrics.json").exists()
 
 
-RUN_NAME = re.compile(r"^(?P<config>.+)__seed(?P<seed>\d+)$")  # <config>__seed<k>
+RUN_NAME = re.compile(r"^(?P<config>.+?)(?:__bb(?P<backbone>\d+))?__seed(?P<seed>\d+)$")  # <config>[__bb<b>]__seed<k>
 
 
 def collect(study_dir: Path) -> pd.DataFrame:
@@ -173,7 +173,8 @@ def collect(study_dir: Path) -> pd.DataFrame:
         metrics = read_metrics(run_dir)
         env = read_env(run_dir)
         splits = env.get("splits", {})  # real benchmark -> paper | own | derived (lib.evaluate records it)
-        rows.append({"config": match["config"], "seed": int(match["seed"]), **metrics,
+        rows.append({"config": match["config"], "backbone": int(match["backbone"] or 0), "seed": int(match["seed"]),
+                     "run": run_dir.name, **metrics,
                      "train_regime": env.get("train_regime", ""),
                      **{f"split_{origin}": ",".join(sorted(n for n, o in splits.items() if o == origin))
                         for origin in ("own", "derived")}})
@@ -182,4 +183,4 @@ def collect(study_dir: Path) -> pd.DataFrame:
         return df
     order = {name: i for i, name in enumerate(objectives.CONFIGS)}
     df["_order"] = df["config"].map(lambda c: order.get(c, len(order)))
-    return df.sort_values(["_order", "config", "seed"]).drop(columns="_order").reset_index(drop=True)
+    return df.sort_values(["_order", "config", "backbone", "seed"]).drop(columns="_order").reset_index(drop=True)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from lib import data, objectives, reference, runs
+from lib import data, evaluate, intervals, objectives, reference, runs
 from lib.datasets.real import ORIGIN_LABELS
 from lib.plots import evaluate as eval_plots
 from lib.plots import study as study_plots
@@ -39,6 +39,7 @@ HEADLINE_MIN_AUROC = 0.6
 HEADLINE_SE_FACTOR = 2.0
 RHO_RESAMPLES = 1000  # bootstrap resamples (over seeds) of the rho interval
 RHO_SEED = 0  # fixed: the interval never depends on anything but the runs
+PAPER_RHO = {"intra": -0.85, "cross": -0.60}  # Spearman rho(R^2, avg AUROC) over the paper's 10 configurations
 
 # docs/METHOD.md §8-9: ICIAP 2023, ImageNet-trained ReSeND, seed 000 (each configuration's paper_r2 in lib.objectives).
 PAPER_R2 = {name: c.paper_r2 for name, (_, c) in objectives.CONFIGS.items() if c.paper_r2 is not None}
@@ -48,6 +49,140 @@ PAPER_INTRA_AUROC = {  # Texture / Real / Sketch / Painting / avg
     "ce": (.614, .651, .554, .648, .617),
 }
 PAPER_CROSS_AUROC = {"hinge_d0.01": .641, "mse_c10": .645, "ce": .617}
+# The paper's average AUROC of all ten configurations (intra, cross; its seed-000 tables, docs/METHOD.md §9)
+PAPER_AVG_AUROC = {"mse_c1": (.660, .601), "mse_c10": (.702, .645), "mse_c50": (.695, .639), "bce": (.642, .622),
+                   "bce_focal": (.652, .633), "ce": (.617, .617), "ce_focal": (.680, .639), "hinge_d1": (.612, .573),
+                   "hinge_d0.1": (.677, .583), "hinge_d0.01": (.711, .641)}
+
+
+def paper_contrasts() -> dict[tuple[str, str], tuple[float, float, float]]:
+    """(ΔR², Δ intra avg AUROC, Δ cross avg AUROC) of each within-family step (`intervals.CONTRASTS`) in the paper."""
+    return {(a, b): (PAPER_R2[b] - PAPER_R2[a], PAPER_AVG_AUROC[b][0] - PAPER_AVG_AUROC[a][0],
+                     PAPER_AVG_AUROC[b][1] - PAPER_AVG_AUROC[a][1]) for a, b in intervals.CONTRASTS}
+
+
+def _draw_values(df: pd.DataFrame, column: str, configs: list[str], replicates=None) -> np.ndarray:
+    """(C, U) point values of `column`, or (R, C, U) when `replicates` ({(config, backbone, seed): (R,) values},
+    a run's AUROC on each image draw) covers every run present."""
+    values, backbones, seeds = intervals.unit_matrix(df, column, configs)
+    if not replicates:
+        return values
+    out = np.repeat(values[None], len(next(iter(replicates.values()))), axis=0)
+    for i, config in enumerate(configs):
+        for j, (b, s) in enumerate((b, s) for b in backbones for s in seeds):
+            if (config, b, s) in replicates:
+                out[:, i, j] = replicates[(config, b, s)]
+    return out
+
+
+def image_replicates(study_dir: Path, df: pd.DataFrame, benchmarks: list[str], resamples: int = intervals.RESAMPLES
+                     ) -> dict[tuple[str, int, int], np.ndarray] | None:
+    """{(config, backbone, seed): (resamples,) mean AUROC over `benchmarks`, each benchmark's test images resampled
+    with the same draws for every run}, from the runs' saved scores (``scores/<benchmark>.npz``, 03); None when a
+    run has none (the intervals then stop at the seed level, and the tables say so)."""
+    out: dict[tuple[str, int, int], np.ndarray] = {}
+    draws: dict[str, np.ndarray] = {}
+    for _, row in df.iterrows():
+        run_dir = Path(study_dir) / row["run"]
+        total = np.zeros(resamples)
+        for name in benchmarks:
+            path = evaluate.scores_path(run_dir, name)
+            if not path.exists():
+                return None
+            scores = evaluate.load_scores(run_dir, name)
+            if name not in draws:
+                draws[name] = intervals.image_draws(scores.is_known, resamples)
+            total += intervals.auroc_replicates(scores.normality, scores.is_known, draws[name])
+        out[(row["config"], row["backbone"], row["seed"])] = total / max(len(benchmarks), 1)
+    return out
+
+
+def contrast_rows(df: pd.DataFrame, configs: list[str], kinds=("intra", "cross"), replicates=None,
+                  resamples: int = intervals.RESAMPLES) -> dict[tuple[str, str], dict[str, tuple[float, float, float]]]:
+    """{(from, to): {"r2" | kind: (Δ mean, 2.5 %, 97.5 %)}} for each `intervals.CONTRASTS` step whose two configs
+    are in `configs`: the paired difference of the configs' means over the same hierarchically drawn (backbone,
+    seed) units (and image draws: `replicates` = {kind: `image_replicates` result})."""
+    units = intervals.unit_draws(df["backbone"].nunique(), df["seed"].nunique(), resamples)
+    means = {"r2": intervals.drawn_means(_draw_values(df, "r2", configs), units)} if "r2" in df else {}
+    points = {"r2": np.nanmean(intervals.unit_matrix(df, "r2", configs)[0], axis=1)} if "r2" in df else {}
+    for kind in kinds:
+        column = f"auroc__{kind}_avg"
+        if column in df:
+            means[kind] = intervals.drawn_means(_draw_values(df, column, configs, (replicates or {}).get(kind)), units)
+            points[kind] = np.nanmean(intervals.unit_matrix(df, column, configs)[0], axis=1)
+    out = {}
+    for a, b in intervals.CONTRASTS:
+        if a in configs and b in configs:
+            i, j = configs.index(a), configs.index(b)
+            out[(a, b)] = {k: (float(points[k][j] - points[k][i]), *intervals.percentile_interval(m[:, j] - m[:, i]))
+                           for k, m in means.items()}
+    return out
+
+
+def rho_hierarchical(df: pd.DataFrame, configs: list[str], kind: str, replicates=None,
+                     resamples: int = intervals.RESAMPLES) -> tuple[float, float, float]:
+    """Spearman ρ(mean R², mean avg `kind` AUROC) over `configs`, with its hierarchical bootstrap interval."""
+    column = f"auroc__{kind}_avg"
+    if "r2" not in df or column not in df or len(configs) < 3:
+        return float("nan"), float("nan"), float("nan")
+    units = intervals.unit_draws(df["backbone"].nunique(), df["seed"].nunique(), resamples)
+    r2 = intervals.drawn_means(_draw_values(df, "r2", configs), units)
+    auroc = intervals.drawn_means(_draw_values(df, column, configs, replicates), units)
+    point = intervals.spearman_rows(np.nanmean(intervals.unit_matrix(df, "r2", configs)[0], 1)[None],
+                                    np.nanmean(intervals.unit_matrix(df, column, configs)[0], 1)[None])[0]
+    return (float(point), *intervals.percentile_interval(intervals.spearman_rows(r2, auroc)))
+
+
+def variance_shares(df: pd.DataFrame, column: str) -> dict[str, float]:
+    """Fraction of the run-to-run variance of `column` that is backbone vs run seed (`intervals.variance_components`
+    per configuration, summed over the configurations with every (backbone, seed) run)."""
+    between = within = 0.0
+    for config, group in df.groupby("config"):
+        values, backbones, seeds = intervals.unit_matrix(group, column, [config])
+        if len(backbones) < 2 or len(seeds) < 2 or np.isnan(values).any():
+            continue
+        b, w = intervals.variance_components(values.reshape(len(backbones), len(seeds)))
+        between, within = between + b, within + w
+    total = between + within
+    return {"backbone": between / total if total else float("nan"), "seed": within / total if total else float("nan")}
+
+
+def robust_section(study_dir: Path, df: pd.DataFrame, groups: dict[str, list[str]]) -> list[str]:
+    """tables.md's section on what holds across backbones: the contrasts table (ΔR², ΔAUROC with hierarchical
+    intervals beside the paper's Δ), ρ with its hierarchical interval and the backbone / seed variance shares."""
+    configs = [c for c in CONFIG_ORDER if c in set(df["config"])]
+    kinds = [k for k in ("intra", "cross") if groups[k] and f"auroc__{k}_avg" in df]
+    replicates = {k: image_replicates(study_dir, df, groups[k]) for k in kinds}
+    levels = "backbone → run seed → test images" if all(replicates.values()) else "backbone → run seed"
+    parts = [f"\n## What holds across backbones ({df['backbone'].nunique()} backbones × {df['seed'].nunique()} seeds)\n",
+             f"Mean Δ from one configuration to the next within a family, with its 95 % hierarchical bootstrap interval "
+             f"({levels}, paired: both configurations on the same drawn backbones, seeds and images; lib/intervals.py); "
+             "the paper's Δ beside it (ICIAP 2023, seed 000). ✓ = the interval excludes 0 with the paper's sign.\n",
+             "| step | ΔR² | paper | " + " | ".join(f"Δ {k} AUROC | paper" for k in kinds) + " |",
+             "|---|---|---|" + "---|---|" * len(kinds)]
+    paper = paper_contrasts()
+    for (a, b), row in contrast_rows(df, configs, kinds, replicates).items():
+        cells = []
+        for k, position in [("r2", 0)] + [(k, 1 if k == "intra" else 2) for k in kinds]:
+            if k not in row:
+                cells += ["–", "–"]
+                continue
+            mean, lo, hi = row[k]
+            ref = paper[(a, b)][position]
+            agrees = (lo > 0 and ref > 0) or (hi < 0 and ref < 0)
+            cells += [f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}]{' ✓' if agrees else ''}", f"{ref:+.3f}"]
+        parts.append(f"| {a} → {b} | " + " | ".join(cells) + " |")
+    for kind in kinds:
+        rho, lo, hi = rho_hierarchical(df, configs, kind, replicates[kind])
+        parts.append(f"\nSpearman ρ(R², avg {kind} AUROC) over {len(configs)} configs: {rho:.3f} (95 % hierarchical "
+                     f"interval [{lo:.3f}, {hi:.3f}]{'; its sign is not determined' if lo < 0 < hi else ''}); "
+                     f"paper: {PAPER_RHO[kind]:.2f}.")
+    for column in ["r2"] + [f"auroc__{k}_avg" for k in kinds]:
+        shares = variance_shares(df, column)
+        if np.isfinite(shares["backbone"]):
+            parts.append(f"Variance of `{column}` between runs: {shares['backbone']:.0%} backbone, "
+                         f"{shares['seed']:.0%} run seed.")
+    return parts
 
 
 def runs_with(df: pd.DataFrame, columns) -> pd.DataFrame:
@@ -321,6 +456,8 @@ def write_summary(study_dir: Path, paper: bool = False) -> list[Path]:
                 parts += [f"\n{line}"] if line else []
                 note = split_line(df, names)
                 parts += [f"\n{note}"] if note else []
+    if "backbone" in df and df["backbone"].nunique() >= 2:
+        parts += robust_section(study_dir, df, groups)
     if not paper:
         parts += ["\n## Paper reference (ICIAP 2023, ImageNet, seed 000; not comparable in scale)\n",
                   "| config | R² | intra avg AUROC | cross avg AUROC |", "|---|---|---|---|"]

@@ -51,7 +51,7 @@ from lib import config, pretrain, progress, reference, runs, summary
 from lib.paths import NOTEBOOKS_DIR, OUTPUTS_DIR, PARAMS_DIR, REPO_ROOT, shown
 
 CLUSTERS = ("none", "local", "slurm")  # none: this process and its --jobs workers; local / slurm: submitit
-GRID_KEYS = {"study", "preset", "seeds", "configs", "notebooks", "overrides", "comparisons"}
+GRID_KEYS = {"study", "preset", "seeds", "pretrain_seeds", "configs", "notebooks", "overrides", "comparisons"}
 STAGES = ("02_train", "03_evaluate", "04_r2")
 
 
@@ -79,6 +79,7 @@ class Grid:
     notebooks: list[str] = field(default_factory=lambda: list(STAGES))
     overrides: dict[str, Any] = field(default_factory=dict)
     comparisons: dict[str, Any] = field(default_factory=dict)
+    pretrain_seeds: list[int] = field(default_factory=list)  # source backbones (pretrain_seed); empty: the preset's one
 
 
 def load_grid(path: Path | str) -> Grid:
@@ -113,11 +114,13 @@ def plan(grid: Grid) -> list[Job]:
     """Every (config, seed, stage) job of the grid, ReSeND runs first, then comparisons."""
     jobs = []
     study_dir = OUTPUTS_DIR / grid.study
+    # with pretrain_seeds every run folder names its backbone: <config>__bb<b>__seed<k> (lib.runs.RUN_NAME)
+    backbones = [(f"__bb{b}", {"pretrain_seed": b}) for b in grid.pretrain_seeds] or [("", {})]
     for name in grid.configs:
-        for seed in grid.seeds:
-            run_dir = study_dir / f"{name}__seed{seed}"
+        for (tag, backbone), seed in [(b, s) for b in backbones for s in grid.seeds]:
+            run_dir = study_dir / f"{name}{tag}__seed{seed}"
             params = {"preset": grid.preset, "study": grid.study, "config_name": name, "seed": seed,
-                      "run_dir": str(run_dir), **(grid.overrides or {}), **objective_values(name)}
+                      "run_dir": str(run_dir), **(grid.overrides or {}), **backbone, **objective_values(name)}
             config.resolve(**params)  # a bad combination fails here, not an hour in
             jobs += [Job(run_dir, nb, params, f"{name}__seed{seed}") for nb in grid.notebooks]
     comparisons = grid.comparisons or {}

@@ -1,0 +1,98 @@
+"""The hierarchical bootstrap of lib.intervals against cases worked by hand."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import spearmanr
+from sklearn.metrics import roc_auc_score
+
+from lib import intervals, summary
+
+
+def test_auroc_replicates_equal_sklearn_on_each_image_draw_and_keep_both_counts():
+    rng = np.random.default_rng(3)
+    is_known = np.r_[np.ones(7, bool), np.zeros(5, bool)]
+    normality = np.round(rng.normal(size=12) + is_known, 1)  # rounded: ties, counted one half
+    draws = intervals.image_draws(is_known, resamples=50, seed=1)
+    assert draws.shape == (50, 12) and (is_known[draws].sum(1) == 7).all()
+    expected = [roc_auc_score(is_known[d], normality[d]) for d in draws]
+    assert intervals.auroc_replicates(normality, is_known, draws) == pytest.approx(expected, abs=1e-12)
+    assert intervals.auroc_replicates([3, 1, 2, 0], [True, True, False, False], np.array([[0, 1, 2, 3]])) == [0.75]
+
+
+def test_unit_draws_pick_whole_backbones_then_seeds_within_them():
+    units = intervals.unit_draws(backbones=3, seeds=2, resamples=400, seed=0)
+    assert units.shape == (400, 6)
+    backbone_of = units // 2
+    # each drawn backbone contributes exactly its 2 seed slots: positions 2k, 2k+1 share a backbone
+    assert (backbone_of[:, 0::2] == backbone_of[:, 1::2]).all()
+    assert set(np.unique(units)) == set(range(6))
+
+
+def test_drawn_means_by_hand_and_missing_runs_left_out():
+    values = np.array([[1.0, 2.0, 3.0, np.nan], [0.0, 0.0, 4.0, 8.0]])  # 2 configs x 4 units
+    units = np.array([[0, 0, 1, 3], [2, 3, 2, 3]])
+    means = intervals.drawn_means(values, units)
+    assert means.tolist() == [[pytest.approx(4 / 3), 2.0], [3.0, 6.0]]
+
+
+def test_variance_components_one_way_anova_by_hand():
+    values = np.array([[1.0, 3.0], [5.0, 7.0], [9.0, 11.0]])  # backbone means 2, 6, 10; seed variance 2 each
+    between, within = intervals.variance_components(values)
+    assert within == pytest.approx(2.0)
+    assert between == pytest.approx(16.0 - 2.0 / 2)  # var(2, 6, 10) = 16 (ddof 1), minus within / S
+    assert intervals.variance_components(np.array([[1.0, 3.0], [1.0, 3.0]])) == (0.0, 2.0)
+
+
+def test_spearman_rows_equal_scipy_per_row():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(5, 10)), rng.normal(size=(5, 10))
+    assert intervals.spearman_rows(x, y) == pytest.approx([spearmanr(a, b).statistic for a, b in zip(x, y)])
+
+
+def test_the_papers_own_rho_and_contrasts_from_its_seed_tables():
+    """The ICIAP seed-000 tables (docs/METHOD.md §9): rho(R^2, avg AUROC) = -0.85 intra, -0.60 cross."""
+    configs = list(summary.PAPER_AVG_AUROC)
+    r2 = [summary.PAPER_R2[c] for c in configs]
+    intra = [summary.PAPER_AVG_AUROC[c][0] for c in configs]
+    cross = [summary.PAPER_AVG_AUROC[c][1] for c in configs]
+    assert len(configs) == 10
+    assert spearmanr(r2, intra).statistic == pytest.approx(-0.85, abs=0.005)
+    assert spearmanr(r2, cross).statistic == pytest.approx(-0.60, abs=0.01)
+    deltas = summary.paper_contrasts()
+    assert deltas[("mse_c1", "mse_c10")] == pytest.approx((0.111 - 0.520, 0.702 - 0.660, 0.645 - 0.601))
+    assert deltas[("hinge_d0.1", "hinge_d0.01")] == pytest.approx((0.101 - 0.251, 0.711 - 0.677, 0.641 - 0.583))
+
+
+def _study(backbone_shift: float, seeds=(0, 1), backbones=(0, 1, 2)) -> pd.DataFrame:
+    rows = []
+    for b in backbones:
+        for s in seeds:
+            for i, config in enumerate(["mse_c1", "mse_c10", "mse_c50", "bce"]):
+                rows.append({"config": config, "backbone": b, "seed": s, "r2": 0.8 - 0.2 * i + 0.01 * s,
+                             "auroc__intra_avg": 0.7 + 0.05 * i + backbone_shift * b + 0.001 * s})
+    return pd.DataFrame(rows)
+
+
+def test_a_contrast_shared_by_every_backbone_has_a_tight_interval_and_its_variance_is_the_backbones():
+    df = _study(backbone_shift=0.03)
+    result = summary.contrast_rows(df, configs=["mse_c1", "mse_c10", "mse_c50", "bce"], kinds=["intra"])
+    row = result[("mse_c1", "mse_c10")]
+    # every backbone and seed moves both configs alike: the paired difference is exactly 0.05 on every draw
+    assert row["intra"] == pytest.approx((0.05, 0.05, 0.05))
+    assert row["r2"] == pytest.approx((-0.2, -0.2, -0.2))
+    shares = summary.variance_shares(df, "auroc__intra_avg")
+    assert shares["backbone"] > 0.99  # the backbone shift (0.03 per backbone) dwarfs the seed's 0.001
+
+
+def test_a_grid_with_pretrain_seeds_runs_every_config_on_every_backbone(tmp_path):
+    from lib import config, runs, sweep
+
+    path = tmp_path / "grid.yaml"
+    path.write_text("study: s\npreset: mini\nseeds: [0, 1]\npretrain_seeds: [0, 1, 2]\nconfigs: [bce]\n")
+    jobs = [j for j in sweep.plan(sweep.load_grid(path)) if j.notebook == "02_train"]
+    assert [j.run_dir.name for j in jobs] == [f"bce__bb{b}__seed{s}" for b in range(3) for s in range(2)]
+    assert [config.resolve(**j.params, say=lambda _: None).pretrain_seed for j in jobs] == [0, 0, 1, 1, 2, 2]
+    match = runs.RUN_NAME.match("hinge_d0.1__bb2__seed1")
+    assert (match["config"], match["backbone"], match["seed"]) == ("hinge_d0.1", "2", "1")
+    assert runs.RUN_NAME.match("hinge_d0.1__seed1")["backbone"] is None
