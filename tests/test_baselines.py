@@ -496,9 +496,12 @@ def test_comparison_tables_say_which_split_the_benchmark_read(monkeypatch):
     monkeypatch.setattr(baselines, "run_methods", fake_methods)
     derived = Benchmark("pacs_ms_photo", "cross", None, None, 6, "a+c+s", "photo", split="derived")
     rows, _ = baselines.run_seeds(["msp"], derived, config.resolve("smoke"), seeds=[0, 1])
-    assert rows["split"].tolist() == ["derived split, not the paper's"] * 2
+    label = "derived split, not the paper's; " + baselines.PACS_MS_DERIVED  # its support: 6 of 6 classes per domain
+    assert rows["split"].tolist() == [label] * 2 and "3 of 6" in label
     table = baselines.mean_std(rows)
-    assert table.loc[0, "split"] == "derived split, not the paper's" and math.isclose(table.loc[0, "auroc"], 0.55)
+    assert table.loc[0, "split"] == label and math.isclose(table.loc[0, "auroc"], 0.55)
+    dtd = Benchmark("dtd", "intra", None, None, 23, "images", "images", split="derived")
+    assert baselines.split_label(dtd) == "derived split, not the paper's"
     assert list(table.columns[:6]) == ["method", "setting", "family", "aux_data", "criterion", "split"]
     assert not any(k.startswith("split") for k in baselines.flat_metrics(table))
     embedded = Benchmark("glyph_printed", "intra", None, None, 2, "printed", "printed")

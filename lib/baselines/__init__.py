@@ -251,6 +251,20 @@ def run_methods(names: list[str], benchmark, settings: Settings, outliers=None, 
     return results
 
 
+# What a derived PACS multi-source support is not (lib/splits/README.md): the paper's lists take 3 classes per domain
+PACS_MS_DERIVED = "multi-source support with all 6 known classes from each source domain (the paper's: 3 of 6 each)"
+
+
+def split_label(benchmark) -> str:
+    """Which lists a benchmark read, as its table says it (`ORIGIN_LABELS`: the paper's, own, derived; embedded);
+    a derived PACS multi-source benchmark also says that its support does not follow the paper's protocol."""
+    split = getattr(benchmark, "split", "embedded")
+    label = ORIGIN_LABELS.get(split, split)
+    if split == "derived" and benchmark.name.startswith("pacs_ms_"):
+        label += f"; {PACS_MS_DERIVED}"
+    return label
+
+
 def seeds_of(settings: Settings) -> list[int]:
     """The comparison seeds: ``seed, seed + 1, ...``, ``comparison_seeds`` of them."""
     return [settings.seed + i for i in range(settings.comparison_seeds)]
@@ -269,8 +283,7 @@ def run_seeds(names: list[str], benchmark, settings: Settings, outliers=None, bu
     ``normality["<setting>__seed<k>__<method>"]`` its test normality array. `progress` wraps each seed's list of
     method names (default: one `lib.progress` bar over every setting x seed x method)."""
     budgets = {CONVERGED: 0.0} if budgets is None else budgets
-    split = getattr(benchmark, "split", "embedded")
-    split = ORIGIN_LABELS.get(split, split)  # a real benchmark's lists: the table says when they are not the paper's
+    split = split_label(benchmark)
     seeds = seeds_of(settings) if seeds is None else seeds
     bar = progress_bar(total=len(budgets) * len(seeds) * len(names), desc=f"comparisons {benchmark.name}",
                        unit="method", disable=progress is not None)
