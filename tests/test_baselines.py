@@ -447,6 +447,9 @@ def test_every_method_end_to_end(bench, outliers, settings, tiny_trunk):
     assert ssod_run["train_seconds"] > ssod_run["base_train_seconds"] > 0
     assert ssod_run["weights"].startswith("support CE classifier at 32 px")
     assert results["reweightood"]["criterion"] == "support_1nn_accuracy >= 0.95" and results["reweightood"]["warmup"] == 0.1
+    # its two scores share one trained network: same training record, different scores
+    assert results["reweightood_knn"]["train_seconds"] == results["reweightood"]["train_seconds"]
+    assert not np.array_equal(results["reweightood_knn"]["normality"], results["reweightood"]["normality"])
     # the six post-hoc detectors and converged MixOE share one classifier: identical training record
     assert len({results[n]["train_seconds"] for n in baselines.POSTHOC}) == 1
     assert results["mixoe_mixup"]["base_train_seconds"] == results["msp"]["train_seconds"]

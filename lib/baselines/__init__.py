@@ -153,21 +153,32 @@ def _run_ssod(benchmark, settings, outliers=None, budget_s=0.0, classifier=None)
             "budget_s": budget.seconds}
 
 
+def train_reweightood(benchmark, settings: Settings, budget_s: float = 0.0) -> dict:
+    """ReweightOOD trained on the support set (with a budget: stopping before the inference of support + test would
+    no longer fit) and its float32 features: ``{"info", "support", "test", "spent_seconds"}``, shared by its two
+    scores (`run_methods`)."""
+    budget = clf.Budget(budget_s)
+    model, info = _trained(benchmark, settings, reweightood.reweightood_loss(), budget, reweightood.recipe(settings),
+                           [benchmark.support, benchmark.test])
+    support = supervised.infer(model, benchmark.support, settings)["features"]
+    test = supervised.infer(model, benchmark.test, settings)["features"]
+    return {"info": {**info, "budget_s": budget.seconds}, "support": support, "test": test,
+            "spent_seconds": budget.spent()}
+
+
 def _reweightood_runner(score: Callable) -> Callable:
-    """ReweightOOD trained on the support set, scored by `score(support_features, labels, test_features) ->
-    (normality, predictions)`: the official Mahalanobis on normalised features, or CIDER's KNN (the extra row)."""
+    """ReweightOOD scored by `score(support_features, labels, test_features) -> (normality, predictions)`: the
+    official Mahalanobis on normalised features, or CIDER's KNN (the extra row); ``classifier`` = a shared
+    `train_reweightood` result (each score is charged its training and inference as if it ran alone)."""
 
     def run(benchmark, settings, outliers=None, budget_s=0.0, classifier=None):
-        budget = clf.Budget(budget_s)
-        model, info = _trained(benchmark, settings, reweightood.reweightood_loss(), budget,
-                               reweightood.recipe(settings), [benchmark.support, benchmark.test])
-        support = supervised.infer(model, benchmark.support, settings)["features"]
-        test = supervised.infer(model, benchmark.test, settings)["features"]
-        normality, predictions = score(support, benchmark.support.labels, test)
-        spent = budget.spent()
-        loo = reweightood.leave_one_out_accuracy(support, benchmark.support.labels)
-        return {**info, **clf.criterion_record(loo, what="support_1nn_accuracy"), "normality": normality,
-                "predictions": predictions, "spent_seconds": spent, "budget_s": budget.seconds}
+        trained = classifier or train_reweightood(benchmark, settings, budget_s)
+        start = clf.now()
+        normality, predictions = score(trained["support"], benchmark.support.labels, trained["test"])
+        spent = trained["spent_seconds"] + clf.now() - start
+        loo = reweightood.leave_one_out_accuracy(trained["support"], benchmark.support.labels)
+        return {**trained["info"], **clf.criterion_record(loo, what="support_1nn_accuracy"), "normality": normality,
+                "predictions": predictions, "spent_seconds": spent}
 
     return run
 
@@ -200,6 +211,7 @@ METHODS: dict[str, Callable] = {
     "reweightood_knn": _reweightood_runner(reweightood.cider_normality),
 }
 BACKBONE = {f"backbone_{name}" for name in posthoc.BACKBONE_SCORES}
+REWEIGHTOOD = {"reweightood", "reweightood_knn"}  # one trained network, two scores
 POSTHOC = set(posthoc.POSTHOC)
 NEEDS_OUTLIERS = {"mixoe_mixup", "mixoe_cutmix"}
 
@@ -241,13 +253,17 @@ def run_method(name: str, benchmark, settings: Settings, outliers=None, budget_s
 
 def run_methods(names: list[str], benchmark, settings: Settings, outliers=None, budget_s: float = 0.0,
                 progress: Callable | None = None) -> dict[str, dict]:
-    """`run_method` for each name; the post-hoc detectors (and MixOE, converged) share one CE classifier."""
-    shared, results = None, {}
+    """`run_method` for each name; the post-hoc detectors (and MixOE, converged) share one CE classifier, the two
+    ReweightOOD scores one trained network."""
+    shared, shared_reweightood, results = None, None, {}
     for name in (progress or (lambda x: x))(names):
         uses_shared = name in POSTHOC or (name in NEEDS_OUTLIERS and budget_s <= 0)
         if uses_shared and shared is None:
             shared = clf.train_support_classifier(benchmark, settings, budget_s)
-        results[name] = run_method(name, benchmark, settings, outliers, budget_s, shared if uses_shared else None)
+        if name in REWEIGHTOOD and shared_reweightood is None:
+            shared_reweightood = train_reweightood(benchmark, settings, budget_s)
+        given = shared if uses_shared else shared_reweightood if name in REWEIGHTOOD else None
+        results[name] = run_method(name, benchmark, settings, outliers, budget_s, given)
     return results
 
 
