@@ -639,9 +639,11 @@ def test_no_method_exceeds_its_budget_by_more_than_one_step(bench, outliers, set
 def test_readable_table_by_hand():
     table = pd.DataFrame({"method": ["resend_eccv", "a", "b"], "setting": ["no support training", "budget", "budget"],
                           "family": ["ReSeND", "f", "f"], "auroc": [0.9, 0.8, 0.7], "auroc_std": [0.01, 0.02, float("nan")],
-                          "criterion_met": [float("nan"), 1.0, 2 / 3], "n_seeds": [2, 3, 3]})
+                          "criterion_met": [float("nan"), 1.0, 2 / 3], "n_seeds": [2, 3, 3],
+                          "eval_seconds": [1.5, float("nan"), float("nan")], "spent_seconds": [float("nan"), 1.25, 0.5]})
     readable = baselines.readable_table(table)
     assert readable["AUROC"].tolist() == ["0.900 ± 0.010", "0.800 ± 0.020", "did not train (criterion met on 2 of 3 seeds)"]
+    assert readable["spent s"].tolist() == ["1.500", "1.250", "0.500"]  # ReSeND: its evaluation seconds
     text = baselines.markdown_table(table)
     assert text.startswith("Cells: mean ± sample std (ddof 1)") and "| a | budget | f |" in text
 

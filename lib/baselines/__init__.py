@@ -365,9 +365,9 @@ def _resend_by_config(study_dir, benchmark: str) -> pd.DataFrame:
 
 def resend_results(study_dir, benchmark: str, fixed: str = FIXED_RESEND_CONFIG) -> pd.DataFrame:
     """The ReSeND rows for `benchmark` from a study folder's run folders (mean ± sample std over seeds):
-    ``resend_eccv`` (`fixed`, ``resend_<fixed>`` for another), the published method, the a-priori choice, and ``resend_best_of_<n>``, the
-    study's configuration of best mean test AUROC among its n (chosen after seeing the study, on the test set:
-    optimistic, labelled so). Empty frame when the study has no run."""
+    ``resend_eccv`` (`fixed`; ``resend_<fixed>`` for another), the published method, the a-priori choice, and
+    ``resend_best_of_<n>``, the study's configuration of best mean test AUROC among its n (chosen after seeing the
+    study, on the test set: optimistic, labelled so). Empty frame when the study has no run."""
     by_config = _resend_by_config(study_dir, benchmark)
     if by_config.empty:
         return pd.DataFrame()
@@ -423,8 +423,8 @@ def recompute_auroc(run_dir) -> pd.DataFrame:
     rows = pd.read_csv(Path(run_dir) / "methods.csv")
     with np.load(Path(run_dir) / NORMALITY_FILE) as saved:
         is_known = saved["is_known"]
-        recomputed = [novelty_metrics(saved[f"{r.setting}__seed{r.seed}__{r.method}"].astype(np.float64), is_known)["auroc"]
-                      for r in rows.itertuples()]
+        scores = [saved[f"{r.setting}__seed{r.seed}__{r.method}"].astype(np.float64) for r in rows.itertuples()]
+    recomputed = [novelty_metrics(normality, is_known)["auroc"] for normality in scores]
     return rows[["method", "setting", "seed", "auroc"]].assign(auroc_recomputed=recomputed)
 
 
@@ -433,6 +433,12 @@ def _mean_cell(row: dict, key: str) -> str:
     if value is None or pd.isna(value):
         return "–"
     return f"{value:.3f}" + ("" if std is None or pd.isna(std) else f" ± {std:.3f}")
+
+
+def spent_key(row: dict) -> str:
+    """The seconds a row spent on the benchmark: ``spent_seconds`` of a comparison method, ``eval_seconds`` of a
+    ReSeND row (its evaluation, feature extraction included: the budget itself)."""
+    return "spent_seconds" if not pd.isna(row.get("spent_seconds", float("nan"))) else "eval_seconds"
 
 
 def readable_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -449,7 +455,7 @@ def readable_table(table: pd.DataFrame) -> pd.DataFrame:
             numbers = dict.fromkeys(numbers, f"did not train (criterion met on {round(met * n)} of {int(n)} seeds)")
         out.append({"method": row["method"], "setting": row.get("setting"), "family": row.get("family"),
                     "aux_data": row.get("aux_data"), **({"split": row["split"]} if "split" in row else {}),
-                    **numbers, "spent s": _mean_cell(row, "spent_seconds") if "spent_seconds" in row else "–",
+                    **numbers, "spent s": _mean_cell(row, spent_key(row)),
                     "seeds": "–" if n is None or pd.isna(n) else int(n)})
     return pd.DataFrame(out)
 

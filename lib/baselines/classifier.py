@@ -27,7 +27,7 @@ from lib.supervised import (IMAGE_BATCH_MIN, Classifier, Deadline, accuracy, cro
 
 CRITERION_ACCURACY = 0.95  # training criterion of every trained method: support-set accuracy (clean images) >= this
 CLOCK = time.perf_counter  # the clock every budget reads (tests swap in a fake one)
-ODIN_PASSES = 3  # ODIN's input-gradient pass over the test set costs about 3 forward passes (forward, backward, forward)
+ODIN_PASSES = 3  # ODIN's input-gradient pass over the test set: about 3 forward passes (forward, backward, forward)
 
 
 def now() -> float:

@@ -1,4 +1,4 @@
-"""ReweightOOD (CVPRW 2024): reweighted contrastive learning, scored by Mahalanobis on normalised features (docs/METHOD.md §10).
+"""ReweightOOD (CVPRW 2024): reweighted contrastive learning, Mahalanobis on normalised features (docs/METHOD.md §10).
 
 As the official code (sudarshanregmi/ReweightOOD, OpenOOD/openood/trainers/reweightood_trainer.py, CIDER network
 and preprocessor): z = L2-normalised projections (MLP head) of 2 strongly augmented views per image, s_ij = z_i.z_j.
