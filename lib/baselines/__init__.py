@@ -72,6 +72,8 @@ def _fine_tuned(base_info: dict, info: dict, base: str) -> dict:
 def _posthoc_runner(name: str) -> Callable:
     def run(benchmark, settings, outliers=None, budget_s=0.0, classifier=None):
         model, info = classifier or clf.train_support_classifier(benchmark, settings, budget_s)
+        if clf.untrained(info["budget_s"], info):
+            return {**info, "aux_data": NO_AUX, "score_seconds": 0.0, **clf.not_run(benchmark, info["spent_seconds"])}
         cache = model.__dict__.setdefault("posthoc_outputs", {})  # one inference pass shared by the six detectors
         key = (benchmark.name, id(benchmark.test), settings.image_size)
         if key not in cache:
@@ -116,15 +118,17 @@ def _run_mixoe(variant: str) -> Callable:
         model.__dict__.pop("posthoc_outputs", None)
         info = supervised.train_classifier(model, mixoe.mixoe_loss(variant, outliers), benchmark.support, settings,
                                            recipe=recipe, deadline=second)
+        record = {**_fine_tuned(base_info, info, "support CE classifier"), **recipe.record(settings),
+                  "aux_data": describe_outliers(benchmark, outliers), "budget_s": budget.seconds}
+        if clf.untrained(budget, info):
+            return {**record, **clf.not_run(benchmark, budget.spent())}
         out = supervised.infer(model, benchmark.test, settings)
         normality = out["logits"].double().softmax(dim=1).max(dim=1).values.numpy()
         # its whole clock, plus the shared base's seconds where it reused the shared one (alone, it would train it)
         spent = budget.spent() + (base_info["spent_seconds"] if shared else 0.0)
         support_logits = supervised.infer(model, benchmark.support, settings)["logits"]  # the criterion: a check
-        return {**_fine_tuned(base_info, info, "support CE classifier"), **recipe.record(settings),
-                **clf.criterion_record(supervised.accuracy(support_logits, benchmark.support.labels)),
-                "aux_data": describe_outliers(benchmark, outliers), "normality": normality,
-                "predictions": out["logits"].argmax(1).numpy(), "spent_seconds": spent, "budget_s": budget.seconds}
+        return {**record, **clf.criterion_record(supervised.accuracy(support_logits, benchmark.support.labels)),
+                "normality": normality, "predictions": out["logits"].argmax(1).numpy(), "spent_seconds": spent}
 
     return run
 
@@ -143,14 +147,16 @@ def _run_ssod(benchmark, settings, outliers=None, budget_s=0.0, classifier=None)
                                                recipe=base_recipe, deadline=first), "weights": note}
     info = supervised.train_classifier(model, ssod.ssod_loss(), benchmark.support, settings, recipe=recipe,
                                        deadline=second)
+    record = {**_fine_tuned(base_info, info, f"support CE classifier at {size} px"), **recipe.record(settings),
+              "aux_data": NO_AUX, "budget_s": budget.seconds}
+    if clf.untrained(budget, info):
+        return {**record, **clf.not_run(benchmark, budget.spent())}
     out = supervised.infer(model, benchmark.test, settings, outputs=ssod.ood_head_outputs, image_size=size)
     normality = ssod.ssod_score(out["logits"], out["ood_logits"])
     spent = budget.spent()
     support_logits = supervised.infer(model, benchmark.support, settings, image_size=size)["logits"]
-    return {**_fine_tuned(base_info, info, f"support CE classifier at {size} px"), **recipe.record(settings),
-            **clf.criterion_record(supervised.accuracy(support_logits, benchmark.support.labels)), "aux_data": NO_AUX,
-            "normality": normality, "predictions": out["logits"].argmax(1).numpy(), "spent_seconds": spent,
-            "budget_s": budget.seconds}
+    return {**record, **clf.criterion_record(supervised.accuracy(support_logits, benchmark.support.labels)),
+            "normality": normality, "predictions": out["logits"].argmax(1).numpy(), "spent_seconds": spent}
 
 
 def train_reweightood(benchmark, settings: Settings, budget_s: float = 0.0) -> dict:
@@ -160,6 +166,8 @@ def train_reweightood(benchmark, settings: Settings, budget_s: float = 0.0) -> d
     budget = clf.Budget(budget_s)
     model, info = _trained(benchmark, settings, reweightood.reweightood_loss(), budget, reweightood.recipe(settings),
                            [benchmark.support, benchmark.test])
+    if clf.untrained(budget, info):
+        return {"info": {**info, "budget_s": budget.seconds}, "untrained": True, "spent_seconds": budget.spent()}
     support = supervised.infer(model, benchmark.support, settings)["features"]
     test = supervised.infer(model, benchmark.test, settings)["features"]
     return {"info": {**info, "budget_s": budget.seconds}, "support": support, "test": test,
@@ -173,6 +181,8 @@ def _reweightood_runner(score: Callable) -> Callable:
 
     def run(benchmark, settings, outliers=None, budget_s=0.0, classifier=None):
         trained = classifier or train_reweightood(benchmark, settings, budget_s)
+        if trained.get("untrained"):
+            return {**trained["info"], **clf.not_run(benchmark, trained["spent_seconds"], "support_1nn_accuracy")}
         start = clf.now()
         normality, predictions = score(trained["support"], benchmark.support.labels, trained["test"])
         spent = trained["spent_seconds"] + clf.now() - start

@@ -114,7 +114,23 @@ def train_support_classifier(benchmark, settings: Settings, budget: Budget | flo
     (deadline,) = budget.stages(reserve)
     info = train_classifier(model, cross_entropy_loss, benchmark.support, settings, recipe=recipe, deadline=deadline)
     spent = budget.spent()
-    support_logits = infer(model, benchmark.support, settings)["logits"]  # the criterion: a check, not charged
+    fitted = not untrained(budget, info)
+    support_logits = infer(model, benchmark.support, settings)["logits"] if fitted else None  # a check, not charged
     info.update(weights=note, **recipe.record(settings), spent_seconds=spent, budget_s=budget.seconds,
-                **criterion_record(accuracy(support_logits, benchmark.support.labels)))
+                **criterion_record(accuracy(support_logits, benchmark.support.labels) if fitted else float("nan")))
     return model, info
+
+
+def untrained(budget: Budget | float, info: dict) -> bool:
+    """True for a budget-matched training that took no step inside its budget: such a method did not train, and is
+    not run on the test set (`not_run`)."""
+    return bool(budget) and info["steps"] == 0
+
+
+def not_run(benchmark, spent_seconds: float, what: str = "support_accuracy") -> dict:
+    """The result fields of a method that took no training step inside its budget: constant normality (AUROC 0.5),
+    class 0 predicted, the seconds spent finding so (its budget's probe), its criterion not met: its row reads "did
+    not train" (`lib.baselines.readable_table`), and no inference overruns the budget."""
+    n = len(benchmark.test)
+    return {"normality": np.zeros(n), "predictions": np.zeros(n, dtype=np.int64), "spent_seconds": spent_seconds,
+            **criterion_record(float("nan"), what=what)}
