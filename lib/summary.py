@@ -210,9 +210,10 @@ def benchmarks_in(df: pd.DataFrame) -> dict[str, list[str]]:
 
 
 def aggregate(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std over seeds per config (columns ``<metric>`` and ``<metric>_std``), in table order."""
+    """Mean and sample std (ddof 1, as every table of the project) over seeds per config (columns ``<metric>`` and
+    ``<metric>_std``), in table order."""
     numeric = df.drop(columns=["seed"]).groupby("config", sort=False)
-    mean, std = numeric.mean(numeric_only=True), numeric.std(numeric_only=True, ddof=0)
+    mean, std = numeric.mean(numeric_only=True), numeric.std(numeric_only=True, ddof=1)
     out = mean.join(std.add_suffix("_std"))
     out["n_seeds"] = df.groupby("config", sort=False)["seed"].count()
     if "pair_auroc" in df.columns:  # the plateau gate holds for every seed, not on average
@@ -400,7 +401,7 @@ def write_summary(study_dir: Path, paper: bool = False) -> list[Path]:
     df.to_csv(written[0], index=False)
     groups = benchmarks_in(df)
     parts = [f"# Study `{study_dir.name}`: {df['config'].nunique()} configs, seeds {sorted(int(s) for s in df['seed'].unique())}",
-             "Cells are mean ± std over seeds; FPR95 = fraction of unknown accepted at 95 % known accepted. "
+             "Cells are mean ± sample std (ddof 1) over seeds; FPR95 = fraction of unknown accepted at 95 % known accepted. "
              "`pair AUROC`: how well the trained model ranks held-out source pairs (same above different; "
              f"lib/pair_eval.py); a config with a seed below {LEARNED_PAIR_AUROC} did not leave the label-prior plateau "
              "(it calls every pair different) and is left out of the 'learned' ρ. `train acc same`: fraction of same "

@@ -5,9 +5,11 @@ plain CE for the post-hoc detectors, MixOE, SSOD, ReweightOOD) plug a ``loss(bat
 `Recipe` (optimiser values, input size, augmentation) into `train_classifier`; there is no second loop. No
 comparison source clips gradients, so no method recipe does.
 
-Budget rule (ReSeND §5.3): ``budget_s > 0`` stops training once that many wall-clock seconds are spent
-(the cosine schedule then runs on elapsed time); ``budget_s == 0`` is the converged setting, ``epochs``
-full passes over the training set. The seconds, epochs and steps actually used are returned.
+Budget rule (ReSeND §5.3, docs/METHOD.md §10): with a `Deadline` (or ``budget_s > 0``: a deadline that many
+wall-clock seconds ahead) training stops before the step that would end past it, that step's cost estimated as the
+mean of the previous steps (the first step always starts when the deadline is ahead); the cosine schedule then runs
+on elapsed time. Without one (``budget_s == 0``) it is the converged setting, ``epochs`` full passes over the
+training set. The seconds, epochs and steps actually used are returned.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from lib.progress import bar as progress_bar
 # cached weights are keyed by its recipe, not by code, so a call without a Recipe keeps that clipping. The comparison
 # methods always pass a Recipe, whose default is no clipping (none of their sources clips).
 PRETRAIN_GRAD_CLIP = 5.0
+IMAGE_BATCH_MIN = 128  # `infer` takes batches of max(baseline_batch, this) images
 
 
 class Classifier(nn.Module):
@@ -78,11 +81,13 @@ class Recipe:
     augment: Callable[..., Callable] = data.train_transform  # (image_size, hflip) -> uint8 (3,H,W) -> normalised float
     views: int = 1  # augmented views of each image per step (2 for contrastive losses)
     grad_clip: float = 0.0  # max global gradient norm; 0 = off
+    warmup: float = 0.0  # fraction of training with a linear lr warm-up (from lr * WARMUP_FROM) before the cosine
 
     def record(self, settings: Settings) -> dict:
         """The recipe's numbers for a method's result record."""
         return {"recipe_epochs": float(self.epochs), "lr": self.lr, "lr_min": self.lr_min, "batch": float(self.batch),
-                "weight_decay": self.weight_decay, "image_size": float(self.size(settings)), "grad_clip": self.grad_clip}
+                "weight_decay": self.weight_decay, "image_size": float(self.size(settings)), "grad_clip": self.grad_clip,
+                "warmup": self.warmup}
 
     def size(self, settings: Settings) -> int:
         return self.image_size or settings.image_size
@@ -121,6 +126,31 @@ def cosine_lr(recipe: Recipe, progress: float) -> float:
     return recipe.lr_min + (recipe.lr - recipe.lr_min) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+# Warm-up start, relative to the peak lr: CIDER / ReweightOOD's trainer warms up from 0.001 at lr 0.1 (SupCon's rule)
+WARMUP_FROM = 0.01
+
+
+def scheduled_lr(recipe: Recipe, progress: float) -> float:
+    """The learning rate at `progress` in [0, 1]: during the first ``recipe.warmup`` of training a linear ramp from
+    ``lr * WARMUP_FROM`` to the cosine's value at the warm-up's end (SupCon / CIDER's warm-up, on the cosine of the
+    whole run), then `cosine_lr`. Without warm-up, `cosine_lr`."""
+    if progress >= recipe.warmup:
+        return cosine_lr(recipe, progress)
+    start, end = recipe.lr * WARMUP_FROM, cosine_lr(recipe, recipe.warmup)
+    return start + (end - start) * progress / recipe.warmup
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """A wall-clock mark training must not pass: `clock` (seconds, e.g. time.perf_counter) and the `end` reading."""
+
+    clock: Callable[[], float]
+    end: float
+
+    def left(self) -> float:
+        return self.end - self.clock()
+
+
 def train_classifier(
     model: Classifier,
     make_loss: Callable[[Classifier, TrainContext], Callable[[Batch], torch.Tensor]],
@@ -130,11 +160,13 @@ def train_classifier(
     epochs: int | None = None,
     desc: str | None = None,
     recipe: Recipe | None = None,
+    deadline: Deadline | None = None,
 ) -> dict:
     """Train `model` on `support` with the loss `make_loss(model, ctx)` under `recipe`; return what was spent.
 
-    Returns ``{"train_seconds", "epochs", "steps", "budget_s", "budget_mode"}`` (epochs as a float:
-    fraction of passes over the support set). `epochs` overrides the recipe's. Without a recipe: `support_recipe`
+    Returns ``{"train_seconds", "epochs", "steps", "budget_s", "budget_mode", "step_seconds"}`` (epochs as a float:
+    fraction of passes over the support set; step_seconds: the mean step, the estimate of the next one).
+    `deadline` (or ``budget_s > 0``): the budget-matched setting, see the module docstring. `epochs` overrides the recipe's. Without a recipe: `support_recipe`
     with lib.pretrain's clipping (PRETRAIN_GRAD_CLIP). `desc` shows a tqdm bar over steps.
     """
     recipe = recipe or support_recipe(settings, grad_clip=PRETRAIN_GRAD_CLIP)
@@ -151,23 +183,31 @@ def train_classifier(
     batch = min(recipe.batch, n)
     steps_per_epoch = max(1, n // batch)  # drop the last partial batch (BatchNorm, SSOD/contrastive need >1)
     epochs = recipe.epochs if epochs is None else epochs
-    planned = steps_per_epoch * epochs if budget_s <= 0 else None
+    clock = deadline.clock if deadline is not None else time.perf_counter
+    if deadline is None and budget_s > 0:
+        deadline = Deadline(clock, clock() + budget_s)
+    planned = steps_per_epoch * epochs if deadline is None else None
     opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=settings.momentum,
                           weight_decay=recipe.weight_decay, nesterov=True)
     labels = torch.as_tensor(np.asarray(support.labels), dtype=torch.long)
     model.train()
     bar = progress_bar(total=planned, desc=desc, disable=desc is None)
-    start, step, stopped = time.perf_counter(), 0, False
+    start, step, stopped = clock(), 0, False
+    span = (deadline.end - start) if deadline is not None else 0.0  # the seconds the schedule runs over
     while not stopped:
         order = rng.permutation(n)
         for b in range(steps_per_epoch):
-            elapsed = time.perf_counter() - start
-            progress = step / planned if planned else elapsed / budget_s
+            now = clock()
+            step_estimate = (now - start) / step if step else 0.0  # mean of the previous steps
+            if planned:
+                progress = step / planned
+            else:  # a step that would end past the deadline is not started
+                progress = 1.0 if now + step_estimate > deadline.end or span <= 0 else (now - start) / span
             if progress >= 1.0:
                 stopped = True
                 break
             for group in opt.param_groups:
-                group["lr"] = cosine_lr(recipe, progress)
+                group["lr"] = scheduled_lr(recipe, progress)
             idx = order[b * batch:(b + 1) * batch]
             x = load_images(support, idx, ctx.transform, device, channels_last, settings.num_workers)
             x2 = (load_images(support, idx, ctx.transform, device, channels_last, settings.num_workers)
@@ -179,6 +219,8 @@ def train_classifier(
             if recipe.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
             opt.step()
+            if device.type == "cuda" and deadline is not None:
+                torch.cuda.synchronize()  # the step's real cost, not its launch
             step += 1
             bar.update(1)
             if step % 20 == 0:
@@ -186,10 +228,11 @@ def train_classifier(
     bar.close()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
+    seconds = clock() - start
     model.eval()
     return {"train_seconds": seconds, "epochs": step / steps_per_epoch, "steps": float(step),
-            "budget_s": float(budget_s), "budget_mode": float(planned is None)}
+            "budget_s": float(budget_s if budget_s > 0 or deadline is None else span),
+            "budget_mode": float(planned is None), "step_seconds": seconds / step if step else 0.0}
 
 
 def cross_entropy_loss(model: Classifier, ctx: TrainContext) -> Callable[[Batch], torch.Tensor]:
@@ -217,7 +260,7 @@ def infer(model: Classifier, imageset, settings: Settings, outputs: Callable | N
     transform = data.eval_transform(image_size or settings.image_size)
     model.eval().to(device)
     parts: dict[str, list] = {}
-    n, bs = len(imageset), max(settings.baseline_batch, 128)
+    n, bs = len(imageset), max(settings.baseline_batch, IMAGE_BATCH_MIN)
     for start in range(0, n, bs):
         x = load_images(imageset, np.arange(start, min(n, start + bs)), transform, device, channels_last,
                         settings.num_workers)

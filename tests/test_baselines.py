@@ -18,6 +18,7 @@ from lib import baselines, config, data, supervised
 from lib.baselines import classifier as clf
 from lib.baselines import mixoe, posthoc, reweightood, ssod
 from lib.data import Benchmark, TensorImageSet
+from lib.paths import REPO_ROOT
 
 
 def sigmoid(v: float) -> float:
@@ -298,6 +299,53 @@ def test_cider_score_is_the_kth_neighbour_distance_on_normalised_features():
                        normality, atol=1e-6)
 
 
+def test_reweightood_score_is_mahalanobis_on_normalised_features_by_hand():
+    # Support features whose norms differ wildly; normalised: class 0 at (.6,.8), (.8,.6), class 1 at (-.6,.8),
+    # (-.8,.6). Means (.7,.7) and (-.7,.7); centred rows (-/+.1, +/-.1) and (+/-.1, +/-.1): tied covariance
+    # sum of outer products / 4 = [[.01, 0], [0, .01]], precision 100 I.
+    support = torch.tensor([[6.0, 8.0], [1.6, 1.2], [-3.0, 4.0], [-0.4, 0.3]], dtype=torch.float64)
+    labels = np.array([0, 0, 1, 1])
+    test = torch.tensor([[3.0, 0.0], [-7.0, 7.0]])  # normalised: (1, 0) and (-1, 1) / sqrt 2
+    r = 1 / math.sqrt(2)
+    d2 = np.array([[100 * (0.3 ** 2 + 0.7 ** 2), 100 * (1.7 ** 2 + 0.7 ** 2)],  # 58, 338
+                   [100 * ((r + 0.7) ** 2 + (r - 0.7) ** 2), 200 * (r - 0.7) ** 2]])
+    normality, predictions = reweightood.mahalanobis_normality(support, labels, test)
+    assert np.allclose(normality, -d2.min(axis=1)) and predictions.tolist() == [0, 1]
+    assert math.isclose(normality[0], -58.0) and math.isclose(normality[1], -200 * (r - 0.7) ** 2)
+    # the official postprocessor, not CIDER's KNN, is the reweightood method's score (KNN: the labelled extra)
+    assert baselines.METHODS["reweightood_knn"] is not baselines.METHODS["reweightood"]
+    # without the normalisation the raw norms would decide: a different score
+    assert not np.allclose(posthoc.mahalanobis_scores(support, labels, test)[0], normality)
+
+
+def test_reweightood_recipe_warms_up_over_the_first_tenth(settings):
+    recipe = reweightood.recipe(settings)
+    assert recipe.warmup == 0.1 and recipe.views == 2
+    lr, peak = supervised.scheduled_lr, recipe.lr
+    end = supervised.cosine_lr(recipe, 0.1)  # the cosine of the whole run at the warm-up's end
+    assert math.isclose(lr(recipe, 0.0), peak * supervised.WARMUP_FROM)
+    assert math.isclose(lr(recipe, 0.05), (peak * supervised.WARMUP_FROM + end) / 2)  # linear: halfway at 5 %
+    assert math.isclose(lr(recipe, 0.1), end) and math.isclose(lr(recipe, 0.5), supervised.cosine_lr(recipe, 0.5))
+    assert supervised.scheduled_lr(supervised.support_recipe(settings), 0.0) == settings.baseline_lr  # no warm-up
+
+
+def test_backbone_scores_by_hand():
+    # support: class 0 at (1, 0) and (2, 0) (same direction), class 1 at (0, 3); test (0, 1) and (1, 1)
+    support = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 3.0]])
+    labels = np.array([0, 0, 1])
+    test = torch.tensor([[0.0, 1.0], [1.0, 1.0]])
+    scores = posthoc.backbone_scores(support, labels, test)
+    normality, predictions = scores["knn1"]
+    # normalised: (0, 1) is on class 1's support point (distance 0); (1, 1)/sqrt 2 is at distance
+    # sqrt((1 - 1/sqrt 2)^2 + 1/2) = sqrt(2 - sqrt 2) from both directions (tie: the first, class 0)
+    assert np.allclose(normality, [0.0, -math.sqrt(2 - math.sqrt(2))]) and predictions.tolist() == [1, 0]
+    # Mahalanobis on raw features: means (1.5, 0) and (0, 3); centred (-.5, 0), (.5, 0), (0, 0) -> covariance
+    # [[.5/3, 0], [0, 0]]: singular, pseudo-inverse [[6, 0], [0, 0]] (only x is spanned)
+    d2 = np.array([[6 * 1.5 ** 2, 0.0], [6 * 0.5 ** 2, 6 * 1.0]])
+    normality, predictions = scores["mahalanobis"]
+    assert np.allclose(normality, -d2.min(axis=1)) and predictions.tolist() == [1, 0]
+
+
 def test_leave_one_out_accuracy_by_hand():
     # a=(1,0) b=(1,.1) [class 0], c=(0,1) d=(1,.3) [class 1]: a->b, b->a, c->d right; d's nearest other is b
     # (cos .9817 vs a .9578): wrong -> 3/4
@@ -348,7 +396,8 @@ def test_budget_stops_training_early(bench, settings):
     t0 = time.perf_counter()
     recipe = supervised.support_recipe(settings)
     info = supervised.train_classifier(model, supervised.cross_entropy_loss, bench.support, settings, budget_s=0.2, recipe=recipe)
-    assert info["budget_mode"] == 1.0 and 0.2 <= info["train_seconds"] < 0.2 + 2.0
+    # no step is started that would end past the deadline (estimated from the previous steps' mean)
+    assert info["budget_mode"] == 1.0 and info["train_seconds"] <= 0.2 + info["step_seconds"] + 0.05
     assert time.perf_counter() - t0 < 3.0 and info["steps"] >= 1 and info["epochs"] == info["steps"] / 3
     # converged setting: exactly epochs * (24 // 8) steps
     info = supervised.train_classifier(tiny_classifier(), supervised.cross_entropy_loss, bench.support, settings, budget_s=0.0, epochs=2,
@@ -357,9 +406,9 @@ def test_budget_stops_training_early(bench, settings):
 
 
 def test_methods_from_spec():
-    assert baselines.methods_from_spec("all") == list(baselines.METHODS) and len(baselines.METHODS) == 10
+    assert baselines.methods_from_spec("all") == list(baselines.METHODS) and len(baselines.METHODS) == 13
     assert baselines.methods_from_spec(" msp, ssod ") == ["msp", "ssod"]
-    with pytest.raises(ValueError, match="valid ones are msp"):
+    with pytest.raises(ValueError, match="valid ones are backbone_knn1"):
         baselines.methods_from_spec("msp,mixoe")
 
 
@@ -375,6 +424,11 @@ def test_every_method_end_to_end(bench, outliers, settings, tiny_trunk):
     for name, r in results.items():
         assert 0.0 <= r["auroc"] <= 1.0 and 0.0 <= r["fpr95"] <= 1.0 and 0.0 <= r["accuracy"] <= 1.0, name
         assert r["normality"].shape == (len(bench.test),) and np.isfinite(r["normality"]).all(), name
+        assert r["spent_seconds"] >= r["train_seconds"], name  # everything spent: training, inference, scoring
+        if name in baselines.BACKBONE:  # what the trained methods start from: no training on the support set
+            assert (r["train_seconds"], r["steps"], r["family"]) == (0.0, 0.0, baselines.BACKBONE_FAMILY), name
+            assert r["aux_data"] == baselines.NO_AUX and r["criterion_met"] is True
+            continue
         assert r["train_seconds"] > 0 and r["grad_clip"] == 0.0, name
         # 24 support images: batch 8 -> 3 steps per epoch x baseline_epochs 1; MixOE: batch 32 -> one step of 24
         # images per epoch x its mixoe_epochs 2 (smoke) fine-tuning epochs
@@ -392,7 +446,10 @@ def test_every_method_end_to_end(bench, outliers, settings, tiny_trunk):
     assert math.isclose(ssod_run["lr"], 0.2 * settings.baseline_lr)
     assert ssod_run["train_seconds"] > ssod_run["base_train_seconds"] > 0
     assert ssod_run["weights"].startswith("support CE classifier at 32 px")
-    assert results["reweightood"]["criterion"] == "support_1nn_accuracy >= 0.95"
+    assert results["reweightood"]["criterion"] == "support_1nn_accuracy >= 0.95" and results["reweightood"]["warmup"] == 0.1
+    # its two scores share one trained network: same training record, different scores
+    assert results["reweightood_knn"]["train_seconds"] == results["reweightood"]["train_seconds"]
+    assert not np.array_equal(results["reweightood_knn"]["normality"], results["reweightood"]["normality"])
     # the six post-hoc detectors and converged MixOE share one classifier: identical training record
     assert len({results[n]["train_seconds"] for n in baselines.POSTHOC}) == 1
     assert results["mixoe_mixup"]["base_train_seconds"] == results["msp"]["train_seconds"]
@@ -442,9 +499,12 @@ def test_comparison_tables_say_which_split_the_benchmark_read(monkeypatch):
     monkeypatch.setattr(baselines, "run_methods", fake_methods)
     derived = Benchmark("pacs_ms_photo", "cross", None, None, 6, "a+c+s", "photo", split="derived")
     rows, _ = baselines.run_seeds(["msp"], derived, config.resolve("smoke"), seeds=[0, 1])
-    assert rows["split"].tolist() == ["derived split, not the paper's"] * 2
+    label = "derived split, not the paper's; " + baselines.PACS_MS_DERIVED  # its support: 6 of 6 classes per domain
+    assert rows["split"].tolist() == [label] * 2 and "3 of 6" in label
     table = baselines.mean_std(rows)
-    assert table.loc[0, "split"] == "derived split, not the paper's" and math.isclose(table.loc[0, "auroc"], 0.55)
+    assert table.loc[0, "split"] == label and math.isclose(table.loc[0, "auroc"], 0.55)
+    dtd = Benchmark("dtd", "intra", None, None, 23, "images", "images", split="derived")
+    assert baselines.split_label(dtd) == "derived split, not the paper's"
     assert list(table.columns[:6]) == ["method", "setting", "family", "aux_data", "criterion", "split"]
     assert not any(k.startswith("split") for k in baselines.flat_metrics(table))
     embedded = Benchmark("glyph_printed", "intra", None, None, 2, "printed", "printed")
@@ -452,14 +512,16 @@ def test_comparison_tables_say_which_split_the_benchmark_read(monkeypatch):
 
 
 def test_resend_rows_fixed_config_and_labelled_best(tmp_path):
-    # two configs x two seeds; bce has the better mean AUROC (.85 vs .7), mse_c10 is the fixed row anyway
-    for config_name, seed, auroc in [("mse_c10", 0, 0.6), ("mse_c10", 1, 0.8), ("bce", 0, 0.8), ("bce", 1, 0.9)]:
+    # two configs x two seeds; bce has the better mean AUROC (.85 vs .7), resend_eccv is the fixed row anyway
+    for config_name, seed, auroc in [("resend_eccv", 0, 0.6), ("resend_eccv", 1, 0.8), ("bce", 0, 0.8), ("bce", 1, 0.9)]:
         run = tmp_path / f"{config_name}__seed{seed}"
         run.mkdir()
         (run / "metrics.json").write_text(json.dumps({"auroc__b": auroc, "fpr95__b": 0.5, "eval_seconds__b": 10.0 + seed}))
     (tmp_path / "comparisons_b__seed0").mkdir()  # skipped: not a ReSeND run
+    assert baselines.FIXED_RESEND_CONFIG == "resend_eccv"  # the published method, the a-priori choice
     rows = baselines.resend_results(tmp_path, "b")
-    assert rows["method"].tolist() == ["resend_mse_c10", "resend_best_of_2"] and rows["config"].tolist() == ["mse_c10", "bce"]
+    assert rows["method"].tolist() == ["resend_eccv", "resend_best_of_2"] and rows["config"].tolist() == ["resend_eccv", "bce"]
+    assert "chosen after seeing the study" in rows["selection"][1]
     assert math.isclose(rows["auroc"][0], 0.7) and math.isclose(rows["auroc_std"][0], math.sqrt(0.02))
     assert math.isclose(rows["auroc"][1], 0.85) and "optimistic" in rows["selection"][1] and (rows["n_seeds"] == 2).all()
     assert baselines.resend_eval_seconds(tmp_path, "b") == 10.5
@@ -537,4 +599,77 @@ def test_write_results_records_rows_arrays_and_mean_std(tmp_path):
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "methods.csv"), rows)
     with np.load(tmp_path / "normality.npz") as saved:
         assert sorted(saved.files) == sorted(["is_known", *normality])
-        assert saved["is_known"].tolist() == [False, True] and saved["converged__seed1__a"].tolist() == [0.1, 0.9]
+        assert saved["is_known"].tolist() == [False, True] and saved["converged__seed1__a"].dtype == np.float32
+        assert np.allclose(saved["converged__seed1__a"], [0.1, 0.9])
+
+
+class TickClock:
+    """A fake clock: every reading advances it by `tick` seconds (a step, a timed batch cost one reading each)."""
+
+    def __init__(self, tick=0.01):
+        self.t, self.tick = 0.0, tick
+
+    def __call__(self):
+        self.t += self.tick
+        return self.t
+
+
+def test_no_method_exceeds_its_budget_by_more_than_one_step(bench, outliers, settings, tiny_trunk, monkeypatch):
+    """Budget-matched: everything a method spends (training, its inference, scoring) is charged, and no step that
+    would end past the budget is started (its cost estimated from the previous steps), on a fake clock."""
+    monkeypatch.setattr(clf, "CLOCK", TickClock())
+    budget = 0.25
+    results = baselines.run_methods(list(baselines.METHODS), bench, settings, outliers, budget_s=budget)
+    for name, r in results.items():
+        assert r["budget_s"] == budget and r["spent_seconds"] > 0, name
+        assert r["spent_seconds"] <= budget + r.get("step_seconds", 0.0) + 1e-9, (name, r["spent_seconds"])
+        if name not in baselines.BACKBONE:
+            assert r["steps"] >= 1 and r["budget_mode"] == 1.0, name
+    # the two-stage methods split the training seconds by their converged epochs (SSOD: baseline 1 : ssod 1)
+    ssod_run = results["ssod"]
+    assert ssod_run["base_train_seconds"] > 0 and ssod_run["train_seconds"] > ssod_run["base_train_seconds"]
+    # a budget the inference alone fills: no step is started, and the table reads "did not train"
+    monkeypatch.setattr(clf, "CLOCK", TickClock())
+    rows, _ = baselines.run_seeds(["msp", "reweightood"], bench, settings, budgets={"budget": 0.02}, seeds=[0])
+    assert (rows["steps"] == 0).all() and not rows["criterion_met"].any()
+    assert (rows["auroc"] == 0.5).all()  # not run on the test set: its inference would overrun the budget
+    readable = baselines.readable_table(baselines.mean_std(rows))
+    assert readable["AUROC"].tolist() == ["did not train (criterion met on 0 of 1 seeds)"] * 2
+
+
+def test_readable_table_by_hand():
+    table = pd.DataFrame({"method": ["resend_eccv", "a", "b"], "setting": ["no support training", "budget", "budget"],
+                          "family": ["ReSeND", "f", "f"], "auroc": [0.9, 0.8, 0.7], "auroc_std": [0.01, 0.02, float("nan")],
+                          "criterion_met": [float("nan"), 1.0, 2 / 3], "n_seeds": [2, 3, 3],
+                          "eval_seconds": [1.5, float("nan"), float("nan")], "spent_seconds": [float("nan"), 1.25, 0.5]})
+    readable = baselines.readable_table(table)
+    assert readable["AUROC"].tolist() == ["0.900 ± 0.010", "0.800 ± 0.020", "did not train (criterion met on 2 of 3 seeds)"]
+    assert readable["spent s"].tolist() == ["1.500", "1.250", "0.500"]  # ReSeND: its evaluation seconds
+    text = baselines.markdown_table(table)
+    assert text.startswith("Cells: mean ± sample std (ddof 1)") and "| a | budget | f |" in text
+
+
+def test_saved_scores_recompute_the_tables_auroc(tmp_path, bench, outliers, settings, tiny_trunk):
+    rows, normality = baselines.run_seeds(["backbone_knn1", "msp"], bench, settings, outliers, seeds=[0, 1])
+    table, _ = baselines.write_results(tmp_path, rows, normality, bench.is_known())
+    recomputed = baselines.recompute_auroc(tmp_path)
+    assert len(recomputed) == 4 and np.allclose(recomputed["auroc"], recomputed["auroc_recomputed"], atol=1e-4)
+    assert (tmp_path / "normality.npz").stat().st_size < 10_000  # float32, compressed: small enough to commit
+    (tmp_path / "comparisons.csv").write_text(baselines.comparison_table(table).to_csv(index=False))
+    test_committed_comparison_tables_recompute_from_their_saved_scores(tmp_path)  # the check of committed tables
+
+
+COMMITTED_TABLES = sorted(p for p in (REPO_ROOT / "outputs").glob("*/comparisons_*") if (p / "methods.csv").exists())
+
+
+@pytest.mark.parametrize("run_dir", COMMITTED_TABLES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_committed_comparison_tables_recompute_from_their_saved_scores(run_dir):
+    """Every committed comparison table: each seed's AUROC from its saved per-image scores, then the table's mean."""
+    if not (run_dir / baselines.NORMALITY_FILE).exists():
+        pytest.skip(f"{run_dir.name} predates the saved scores (issue 22): rebuild it with the comparisons grid")
+    recomputed = baselines.recompute_auroc(run_dir)
+    assert np.allclose(recomputed["auroc"], recomputed["auroc_recomputed"], atol=1e-4)
+    means = recomputed.groupby(["method", "setting"], sort=False)["auroc_recomputed"].mean()
+    table = pd.read_csv(run_dir / "comparisons.csv").dropna(subset=["setting"]).set_index(["method", "setting"])
+    for key, value in means.items():
+        assert math.isclose(table.loc[key, "auroc"], value, abs_tol=1e-4), key

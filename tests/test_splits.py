@@ -40,16 +40,20 @@ def txt_lists(tmp_path):
                [(f"{d}/{c}/{d}_{i:03d}_000003.jpg", i) for i, c in enumerate(domainnet)])
         _write(root / "DomainNet_DG" / f"Target_{d.title()}.txt",
                [(f"{d}/{c}/{d}_{i:03d}_000004.jpg", i) for i, c in enumerate(domainnet)])
-        if d != "painting":  # the ReSeND repository has no Source_Painting
-            _write(root / "DomainNet_DG" / f"Source_{d.title()}.txt",
-                   [(f"{d}/{c}/{d}_{i:03d}_000005.jpg", i) for i, c in enumerate(real.DOMAINNET_KNOWN)])
+        source = [(f"{d}/{c}/{d}_{i:03d}_000005.jpg", i) for i, c in enumerate(real.DOMAINNET_KNOWN)]
+        if d == "painting":  # ReSeND's Source_Painting.txt is identical to DomainNet_Painting/in_distribution.txt
+            source = [(f"{d}/{c}/{d}_{i:03d}_00000{k}.jpg", i) for i, c in enumerate(real.DOMAINNET_KNOWN) for k in (1, 2)]
+        _write(root / "DomainNet_DG" / f"Source_{d.title()}.txt", source)
     pacs = real.PACS_KNOWN + real.PACS_UNKNOWN
     for d, name in PACS_FILES.items():
         _write(root / "PACS_DG" / f"{name}.txt", [(f"PACS/kfold/{d}/{c}/{k}.jpg", i) for i, c in enumerate(pacs)
                                                   for k in (1, 2)], newline_at_end=False)  # as ReSeND's: no final \n
+        # as the real multi-source lists: each source domain gives 3 of the 6 known classes (here the k-th other
+        # domain classes 3k..3k+2 mod 6, so the three cover all six)
         others = [o for o in PACS_FILES if o != d]
         _write(root / "PACS_DG" / f"no_{name}.txt",
-               [(f"PACS/kfold/{o}/{c}/1.jpg", i) for o in others for i, c in enumerate(real.PACS_KNOWN)])
+               [(f"PACS/kfold/{o}/{real.PACS_KNOWN[i]}/1.jpg", i) for k, o in enumerate(others)
+                for i in sorted((3 * k + j) % 6 for j in range(3))])
     _write(root / "PACS_SS_DG/Source.txt", [(f"PACS/kfold/photo/{c}/2.jpg", i) for i, c in enumerate(real.PACS_KNOWN)])
     return root
 
@@ -68,13 +72,15 @@ def test_converter_rewrites_names_and_prefixes(txt_lists, tmp_path):
             "domainnet_sketch_crosssupport.txt", "domainnet_painting_crosstest.txt", "pacs_photo_all.txt",
             "pacs_cartoon_mssupport.txt", "pacs_photo_sssupport.txt", "pacs_sketch_classes.txt",
             real.PROVENANCE} <= names
-    assert "domainnet_painting_crosssupport.txt" not in names
+    # Source_Painting.txt exists in ReSeND (identical to DomainNet_Painting/in_distribution.txt)
+    assert (out / "domainnet_painting_crosssupport.txt").read_text() == (out / "domainnet_painting_support.txt").read_text()
     assert real.read_list(out / "domainnet_real_support.txt")[:2] == [("domainnet/real/circle/real_000_000001.jpg", 0),
                                                                       ("domainnet/real/circle/real_000_000002.jpg", 0)]
     assert real.read_list(out / "pacs_photo_all.txt")[-1] == ("pacs/photo/person/2.jpg", 6)
     assert real.read_list(out / "dtd_images_test.txt")[0] == ("dtd/images/crystalline/crystalline_3.jpg", 0)
     ms = real.read_list(out / "pacs_photo_mssupport.txt")
-    assert len(ms) == 18 and {rel.split("/")[1] for rel, _ in ms} == {"art_painting", "cartoon", "sketch"}
+    assert len(ms) == 9 and {rel.split("/")[1] for rel, _ in ms} == {"art_painting", "cartoon", "sketch"}
+    assert all(len({y for rel, y in ms if rel.split("/")[1] == d}) == 3 for d in ("art_painting", "cartoon", "sketch"))
     classes = real.read_list(out / "domainnet_painting_classes.txt")
     assert len(classes) == 50 and classes[24] == ("camouflage", 24) and classes[25] == ("square", 25)
     assert real.read_list(out / "dtd_images_classes.txt")[46] == ("texture23", 46)
@@ -111,7 +117,7 @@ def test_converter_command_line_says_one_line(txt_lists, tmp_path, monkeypatch, 
 def test_converter_rejects_lists_that_are_not_resends(txt_lists, tmp_path):
     out = tmp_path / "out"
     (txt_lists / "PACS_SS_DG/Source.txt").unlink()
-    with pytest.raises(FileNotFoundError, match=r"PACS_SS_DG/Source.txt is missing \(1 of ReSeND's 22 lists missing\)"):
+    with pytest.raises(FileNotFoundError, match=r"PACS_SS_DG/Source.txt is missing \(1 of ReSeND's 23 lists missing\)"):
         resend.convert(txt_lists, out, counts=SMALL_COUNTS)
     _write(txt_lists / "PACS_SS_DG/Source.txt", [("pacs/photo/dog/1.jpg", 0)])  # our prefix, not ReSeND's
     with pytest.raises(ValueError, match=r"Source.txt:1: path 'pacs/photo/dog/1.jpg' is not `PACS/kfold/<domain>/"):
@@ -123,7 +129,9 @@ def test_converter_rejects_lists_that_are_not_resends(txt_lists, tmp_path):
     with pytest.raises(ValueError, match=r"image of domain 'cartoon' in the pacs sssupport list of 'photo'"):
         resend.convert(txt_lists, out, counts=SMALL_COUNTS)
     _write(txt_lists / "PACS_SS_DG/Source.txt", [("PACS/kfold/photo/horse/1.jpg", 0)])
-    with pytest.raises(ValueError, match=r"label 0 is class 'horse', docs/METHOD.md §7 has 'dog'"):
+    # another class order (the 2022 release): one line naming the ReSeND commit to convert
+    with pytest.raises(ValueError, match=r"label 0 is class 'horse', docs/METHOD.md §7 has 'dog': another class order "
+                                         r"\(ReSeND's 2022 lists\?\): check out ReSeND f01d4fc \(at least 755910f\)"):
         resend.convert(txt_lists, out, counts=SMALL_COUNTS)
     assert not out.exists()
 
@@ -141,7 +149,7 @@ def test_benchmarks_read_the_converted_lists_and_say_so(txt_lists, tmp_path):
         "support_images": 46, "test_known_images": 23, "test_unknown_images": 24, "classes_known": 23,
         "classes_unknown": 24}
     ms = data.load_benchmark("pacs_ms_photo", settings)
-    assert ms.split == "paper" and len(ms.support) == 18 and len(ms.test) == 14
+    assert ms.split == "paper" and len(ms.support) == 9 and len(ms.test) == 14
     assert sorted(set(ms.support.domains)) == ["art_painting", "cartoon", "sketch"]
     edited = root / "splits" / "dtd_images_test.txt"
     edited.write_text(edited.read_text() + "dtd/images/woven/woven_3.jpg 22\n")

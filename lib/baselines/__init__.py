@@ -4,11 +4,22 @@
 returning ``{"normality", "predictions", "train_seconds", "epochs", "steps", "aux_data", "criterion",
 "criterion_value", "criterion_met", ...}``; `run_method` adds the metrics of `lib.metrics.novelty_metrics`
 (normality: higher = known) and the method's family. The six post-hoc detectors share one support-set CE
-classifier, which MixOE fine-tunes in the converged setting: `run_methods` trains it once.
+classifier, which MixOE fine-tunes in the converged setting: `run_methods` trains it once. The ``backbone_*`` rows
+are what every support-trained method starts from: the source-pretrained backbone, no training on the support set,
+scored by `posthoc.BACKBONE_SCORES` (KNN k = 1 on normalised features, Mahalanobis).
+
+Budget (docs/METHOD.md §10): every result records ``spent_seconds``, everything the method spent on the benchmark
+(building and training its network, its own inference passes, its scoring; a detector sharing a classifier is
+charged the classifier and the shared inference as if it ran alone); in the budget-matched setting training stops
+so that this stays inside ``budget_s`` (`classifier.Budget`).
 
 Statistics: `run_seeds` runs the methods over seeds in the converged setting (``budget_s = 0``) and the
-budget-matched one; `mean_std` reports mean ± std over the seeds per method and setting; `resend_results` gives
-the ReSeND rows to put beside them (a configuration fixed in advance, and the study's best as a labelled extra).
+budget-matched one; `mean_std` reports mean ± sample std (ddof 1, the convention of every table of the project)
+over the seeds per method and setting; `resend_results` gives the ReSeND rows to put beside them (the published
+method, fixed in advance, and the study's best as a row labelled as chosen after seeing the study).
+`write_results` saves every run's per-image normality beside its table (``normality.npz``), from which
+`recompute_auroc` rebuilds the table's AUROCs; `readable_table` is the table as read: a row whose training criterion
+was not met on every seed reads "did not train".
 """
 
 from __future__ import annotations
@@ -32,15 +43,21 @@ from lib.progress import bar as progress_bar
 from lib.progress import each
 
 NO_AUX = "none (support set only)"  # aux_data of a method that saw nothing besides the support set (and its weights)
-# The ReSeND row: this objective, fixed before any comparison was run (not chosen on the test results); the study's
-# best configuration on test AUROC is a separate, labelled (optimistic) row.
-FIXED_RESEND_CONFIG = "mse_c10"
+# The ReSeND row: the published method (ReSeND's ECCV objective), the a-priori choice; the study's best configuration
+# on test AUROC is a separate row, labelled as chosen after seeing the study.
+FIXED_RESEND_CONFIG = "resend_eccv"
 CONVERGED = "converged"  # the setting trained to each recipe's end (budget_s = 0); "budget" = ReSeND's eval seconds
+BACKBONE_FAMILY = "backbone, no support training"  # the rows of what the support-trained methods start from
 
 
-def _trained(benchmark, settings: Settings, make_loss, budget_s: float, recipe: supervised.Recipe):
+def _trained(benchmark, settings: Settings, make_loss, budget: clf.Budget, recipe: supervised.Recipe,
+             reserve_sets, image_size: int | None = None):
+    """A fresh classifier trained by `make_loss` under `recipe`, stopping (with a budget) before the inference of
+    `reserve_sets` at `image_size` would no longer fit."""
     model, note = clf.build_classifier(benchmark.num_known, settings)
-    info = supervised.train_classifier(model, make_loss, benchmark.support, settings, budget_s, recipe=recipe)
+    reserve = clf.inference_seconds(model, reserve_sets, settings, image_size) if budget else 0.0
+    (deadline,) = budget.stages(reserve)
+    info = supervised.train_classifier(model, make_loss, benchmark.support, settings, recipe=recipe, deadline=deadline)
     return model, {**info, "weights": note, **recipe.record(settings), "aux_data": NO_AUX}
 
 
@@ -55,17 +72,22 @@ def _fine_tuned(base_info: dict, info: dict, base: str) -> dict:
 def _posthoc_runner(name: str) -> Callable:
     def run(benchmark, settings, outliers=None, budget_s=0.0, classifier=None):
         model, info = classifier or clf.train_support_classifier(benchmark, settings, budget_s)
-        start = time.perf_counter()
+        if clf.untrained(info["budget_s"], info):
+            return {**info, "aux_data": NO_AUX, "score_seconds": 0.0, **clf.not_run(benchmark, info["spent_seconds"])}
         cache = model.__dict__.setdefault("posthoc_outputs", {})  # one inference pass shared by the six detectors
         key = (benchmark.name, id(benchmark.test), settings.image_size)
         if key not in cache:
+            start = clf.now()
             cache[key] = (supervised.infer(model, benchmark.support, settings),
-                          supervised.infer(model, benchmark.test, settings))
-        support_out, test_out = cache[key]
+                          supervised.infer(model, benchmark.test, settings), clf.now() - start)
+        support_out, test_out, infer_seconds = cache[key]
+        start = clf.now()
         normality = posthoc.posthoc_normality(name, model, support_out, test_out, benchmark.test,
                                               benchmark.support.labels, settings)
-        return {**info, "aux_data": NO_AUX, "normality": normality,
-                "predictions": test_out["logits"].argmax(1).numpy(), "score_seconds": time.perf_counter() - start}
+        score_seconds = clf.now() - start
+        # charged as if it ran alone: its classifier, the inference it shares, its own scoring
+        return {**info, "aux_data": NO_AUX, "normality": normality, "predictions": test_out["logits"].argmax(1).numpy(),
+                "score_seconds": score_seconds, "spent_seconds": info["spent_seconds"] + infer_seconds + score_seconds}
 
     return run
 
@@ -80,63 +102,134 @@ def _run_mixoe(variant: str) -> Callable:
     def run(benchmark, settings, outliers=None, budget_s=0.0, classifier=None):
         if outliers is None or len(outliers) == 0:
             raise ValueError(f"mixoe_{variant} needs auxiliary outliers: pass data.outlier_pool(benchmark, settings)")
-        if classifier is None or budget_s > 0:  # budget-matched: its own CE base gets half the budget, MixOE the rest
-            classifier = clf.train_support_classifier(benchmark, settings, budget_s / 2)
-        base, base_info = classifier
+        recipe = mixoe.recipe(epochs=settings.mixoe_epochs)
+        budget, shared = clf.Budget(budget_s), classifier is not None and budget_s <= 0
+        if budget:  # budget-matched: its own CE base and MixOE share the budget (clf.stage_shares)
+            base, note = clf.build_classifier(benchmark.num_known, settings)
+            reserve = clf.inference_seconds(base, [benchmark.test], settings)
+            first, second = budget.stages(reserve, clf.stage_shares(settings.baseline_epochs, recipe.epochs))
+            base_info = {**supervised.train_classifier(base, supervised.cross_entropy_loss, benchmark.support, settings,
+                                                       recipe=supervised.support_recipe(settings), deadline=first),
+                         "weights": note}
+        else:
+            base, base_info = classifier if shared else clf.train_support_classifier(benchmark, settings)
+            second = None
         model = copy.deepcopy(base)
         model.__dict__.pop("posthoc_outputs", None)
-        recipe = mixoe.recipe(epochs=settings.mixoe_epochs)
         info = supervised.train_classifier(model, mixoe.mixoe_loss(variant, outliers), benchmark.support, settings,
-                                    budget_s / 2, recipe=recipe)
+                                           recipe=recipe, deadline=second)
+        record = {**_fine_tuned(base_info, info, "support CE classifier"), **recipe.record(settings),
+                  "aux_data": describe_outliers(benchmark, outliers), "budget_s": budget.seconds}
+        if clf.untrained(budget, info):
+            return {**record, **clf.not_run(benchmark, budget.spent())}
         out = supervised.infer(model, benchmark.test, settings)
-        support_logits = supervised.infer(model, benchmark.support, settings)["logits"]
-        support_accuracy = supervised.accuracy(support_logits, benchmark.support.labels)
-        return {**_fine_tuned(base_info, info, "support CE classifier"), **recipe.record(settings),
-                **clf.criterion_record(support_accuracy), "aux_data": describe_outliers(benchmark, outliers),
-                "normality": out["logits"].double().softmax(dim=1).max(dim=1).values.numpy(),
-                "predictions": out["logits"].argmax(1).numpy()}
+        normality = out["logits"].double().softmax(dim=1).max(dim=1).values.numpy()
+        # its whole clock, plus the shared base's seconds where it reused the shared one (alone, it would train it)
+        spent = budget.spent() + (base_info["spent_seconds"] if shared else 0.0)
+        support_logits = supervised.infer(model, benchmark.support, settings)["logits"]  # the criterion: a check
+        return {**record, **clf.criterion_record(supervised.accuracy(support_logits, benchmark.support.labels)),
+                "normality": normality, "predictions": out["logits"].argmax(1).numpy(), "spent_seconds": spent}
 
     return run
 
 
 def _run_ssod(benchmark, settings, outliers=None, budget_s=0.0, classifier=None):
     """SSOD fine-tunes a CE classifier trained at its own input size (lib.baselines.ssod: from a fresh fc its
-    self-labelled patches are all OOD and it does not train); budget-matched, each gets half the budget."""
+    self-labelled patches are all OOD and it does not train); budget-matched, the two stages share the budget
+    (`classifier.stage_shares`)."""
     base_recipe, recipe = ssod.base_recipe(settings), ssod.recipe(settings)
-    model, base_info = _trained(benchmark, settings, supervised.cross_entropy_loss, budget_s / 2, base_recipe)
-    info = supervised.train_classifier(model, ssod.ssod_loss(), benchmark.support, settings, budget_s / 2, recipe=recipe)
     size = recipe.size(settings)
+    budget = clf.Budget(budget_s)
+    model, note = clf.build_classifier(benchmark.num_known, settings)
+    reserve = clf.inference_seconds(model, [benchmark.test], settings, size) if budget else 0.0
+    first, second = budget.stages(reserve, clf.stage_shares(base_recipe.epochs, recipe.epochs))
+    base_info = {**supervised.train_classifier(model, supervised.cross_entropy_loss, benchmark.support, settings,
+                                               recipe=base_recipe, deadline=first), "weights": note}
+    info = supervised.train_classifier(model, ssod.ssod_loss(), benchmark.support, settings, recipe=recipe,
+                                       deadline=second)
+    record = {**_fine_tuned(base_info, info, f"support CE classifier at {size} px"), **recipe.record(settings),
+              "aux_data": NO_AUX, "budget_s": budget.seconds}
+    if clf.untrained(budget, info):
+        return {**record, **clf.not_run(benchmark, budget.spent())}
     out = supervised.infer(model, benchmark.test, settings, outputs=ssod.ood_head_outputs, image_size=size)
+    normality = ssod.ssod_score(out["logits"], out["ood_logits"])
+    spent = budget.spent()
     support_logits = supervised.infer(model, benchmark.support, settings, image_size=size)["logits"]
-    return {**base_info, **_fine_tuned(base_info, info, f"support CE classifier at {size} px"),
-            **recipe.record(settings),
-            **clf.criterion_record(supervised.accuracy(support_logits, benchmark.support.labels)),
-            "normality": ssod.ssod_score(out["logits"], out["ood_logits"]), "predictions": out["logits"].argmax(1).numpy()}
+    return {**record, **clf.criterion_record(supervised.accuracy(support_logits, benchmark.support.labels)),
+            "normality": normality, "predictions": out["logits"].argmax(1).numpy(), "spent_seconds": spent}
 
 
-def _run_reweightood(benchmark, settings, outliers=None, budget_s=0.0, classifier=None):
-    model, info = _trained(benchmark, settings, reweightood.reweightood_loss(), budget_s, reweightood.recipe(settings))
+def train_reweightood(benchmark, settings: Settings, budget_s: float = 0.0) -> dict:
+    """ReweightOOD trained on the support set (with a budget: stopping before the inference of support + test would
+    no longer fit) and its float32 features: ``{"info", "support", "test", "spent_seconds"}``, shared by its two
+    scores (`run_methods`)."""
+    budget = clf.Budget(budget_s)
+    model, info = _trained(benchmark, settings, reweightood.reweightood_loss(), budget, reweightood.recipe(settings),
+                           [benchmark.support, benchmark.test])
+    if clf.untrained(budget, info):
+        return {"info": {**info, "budget_s": budget.seconds}, "untrained": True, "spent_seconds": budget.spent()}
     support = supervised.infer(model, benchmark.support, settings)["features"]
     test = supervised.infer(model, benchmark.test, settings)["features"]
-    normality, predictions = reweightood.cider_normality(support, benchmark.support.labels, test)
-    loo = reweightood.leave_one_out_accuracy(support, benchmark.support.labels)
-    return {**info, **clf.criterion_record(loo, what="support_1nn_accuracy"), "normality": normality,
-            "predictions": predictions}
+    return {"info": {**info, "budget_s": budget.seconds}, "support": support, "test": test,
+            "spent_seconds": budget.spent()}
+
+
+def _reweightood_runner(score: Callable) -> Callable:
+    """ReweightOOD scored by `score(support_features, labels, test_features) -> (normality, predictions)`: the
+    official Mahalanobis on normalised features, or CIDER's KNN (the extra row); ``classifier`` = a shared
+    `train_reweightood` result (each score is charged its training and inference as if it ran alone)."""
+
+    def run(benchmark, settings, outliers=None, budget_s=0.0, classifier=None):
+        trained = classifier or train_reweightood(benchmark, settings, budget_s)
+        if trained.get("untrained"):
+            return {**trained["info"], **clf.not_run(benchmark, trained["spent_seconds"], "support_1nn_accuracy")}
+        start = clf.now()
+        normality, predictions = score(trained["support"], benchmark.support.labels, trained["test"])
+        spent = trained["spent_seconds"] + clf.now() - start
+        loo = reweightood.leave_one_out_accuracy(trained["support"], benchmark.support.labels)
+        return {**trained["info"], **clf.criterion_record(loo, what="support_1nn_accuracy"), "normality": normality,
+                "predictions": predictions, "spent_seconds": spent}
+
+    return run
+
+
+def _backbone_runner(name: str) -> Callable:
+    """The source-pretrained backbone the support-trained methods start from, with no training on the support set,
+    scored by `posthoc.BACKBONE_SCORES[name]` (KNN k = 1 on normalised features, or Mahalanobis)."""
+
+    def run(benchmark, settings, outliers=None, budget_s=0.0, classifier=None):
+        budget = clf.Budget(budget_s)
+        model, note = clf.build_classifier(benchmark.num_known, settings)
+        support = supervised.infer(model, benchmark.support, settings)["features"]
+        test = supervised.infer(model, benchmark.test, settings)["features"]
+        normality, predictions = posthoc.BACKBONE_SCORES[name](support, benchmark.support.labels, test)
+        return {"train_seconds": 0.0, "epochs": 0.0, "steps": 0.0, "weights": note, "aux_data": NO_AUX,
+                "criterion": "none (no training)", "criterion_value": float("nan"), "criterion_met": True,
+                "normality": normality, "predictions": predictions, "spent_seconds": budget.spent(),
+                "budget_s": budget.seconds}
+
+    return run
 
 
 METHODS: dict[str, Callable] = {
+    **{f"backbone_{name}": _backbone_runner(name) for name in posthoc.BACKBONE_SCORES},
     **{name: _posthoc_runner(name) for name in posthoc.POSTHOC},
     "mixoe_mixup": _run_mixoe("mixup"),
     "mixoe_cutmix": _run_mixoe("cutmix"),
     "ssod": _run_ssod,
-    "reweightood": _run_reweightood,
+    "reweightood": _reweightood_runner(reweightood.mahalanobis_normality),
+    "reweightood_knn": _reweightood_runner(reweightood.cider_normality),
 }
+BACKBONE = {f"backbone_{name}" for name in posthoc.BACKBONE_SCORES}
+REWEIGHTOOD = {"reweightood", "reweightood_knn"}  # one trained network, two scores
 POSTHOC = set(posthoc.POSTHOC)
 NEEDS_OUTLIERS = {"mixoe_mixup", "mixoe_cutmix"}
 
 
 def family(name: str) -> str:
     """The table's family of a comparison method."""
+    if name in BACKBONE:
+        return BACKBONE_FAMILY
     if name in POSTHOC:
         return "post-hoc on support classifier"
     return "trained on support + outliers" if name in NEEDS_OUTLIERS else "trained on support"
@@ -161,6 +254,8 @@ def run_method(name: str, benchmark, settings: Settings, outliers=None, budget_s
     to reuse (post-hoc detectors; MixOE's base in the converged setting)."""
     methods_from_spec(name)
     result = METHODS[name](benchmark, settings, outliers, budget_s, classifier)
+    if name not in BACKBONE and result["steps"] == 0:  # no step fitted the budget: whatever it scores, it did not train
+        result["criterion_met"] = False
     labels = np.asarray(benchmark.test.labels)
     metrics = novelty_metrics(result["normality"], benchmark.is_known(labels), result["predictions"], labels)
     return {**metrics, "family": family(name), **result}
@@ -168,14 +263,32 @@ def run_method(name: str, benchmark, settings: Settings, outliers=None, budget_s
 
 def run_methods(names: list[str], benchmark, settings: Settings, outliers=None, budget_s: float = 0.0,
                 progress: Callable | None = None) -> dict[str, dict]:
-    """`run_method` for each name; the post-hoc detectors (and MixOE, converged) share one CE classifier."""
-    shared, results = None, {}
+    """`run_method` for each name; the post-hoc detectors (and MixOE, converged) share one CE classifier, the two
+    ReweightOOD scores one trained network."""
+    shared, shared_reweightood, results = None, None, {}
     for name in (progress or (lambda x: x))(names):
         uses_shared = name in POSTHOC or (name in NEEDS_OUTLIERS and budget_s <= 0)
         if uses_shared and shared is None:
             shared = clf.train_support_classifier(benchmark, settings, budget_s)
-        results[name] = run_method(name, benchmark, settings, outliers, budget_s, shared if uses_shared else None)
+        if name in REWEIGHTOOD and shared_reweightood is None:
+            shared_reweightood = train_reweightood(benchmark, settings, budget_s)
+        given = shared if uses_shared else shared_reweightood if name in REWEIGHTOOD else None
+        results[name] = run_method(name, benchmark, settings, outliers, budget_s, given)
     return results
+
+
+# What a derived PACS multi-source support is not (lib/splits/README.md): the paper's lists take 3 classes per domain
+PACS_MS_DERIVED = "multi-source support with all 6 known classes from each source domain (the paper's: 3 of 6 each)"
+
+
+def split_label(benchmark) -> str:
+    """Which lists a benchmark read, as its table says it (`ORIGIN_LABELS`: the paper's, own, derived; embedded);
+    a derived PACS multi-source benchmark also says that its support does not follow the paper's protocol."""
+    split = getattr(benchmark, "split", "embedded")
+    label = ORIGIN_LABELS.get(split, split)
+    if split == "derived" and benchmark.name.startswith("pacs_ms_"):
+        label += f"; {PACS_MS_DERIVED}"
+    return label
 
 
 def seeds_of(settings: Settings) -> list[int]:
@@ -196,8 +309,7 @@ def run_seeds(names: list[str], benchmark, settings: Settings, outliers=None, bu
     ``normality["<setting>__seed<k>__<method>"]`` its test normality array. `progress` wraps each seed's list of
     method names (default: one `lib.progress` bar over every setting x seed x method)."""
     budgets = {CONVERGED: 0.0} if budgets is None else budgets
-    split = getattr(benchmark, "split", "embedded")
-    split = ORIGIN_LABELS.get(split, split)  # a real benchmark's lists: the table says when they are not the paper's
+    split = split_label(benchmark)
     seeds = seeds_of(settings) if seeds is None else seeds
     bar = progress_bar(total=len(budgets) * len(seeds) * len(names), desc=f"comparisons {benchmark.name}",
                        unit="method", disable=progress is not None)
@@ -213,8 +325,8 @@ def run_seeds(names: list[str], benchmark, settings: Settings, outliers=None, bu
     return pd.DataFrame(rows), normality
 
 
-SUMMARY_KEYS = ("auroc", "fpr95", "fpr95_ood", "aupr_in", "aupr_out", "accuracy", "train_seconds", "epochs", "steps",
-                "criterion_value")
+SUMMARY_KEYS = ("auroc", "fpr95", "fpr95_ood", "aupr_in", "aupr_out", "accuracy", "train_seconds", "spent_seconds",
+                "budget_s", "epochs", "steps", "criterion_value")
 
 
 def mean_std(rows: pd.DataFrame) -> pd.DataFrame:
@@ -262,15 +374,18 @@ def _resend_by_config(study_dir, benchmark: str) -> pd.DataFrame:
 
 
 def resend_results(study_dir, benchmark: str, fixed: str = FIXED_RESEND_CONFIG) -> pd.DataFrame:
-    """The ReSeND rows for `benchmark` from a study folder's run folders (mean ± std over seeds): ``resend_<fixed>``,
-    the configuration fixed in advance, and ``resend_best_of_<n>``, the study's configuration of best mean test AUROC
-    among its n (chosen on the test set: optimistic, labelled so). Empty frame when the study has no run."""
+    """The ReSeND rows for `benchmark` from a study folder's run folders (mean ± sample std over seeds):
+    ``resend_eccv`` (`fixed`; ``resend_<fixed>`` for another), the published method, the a-priori choice, and
+    ``resend_best_of_<n>``, the study's configuration of best mean test AUROC among its n (chosen after seeing the
+    study, on the test set: optimistic, labelled so). Empty frame when the study has no run."""
     by_config = _resend_by_config(study_dir, benchmark)
     if by_config.empty:
         return pd.DataFrame()
     best = by_config["auroc"].idxmax()
-    picks = ([(f"resend_{fixed}", fixed, "fixed in advance")] if fixed in by_config.index else []) + [
-        (f"resend_best_of_{len(by_config)}", best, f"best test AUROC of {len(by_config)} configs (optimistic)")]
+    fixed_method = fixed if fixed.startswith("resend") else f"resend_{fixed}"
+    picks = ([(fixed_method, fixed, "the published method, fixed in advance")] if fixed in by_config.index
+             else []) + [(f"resend_best_of_{len(by_config)}", best, f"chosen after seeing the study: best test AUROC "
+                                                                    f"of {len(by_config)} configs (optimistic)")]
     return pd.DataFrame([{"method": method, "setting": "no support training", "family": "ReSeND (no support training)",
                           "aux_data": "relational source set only", "config": config, "selection": selection,
                           **by_config.loc[config].to_dict()} for method, config, selection in picks])
@@ -296,15 +411,74 @@ def budget_settings(budget_s: float, study_dir, benchmark: str) -> tuple[dict[st
     return budgets, {"comparison_budget_s": budget, "comparison_budget_from": source}
 
 
+NORMALITY_FILE = "normality.npz"  # per-image scores of every setting x seed x method, committed beside the table
+
+
 def write_results(run_dir, rows: pd.DataFrame, normality: dict[str, np.ndarray], is_known: np.ndarray):
     """Record the `run_seeds` results in `run_dir`: ``methods.csv`` (one row per setting x seed x method),
-    ``normality.npz`` (``is_known`` and every normality array) and their `mean_std` table merged into
-    ``metrics.json`` (`flat_metrics`). Returns (the `mean_std` table, the merged metrics)."""
+    ``normality.npz`` (compressed: ``is_known`` and every normality array as float32, small enough to commit) and
+    their `mean_std` table merged into ``metrics.json`` (`flat_metrics`). Returns (the `mean_std` table, the merged
+    metrics)."""
     table = mean_std(rows)
     metrics = runs.write_metrics(run_dir, flat_metrics(table))
     runs.atomic_write_text(Path(run_dir) / "methods.csv", rows.to_csv(index=False))
-    np.savez(Path(run_dir) / "normality.npz", is_known=is_known, **normality)
+    arrays = {k: np.asarray(v, dtype=np.float32) for k, v in normality.items()}
+    np.savez_compressed(Path(run_dir) / NORMALITY_FILE, is_known=np.asarray(is_known, dtype=bool), **arrays)
     return table, metrics
+
+
+def recompute_auroc(run_dir) -> pd.DataFrame:
+    """The AUROC of every row of ``methods.csv`` recomputed from ``normality.npz`` alone: the rows' method, setting,
+    seed, their recorded ``auroc`` and ``auroc_recomputed`` (float32 scores: equal up to ties the rounding makes)."""
+    rows = pd.read_csv(Path(run_dir) / "methods.csv")
+    with np.load(Path(run_dir) / NORMALITY_FILE) as saved:
+        is_known = saved["is_known"]
+        scores = [saved[f"{r.setting}__seed{r.seed}__{r.method}"].astype(np.float64) for r in rows.itertuples()]
+    recomputed = [novelty_metrics(normality, is_known)["auroc"] for normality in scores]
+    return rows[["method", "setting", "seed", "auroc"]].assign(auroc_recomputed=recomputed)
+
+
+def _mean_cell(row: dict, key: str) -> str:
+    value, std = row.get(key), row.get(f"{key}_std")
+    if value is None or pd.isna(value):
+        return "–"
+    return f"{value:.3f}" + ("" if std is None or pd.isna(std) else f" ± {std:.3f}")
+
+
+def spent_key(row: dict) -> str:
+    """The seconds a row spent on the benchmark: ``spent_seconds`` of a comparison method, ``eval_seconds`` of a
+    ReSeND row (its evaluation, feature extraction included: the budget itself)."""
+    return "spent_seconds" if not pd.isna(row.get("spent_seconds", float("nan"))) else "eval_seconds"
+
+
+def readable_table(table: pd.DataFrame) -> pd.DataFrame:
+    """A `comparison_table` as read: one row per method and setting, cells ``mean ± sample std`` (ddof 1) over the
+    seeds; a trained row whose training criterion was not met on every seed reads ``did not train (criterion met
+    on k of n seeds)`` instead of its numbers (its mean is not a result of the method)."""
+    out = []
+    for row in table.to_dict("records"):
+        met, n = row.get("criterion_met"), row.get("n_seeds")
+        untrained = met is not None and not pd.isna(met) and met < 1
+        numbers = {"AUROC": _mean_cell(row, "auroc"), "FPR95": _mean_cell(row, "fpr95"),
+                   "accuracy": _mean_cell(row, "accuracy")}
+        if untrained:
+            numbers = dict.fromkeys(numbers, f"did not train (criterion met on {round(met * n)} of {int(n)} seeds)")
+        out.append({"method": row["method"], "setting": row.get("setting"), "family": row.get("family"),
+                    "aux_data": row.get("aux_data"), **({"split": row["split"]} if "split" in row else {}),
+                    **numbers, "spent s": _mean_cell(row, spent_key(row)),
+                    "seeds": "–" if n is None or pd.isna(n) else int(n)})
+    return pd.DataFrame(out)
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """`readable_table` as markdown, under a line stating its conventions (written as ``comparisons.md``)."""
+    readable = readable_table(table).fillna("–")
+    header = ("Cells: mean ± sample std (ddof 1) over the seeds; AUROC with known = positive; FPR95 = unknown "
+              "accepted at 95 % known accepted; spent s = everything the method spent on the benchmark. A row "
+              "whose training criterion was not met on every seed reads \"did not train\".\n\n")
+    lines = ["| " + " | ".join(readable.columns) + " |", "|" + "---|" * len(readable.columns)]
+    lines += ["| " + " | ".join(str(v) for v in r) + " |" for r in readable.itertuples(index=False)]
+    return header + "\n".join(lines) + "\n"
 
 
 def comparison_table(table: pd.DataFrame, resend_rows: pd.DataFrame | None = None) -> pd.DataFrame:

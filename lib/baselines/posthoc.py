@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from pytorch_ood.detector import KNN, ODIN, EnergyBased, Mahalanobis, MaxLogit, MaxSoftmax
 
 from lib import data
@@ -50,6 +51,60 @@ def fit_mahalanobis(features: torch.Tensor, labels: torch.Tensor) -> Mahalanobis
     detector.cov = centred.T @ centred / len(features)  # without pytorch-ood's 1e-6 ridge
     detector.precision = torch.linalg.pinv(detector.cov, hermitian=True)
     return detector
+
+
+def class_mahalanobis(support_features: torch.Tensor, support_labels, test_features: torch.Tensor,
+                      normalise: bool = False) -> torch.Tensor:
+    """(N_test, C) float64 squared Mahalanobis distances of each test feature to each class mean of the support
+    features (labels 0..C-1), under ONE tied empirical covariance (sum of the centred outer products / N, sklearn's
+    EmpiricalCovariance) and its pseudo-inverse (singular when the support has fewer images than dimensions).
+    ``normalise``: L2-normalise every feature first (ReweightOOD's official postprocessor, Mahalanobis++)."""
+    support, test = support_features.double(), test_features.double()
+    if normalise:
+        support, test = F.normalize(support, dim=1), F.normalize(test, dim=1)
+    labels = torch.as_tensor(np.asarray(support_labels), dtype=torch.long)
+    means = torch.stack([support[labels == c].mean(0) for c in range(int(labels.max()) + 1)])
+    centred = support - means[labels]
+    precision = torch.linalg.pinv(centred.T @ centred / len(support), hermitian=True)
+    return torch.stack([((test - mu) @ precision * (test - mu)).sum(dim=1) for mu in means], dim=1)
+
+
+def mahalanobis_scores(support_features: torch.Tensor, support_labels, test_features: torch.Tensor,
+                       normalise: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(normality, predictions): minus the squared distance to the nearest class mean (`class_mahalanobis`, the
+    OpenOOD MDS / ReweightOOD postprocessors' score) and that class."""
+    d2 = class_mahalanobis(support_features, support_labels, test_features, normalise)
+    nearest = d2.min(dim=1)
+    return (-nearest.values).numpy(), nearest.indices.numpy()
+
+
+def nearest_support_class(support_features: torch.Tensor, support_labels, test_features: torch.Tensor) -> np.ndarray:
+    """The class of each test image's nearest support image (cosine, i.e. L2 on normalised features)."""
+    cosine = F.normalize(test_features.double(), dim=1) @ F.normalize(support_features.double(), dim=1).T
+    return np.asarray(support_labels)[cosine.argmax(dim=1).numpy()]
+
+
+def knn1_scores(support_features: torch.Tensor, support_labels, test_features: torch.Tensor
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """(normality, predictions): minus the distance from each L2-normalised test feature to its nearest normalised
+    support feature (KNN with k = 1), and that support image's class."""
+    support, test = F.normalize(support_features.double(), dim=1), F.normalize(test_features.double(), dim=1)
+    nearest = torch.cdist(test, support).min(dim=1)
+    return (-nearest.values).numpy(), np.asarray(support_labels)[nearest.indices.numpy()]
+
+
+# The scores of a backbone that never trained on the support set (the rows every comparison table starts from):
+# name -> score(support_features, support_labels, test_features) -> (normality, predictions)
+BACKBONE_SCORES = {"knn1": knn1_scores, "mahalanobis": mahalanobis_scores}
+
+
+def backbone_scores(support_features: torch.Tensor, support_labels, test_features: torch.Tensor
+                    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """What a frozen backbone's features say with no training on the support set: per BACKBONE_SCORES name,
+    (normality (N,) float64, higher = known; predictions (N,) class index). ``knn1``: minus the distance to the
+    nearest support image on L2-normalised features; ``mahalanobis``: minus the squared Mahalanobis distance to the
+    nearest class mean (raw features, tied covariance, pseudo-inverse). Features: (N, D) float32 or float64."""
+    return {name: score(support_features, support_labels, test_features) for name, score in BACKBONE_SCORES.items()}
 
 
 def knn_k(support_size: int) -> int:

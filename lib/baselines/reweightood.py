@@ -1,14 +1,18 @@
-"""ReweightOOD (CVPRW 2024): reweighted contrastive learning, CIDER's KNN score (docs/METHOD.md §10).
+"""ReweightOOD (CVPRW 2024): reweighted contrastive learning, Mahalanobis on normalised features (docs/METHOD.md §10).
 
 As the official code (sudarshanregmi/ReweightOOD, OpenOOD/openood/trainers/reweightood_trainer.py, CIDER network
 and preprocessor): z = L2-normalised projections (MLP head) of 2 strongly augmented views per image, s_ij = z_i.z_j.
 Over the pairs i < j of the whole batch (each pair once): positives P = same label, negatives N = other labels;
 w+ = sigmoid(1 - 2 s) (hard positives, low s, weigh more), w- = sigmoid(5 s - 4) (hard negatives), detached;
 L = ELU( LSE_{(i,j) in N}(w- s / tau) + LSE_{(i,j) in P}(-w+ s / tau) ), ONE value per batch, tau = 0.1.
-Augmentation: CIDER's (`cider_transform`). Score: the official test script's CIDER postprocessor, the distance from a
-test image's L2-normalised backbone feature to its k-th nearest normalised support feature (normality = minus it;
-pytorch-ood's KNN computes exactly that), k as for the KNN detector (`posthoc.knn_k`: CIDER's K = 50 of 50,000).
-CIDER predicts no class; the accuracy column uses the nearest support image's class.
+Augmentation: CIDER's (`cider_transform`). Recipe: the official CIFAR one is 100 epochs with 10 of linear warm-up
+(lr .1, batch 512); here the support-set recipe with the same warm-up fraction (`WARMUP`, the first 10 % of
+training, lib.supervised.scheduled_lr).
+Score: every official test script passes ``--postprocessor reweightood``: Mahalanobis on the L2-normalised backbone
+features — the support classes' means and ONE tied empirical covariance of the normalised support features
+(pseudo-inverse), normality = minus the squared distance to the nearest class mean, prediction = that class
+(`mahalanobis_normality`, i.e. `posthoc.mahalanobis_scores(normalise=True)`). CIDER's KNN score on the same
+features (k = `posthoc.knn_k`) is kept as a labelled extra method, ``reweightood_knn`` (`cider_normality`).
 """
 
 from __future__ import annotations
@@ -20,13 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lib.baselines.posthoc import knn_normality
+from lib.baselines.posthoc import knn_normality, mahalanobis_scores, nearest_support_class
 from lib.config import Settings
 from lib.data import IMAGENET_MEAN, IMAGENET_STD
 from lib.supervised import FEATURE_DIM, Batch, Classifier, Recipe, TrainContext, support_recipe
 
 TAU = 0.1
 PROJECTION_DIM = 128
+WARMUP = 0.1  # the official 10 warm-up epochs of 100: a linear warm-up over the first 10 % of training
 M_POS, C_POS, M_NEG, C_NEG = 2.0, 1.0, 5.0, 4.0  # official m_w, c_w, m_b, c_b: w+ = sigma(-(2s - 1)), w- = sigma(5s - 4)
 
 
@@ -47,8 +52,8 @@ def cider_transform(image_size: int, hflip: bool = True):
 
 
 def recipe(settings: Settings) -> Recipe:
-    """The support-set recipe with 2 CIDER-augmented views per image."""
-    return support_recipe(settings, augment=cider_transform, views=2)
+    """The support-set recipe with 2 CIDER-augmented views per image and the official warm-up (`WARMUP`)."""
+    return support_recipe(settings, augment=cider_transform, views=2, warmup=WARMUP)
 
 
 def reweight_weights(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,12 +99,6 @@ def reweightood_loss(tau: float = TAU) -> Callable[[Classifier, TrainContext], C
     return make
 
 
-def nearest_support_class(support_features: torch.Tensor, support_labels, test_features: torch.Tensor) -> np.ndarray:
-    """The class of each test image's nearest support image (cosine, i.e. L2 on normalised features)."""
-    cosine = F.normalize(test_features.double(), dim=1) @ F.normalize(support_features.double(), dim=1).T
-    return np.asarray(support_labels)[cosine.argmax(dim=1).numpy()]
-
-
 def leave_one_out_accuracy(support_features: torch.Tensor, support_labels) -> float:
     """Fraction of support images whose nearest OTHER support image (normalised features) has their class: the
     training criterion of a method with no classifier head (the classes are apart where its score looks)."""
@@ -109,9 +108,17 @@ def leave_one_out_accuracy(support_features: torch.Tensor, support_labels) -> fl
     return float((labels[cosine.argmax(dim=1).numpy()] == labels).mean())
 
 
+def mahalanobis_normality(support_features: torch.Tensor, support_labels, test_features: torch.Tensor
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """(normality, predictions): the official ReweightOOD postprocessor, minus the squared Mahalanobis distance of
+    the L2-normalised test feature to the nearest class mean of the normalised support features (one tied
+    covariance), and that class."""
+    return mahalanobis_scores(support_features, support_labels, test_features, normalise=True)
+
+
 def cider_normality(support_features: torch.Tensor, support_labels, test_features: torch.Tensor
                     ) -> tuple[np.ndarray, np.ndarray]:
-    """(normality, predictions): minus the k-th nearest-neighbour distance on normalised features (CIDER's score),
-    and the nearest support image's class."""
+    """(normality, predictions): minus the k-th nearest-neighbour distance on normalised features (CIDER's score, not
+    ReweightOOD's official one: the extra ``reweightood_knn`` method), and the nearest support image's class."""
     normality = knn_normality(support_features, support_labels, test_features)
     return normality, nearest_support_class(support_features, support_labels, test_features)

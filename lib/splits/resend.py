@@ -10,6 +10,11 @@ known classes only) and the split sizes of docs/METHOD.md §7 (`PAPER_COUNTS`), 
 `lib.datasets.real.PROVENANCE` (their sha256: `real.list_origin` calls an unchanged one ``paper``). Nothing is
 written unless every list passes. Lists of ReSeND protocols this project has no benchmark for (OfficeHome_DG,
 OfficeHome_SS_DG, MultiDatasets_DG) are not read.
+
+Checked against ReSeND commit f01d4fc (`RESEND_COMMIT`): its lists are the current ones since 1341735, DomainNet_DG
+since 755910f (`RESEND_MIN_COMMIT`, the oldest checkout that converts); every size of docs/METHOD.md §7 matches them.
+The lists of the 2022 release (892ffbc, replaced) number their known classes in another order: the converter
+refuses them with one line naming the commit to check out.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from lib.datasets import real
 from lib.paths import SPLITS_DIR, shown
 from lib.runs import atomic_write_text
 
+RESEND_COMMIT = "f01d4fc"  # the ReSeND commit whose data/txt_lists this converter was checked against
+RESEND_MIN_COMMIT = "755910f"  # the oldest ReSeND commit with every list of LISTS (DomainNet_DG)
 # ReSeND list (relative to data/txt_lists) -> our (dataset, domain, part); parts: lib/datasets/real.py BENCHMARKS
 LISTS = {
     "DTD/in_distribution.txt": ("dtd", "images", "support"),
@@ -36,6 +43,7 @@ LISTS = {
     "DomainNet_Painting/out_distribution.txt": ("domainnet", "painting", "test"),
     "DomainNet_DG/Source_Real.txt": ("domainnet", "real", "crosssupport"),
     "DomainNet_DG/Source_Sketch.txt": ("domainnet", "sketch", "crosssupport"),
+    "DomainNet_DG/Source_Painting.txt": ("domainnet", "painting", "crosssupport"),  # = DomainNet_Painting/in_distribution
     "DomainNet_DG/Target_Real.txt": ("domainnet", "real", "crosstest"),
     "DomainNet_DG/Target_Sketch.txt": ("domainnet", "sketch", "crosstest"),
     "DomainNet_DG/Target_Painting.txt": ("domainnet", "painting", "crosstest"),
@@ -93,7 +101,8 @@ def convert_list(path: Path, dataset: str, domain: str, part: str) -> list[tuple
                              f"{'' if part in KNOWN_ONLY else ', unknown ones >= ' + str(len(known))}")
         if label < len(known) and cls != known[label]:
             raise ValueError(f"{path}:{n}: label {label} is class {cls!r}, docs/METHOD.md §7 has {known[label]!r}: "
-                             "the known classes must keep the paper's order")
+                             f"another class order (ReSeND's 2022 lists?): check out ReSeND {RESEND_COMMIT} (at least "
+                             f"{RESEND_MIN_COMMIT}) and convert its data/txt_lists")
         rows.append((rel, label))
     if not rows:
         raise ValueError(f"{path} is empty: point the converter at an unmodified ReSeND data/txt_lists")
