@@ -27,7 +27,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale
 CROP_ATTEMPTS = 10  # torchvision's RandomResizedCrop tries 10 boxes, then falls back to a centre crop
-BRIGHTNESS, CONTRAST, SATURATION, HUE = range(4)  # ColorJitter's ops, in torchvision's fn_idx numbering
+BRIGHTNESS, CONTRAST, SATURATION, HUE = range(4)
+CPU_CHUNK_PIXELS = 4 * 224 * 224  # images per CPU chunk: 4 at 224 px, 196 at 32 px (measured, benchmarks/train_throughput.py)  # ColorJitter's ops, in torchvision's fn_idx numbering
 
 
 @dataclass
@@ -42,6 +43,9 @@ class Params:
     order: torch.Tensor
     factors: torch.Tensor
     gray: torch.Tensor
+
+    def rows(self, lo: int, hi: int) -> "Params":
+        return Params(*(t[lo:hi] for t in (self.boxes, self.flip, self.jitter, self.order, self.factors, self.gray)))
 
 
 class BatchAugment:
@@ -101,7 +105,16 @@ class BatchAugment:
 
     # ------------------------------------------------------------------ pixels (the images' device, batched)
     def apply(self, images: torch.Tensor, params: Params) -> torch.Tensor:
-        """uint8 (B,3,H,W) `images` with `params` -> float32 (B,3,S,S) normalised, on the images' device."""
+        """uint8 (B,3,H,W) `images` with `params` -> float32 (B,3,S,S) normalised, on the images' device. On the CPU
+        the batch goes through in chunks of about CPU_CHUNK_PIXELS output pixels: each chunk's passes stay in the
+        cache (one pass over a whole 224 px batch per op is memory-bound and slower than the per-image pipeline)."""
+        if images.device.type != "cpu":
+            return self._apply(images, params)
+        step = max(1, CPU_CHUNK_PIXELS // (self.size * self.size))
+        return torch.cat([self._apply(images[lo:lo + step], params.rows(lo, lo + step))
+                          for lo in range(0, len(images), step)])
+
+    def _apply(self, images: torch.Tensor, params: Params) -> torch.Tensor:
         from torchvision.ops import roi_align
 
         device, n = images.device, len(images)
@@ -164,49 +177,24 @@ def saturation(x, factor):
 
 
 def hue(x, factor):
-    """torchvision's adjust_hue (via HSV, Pillow's formulas) with a (B,1,1,1) shift in [-0.5, 0.5]."""
-    h, s, v = rgb_to_hsv(x).unbind(dim=-3)
-    h = (h + factor[:, 0]).remainder(1.0)
-    return hsv_to_rgb(torch.stack((h, s, v), dim=-3))
+    """torchvision's adjust_hue (RGB -> HSV, Pillow's formulas; hue + shift mod 1; HSV -> RGB) with a (B,1,1,1) shift
+    in [-0.5, 0.5]. The same numbers as torchvision's `_rgb_to_hsv` / `_hsv_to_rgb` (private, so not called), in
+    fewer passes over the pixels: the hue by `torch.where` over the channel holding the maximum, the way back by the
+    closed form v - v s clamp(min(k, 4 - k), 0, 1), k = (n + 6 h) mod 6, n = 5, 3, 1 for R, G, B."""
+    r, g, b = x.unbind(dim=-3)
+    minc, maxc = torch.aminmax(x, dim=-3)
+    equal = maxc == minc
+    delta = maxc - minc
+    s = delta / torch.where(equal, 1.0, maxc)
+    d = torch.where(equal, 1.0, delta)
+    h = torch.where(maxc == r, (g - b) / d, torch.where(maxc == g, 2.0 + (b - r) / d, 4.0 + (r - g) / d))
+    h = ((h / 6.0 + 1.0).fmod(1.0) + factor[:, 0]).remainder(1.0)  # (B,H,W)
+    k = (torch.tensor([5.0, 3.0, 1.0], device=x.device)[:, None, None] + 6.0 * h[:, None]).remainder(6.0)
+    chroma = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
+    return maxc[:, None] - (maxc * s)[:, None] * chroma
 
 
 JITTER_OPS = {BRIGHTNESS: brightness, CONTRAST: contrast, SATURATION: saturation, HUE: hue}
-
-
-def rgb_to_hsv(image: torch.Tensor) -> torch.Tensor:
-    """torchvision.transforms.v2.functional._color._rgb_to_hsv (a private helper, so copied): float RGB -> HSV."""
-    r, g, _ = image.unbind(dim=-3)
-    minc, maxc = torch.aminmax(image, dim=-3)
-    eqc = maxc == minc
-    channels_range = maxc - minc
-    ones = torch.ones_like(maxc)
-    s = channels_range / torch.where(eqc, ones, maxc)
-    divisor = torch.where(eqc, ones, channels_range).unsqueeze(dim=-3)
-    rc, gc, bc = ((maxc.unsqueeze(dim=-3) - image) / divisor).unbind(dim=-3)
-    maxc_neq_r = maxc != r
-    maxc_eq_g = maxc == g
-    hg = (rc + 2.0 - bc) * (maxc_eq_g & maxc_neq_r)
-    hr = (bc - gc) * (~maxc_neq_r)
-    hb = (gc + 4.0 - rc) * (maxc_neq_r & ~maxc_eq_g)
-    h = ((hr + hg + hb) / 6.0 + 1.0).fmod(1.0)
-    return torch.stack((h, s, maxc), dim=-3)
-
-
-def hsv_to_rgb(img: torch.Tensor) -> torch.Tensor:
-    """torchvision.transforms.v2.functional._color._hsv_to_rgb, copied: float HSV -> RGB."""
-    h, s, v = img.unbind(dim=-3)
-    h6 = h * 6
-    i = torch.floor(h6)
-    f = h6 - i
-    i = i.to(torch.int64).remainder(6)
-    sxf = s * f
-    q = ((1.0 - sxf) * v).clamp(0.0, 1.0)
-    t = ((sxf + 1.0 - s) * v).clamp(0.0, 1.0)
-    p = ((1.0 - s) * v).clamp(0.0, 1.0)
-    vpqt = torch.stack((v, p, q, t), dim=-3)  # (B,4,H,W)
-    select = torch.tensor([[0, 2, 1, 1, 3, 0], [3, 0, 0, 2, 1, 1], [1, 1, 3, 0, 0, 2]], device=img.device)
-    index = select[:, i].moveaxis(0, -3)  # (B,3,H,W): which of v, p, q, t each output channel takes
-    return vpqt.gather(-3, index)
 
 
 def reference_transform(image_size: int, hflip: bool = True):
