@@ -111,8 +111,10 @@ class BatchAugment:
         if images.device.type != "cpu":
             return self._apply(images, params)
         step = max(1, CPU_CHUNK_PIXELS // (self.size * self.size))
-        return torch.cat([self._apply(images[lo:lo + step], params.rows(lo, lo + step))
-                          for lo in range(0, len(images), step)])
+        out = torch.empty(len(images), 3, self.size, self.size)
+        for lo in range(0, len(images), step):
+            out[lo:lo + step] = self._apply(images[lo:lo + step], params.rows(lo, lo + step))
+        return out
 
     def _apply(self, images: torch.Tensor, params: Params) -> torch.Tensor:
         from torchvision.ops import roi_align
@@ -122,12 +124,14 @@ class BatchAugment:
         rois = torch.cat([torch.arange(n, dtype=torch.float32)[:, None], params.boxes], dim=1).to(device)
         # aligned=True: output pixel p samples the box at x1 + (p + .5) * w / S - .5, torchvision's bilinear resize
         x = roi_align(x, rois, output_size=self.size, spatial_scale=1.0, sampling_ratio=0, aligned=True)
-        if self.hflip and params.flip.any():
-            x = torch.where(params.flip.to(device)[:, None, None, None], x.flip(-1), x)
+        flipped = torch.nonzero(params.flip & self.hflip)[:, 0].to(device)  # the subsets are known on the CPU
+        if len(flipped):
+            x[flipped] = x[flipped].flip(-1)
         if params.jitter.any():
             x = self._jitter(x, params)
-        if params.gray.any():
-            x = torch.where(params.gray.to(device)[:, None, None, None], grayscale(x).expand_as(x), x)
+        gray = torch.nonzero(params.gray)[:, 0].to(device)
+        if len(gray):
+            x[gray] = grayscale(x[gray]).expand(-1, 3, -1, -1)
         mean = torch.tensor(IMAGENET_MEAN, device=device)[:, None, None]
         std = torch.tensor(IMAGENET_STD, device=device)[:, None, None]
         return x.sub_(mean).div_(std)
@@ -186,12 +190,14 @@ def hue(x, factor):
     equal = maxc == minc
     delta = maxc - minc
     s = delta / torch.where(equal, 1.0, maxc)
-    d = torch.where(equal, 1.0, delta)
-    h = torch.where(maxc == r, (g - b) / d, torch.where(maxc == g, 2.0 + (b - r) / d, 4.0 + (r - g) / d))
-    h = ((h / 6.0 + 1.0).fmod(1.0) + factor[:, 0]).remainder(1.0)  # (B,H,W)
-    k = (torch.tensor([5.0, 3.0, 1.0], device=x.device)[:, None, None] + 6.0 * h[:, None]).remainder(6.0)
+    red, green = maxc == r, maxc == g
+    numerator = torch.where(red, g - b, torch.where(green, b - r, r - g))
+    offset = torch.where(red, 0.0, torch.where(green, 2.0, 4.0))
+    h = numerator.div_(torch.where(equal, 1.0, delta)).add_(offset)
+    h = (h.div_(6.0).add_(1.0).fmod_(1.0) + factor[:, 0]).remainder_(1.0)  # (B,H,W)
+    k = (torch.tensor([5.0, 3.0, 1.0], device=x.device)[:, None, None] + 6.0 * h[:, None]).remainder_(6.0)
     chroma = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
-    return maxc[:, None] - (maxc * s)[:, None] * chroma
+    return chroma.mul_(-(maxc * s)[:, None]).add_(maxc[:, None])
 
 
 JITTER_OPS = {BRIGHTNESS: brightness, CONTRAST: contrast, SATURATION: saturation, HUE: hue}
