@@ -81,13 +81,38 @@ def augment_batch(imageset, idx, transform, num_workers: int = 0, pin_memory: bo
     original, as the reference does, instead of the square of image_size. The result of these two lies on the CPU."""
     if isinstance(imageset, FileImageSet):
         return imageset.load(idx, transform, num_workers, pin_memory)
-    images = imageset.batch_uint8(idx)
     if isinstance(transform, BatchAugment):
+        on_device = resident_images(imageset, device) if device is not None else None
+        if on_device is not None:  # the set lives on the device: the batch is gathered there
+            images = on_device[torch.from_numpy(np.asarray(idx, dtype=np.int64)).to(on_device.device)]
+            images = images.expand(-1, 3, -1, -1)
+        else:
+            images = imageset.batch_uint8(idx)
+            if device is not None and torch.device(device).type != "cpu":
+                images = (images.pin_memory() if pin_memory else images).to(device, non_blocking=True)
         params = transform.sample(len(images), images.shape[-2], images.shape[-1])
-        if device is not None and torch.device(device).type != "cpu":
-            images = (images.pin_memory() if pin_memory else images).to(device, non_blocking=True)
         return transform.apply(images, params)
-    return torch.stack([transform(img) for img in images])
+    return torch.stack([transform(img) for img in imageset.batch_uint8(idx)])
+
+
+RESIDENT_FRACTION = 0.25  # an in-memory training set moves to the GPU when it takes at most this share of its memory
+
+
+def resident_images(imageset, device) -> torch.Tensor | None:
+    """uint8 (N,C,H,W) images of an in-memory set kept on CUDA `device` (C = 1 for a grey set stored as an expanded
+    view: glyphs), copied there once and kept on the set; None on the CPU, for other sets, or when they would take
+    more than RESIDENT_FRACTION of the device's memory (26k glyph images at 224 px: 1.3 GB)."""
+    device = torch.device(device)
+    images = getattr(imageset, "images", None)
+    if device.type != "cuda" or not isinstance(imageset, TensorImageSet) or not isinstance(images, torch.Tensor):
+        return None
+    kept = imageset.__dict__.setdefault("_resident", {})
+    if device not in kept:
+        grey = images.shape[1] == 3 and images.stride(1) == 0  # an expanded (N,1,H,W) view: move one channel
+        base = images[:, :1] if grey else images
+        total = torch.cuda.get_device_properties(device).total_memory
+        kept[device] = base.contiguous().to(device) if base.numel() <= RESIDENT_FRACTION * total else None
+    return kept[device]
 
 
 def uint8_batch(imageset, idx, num_workers: int = 0, pin_memory: bool = False) -> torch.Tensor:

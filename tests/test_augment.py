@@ -112,3 +112,16 @@ def test_seeded_batches_are_reproducible_and_every_image_draws_its_own():
     assert len({tuple(img.flatten()[:64].tolist()) for img in first}) == 16  # one image 16 times: 16 augmentations
     assert torch.equal(tf(images, torch.Generator().manual_seed(1)), tf(images, torch.Generator().manual_seed(1)))
     assert tf(images[0]).shape == (3, 16, 16)  # one image (a file-backed set's workers)
+
+
+def test_a_set_kept_on_the_device_gives_the_batches_of_the_host_path(monkeypatch):
+    """On CUDA an in-memory training set is copied to the GPU once (one channel for a grey, expanded set) and batches
+    are gathered there; stood in for here by the same tensors on the CPU: the same augmented batch, the same draws."""
+    grey = data.TensorImageSet(torch.randint(0, 256, (10, 1, 12, 12), dtype=torch.uint8), np.arange(10) % 2)
+    tf, idx = data.train_transform(8), np.array([4, 1, 4, 9])
+    assert data.resident_images(grey, "cpu") is None  # only CUDA keeps a copy
+    torch.manual_seed(0)
+    host = data.augment_batch(grey, idx, tf, device="cpu")
+    monkeypatch.setattr(data, "resident_images", lambda imageset, device: imageset.images[:, :1].contiguous())
+    torch.manual_seed(0)
+    assert torch.equal(data.augment_batch(grey, idx, tf, device="cpu"), host)
