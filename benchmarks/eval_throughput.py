@@ -146,7 +146,8 @@ def main() -> None:
     model = model.to(device).eval()
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    bench = synthetic_benchmark(settings.image_size, args.synthetic_classes) if args.synthetic else data.load_benchmark(args.benchmark, settings)
+    bench = (synthetic_benchmark(settings.image_size, args.synthetic_classes) if args.synthetic
+             else data.load_benchmark(args.benchmark, settings))
     n_test, n_ref = len(bench.test), min(args.n_ref, len(bench.test))
 
     evaluate.score_benchmark(model, objective, bench, settings)  # warm-up (allocator, cudnn autotune)

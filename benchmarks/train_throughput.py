@@ -98,7 +98,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per measurement")
     parser.add_argument("--batch-pairs", type=int, default=0, help="pairs per step (0 = the preset's)")
     parser.add_argument("--image-size", type=int, default=0, help="image side (0 = the preset's)")
-    parser.add_argument("--d-model", type=int, default=0, help="relational width (0 = the preset's; n_heads kept if it divides)")
+    parser.add_argument("--d-model", type=int, default=0, help="relational width (0 = the preset's)")
     parser.add_argument("--n-blocks", type=int, default=0, help="relational blocks (0 = the preset's)")
     parser.add_argument("--classes", type=int, default=60, help="synthetic source classes")
     parser.add_argument("--per-class", type=int, default=10, help="synthetic images per class")

@@ -27,8 +27,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale
 CROP_ATTEMPTS = 10  # torchvision's RandomResizedCrop tries 10 boxes, then falls back to a centre crop
-BRIGHTNESS, CONTRAST, SATURATION, HUE = range(4)
-CPU_CHUNK_PIXELS = 4 * 224 * 224  # images per CPU chunk: 4 at 224 px, 196 at 32 px (measured, benchmarks/train_throughput.py)  # ColorJitter's ops, in torchvision's fn_idx numbering
+BRIGHTNESS, CONTRAST, SATURATION, HUE = range(4)  # ColorJitter's ops, in torchvision's fn_idx numbering
+CPU_CHUNK_PIXELS = 4 * 224 * 224  # output pixels per CPU chunk: 4 images at 224 px, 196 at 32 px
 
 
 @dataclass
@@ -89,7 +89,7 @@ class BatchAugment:
             fh = float(round(fw / self.ratio[0]))
         elif in_ratio > self.ratio[1]:
             fw = float(round(fh * self.ratio[1]))
-        w, h = torch.where(found, w, torch.tensor(fw, dtype=w.dtype)), torch.where(found, h, torch.tensor(fh, dtype=h.dtype))
+        w, h = torch.where(found, w, fw), torch.where(found, h, fh)
         u_top, u_left = rand(n), rand(n)  # torch.randint(0, height - h + 1) per image
         top = torch.where(found, torch.floor(u_top * (height - h + 1)), torch.floor((height - h) / 2))
         left = torch.where(found, torch.floor(u_left * (width - w + 1)), torch.floor((width - w) / 2))
