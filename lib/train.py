@@ -124,7 +124,8 @@ def step_inputs(batch: pairs.PairBatch, source, transform, device: torch.device,
     """``(inputs, a, b, target)`` of one sampled pair batch on `device`: the augmented images of the batch (uint8 on
     `device` -> `transform` -> `memory_format`: an in-memory source is augmented on the device as one batch, a
     file-backed one decoded and augmented in `num_workers` DataLoader workers, see `data.augment_batch`), or with
-    `bank_feats` (K, N, 512) one of the K bank views of each image, drawn from the run's torch RNG (saved in the checkpoint); `a`, `b` index the pairs' rows, `target` their labels."""
+    `bank_feats` (K, N, 512) one of the K bank views of each image, drawn from the run's torch RNG (saved in the
+    checkpoint); `a`, `b` index the pairs' rows, `target` their labels."""
     if bank_feats is not None:
         pick = torch.randint(bank_feats.shape[0], (len(batch.images),))
         inputs = bank_feats[pick.to(device), torch.from_numpy(batch.images).to(device)]
