@@ -81,6 +81,7 @@ def recipe(backbone: nn.Module, source, settings) -> dict:
             "source_classes": settings.source_classes, "bank_views": settings.bank_views,
             "source": source_digest(source), "images": len(source), "seed": BANK_SEED, "format": FORMAT,
             "hflip": bool(getattr(source, "mirror_invariant", True)),  # the views' augmentation (data.augmentation)
+            "augmentation": data.AUGMENTATION,
             "cpu_paths": cpu_paths()}  # the float path that computed the features (lib.device)
 
 
@@ -129,8 +130,9 @@ def _build(backbone: nn.Module, source, settings, r: dict, path: Path, device: t
         with torch.random.fork_rng(devices=[]):  # the run's RNG streams are left exactly as they were
             for view in range(settings.bank_views):
                 torch.manual_seed(BANK_SEED + view)
-                views.append(torch.cat([_features(backbone, data.augment_batch(source, idx, train_tf, workers), device,
-                                                  settings.amp) for idx in each(chunks, bar)]))
+                views.append(torch.cat([_features(backbone, data.augment_batch(source, idx, train_tf, workers,
+                                                                               device=device), device, settings.amp)
+                                        for idx in each(chunks, bar)]))
         plain = torch.cat([_features(backbone, eval_tf(data.uint8_batch(source, idx, workers)), device, settings.amp)
                            for idx in each(chunks, bar)])
     finally:

@@ -17,6 +17,8 @@ import logging
 import numpy as np
 import torch
 
+from lib.augment import IMAGENET_MEAN, IMAGENET_STD, BatchAugment
+from lib.augment import VERSION as AUGMENTATION
 from lib.datasets import emoji as _emoji
 from lib.datasets import fashion as _fashion
 from lib.datasets import glyphs as _glyphs
@@ -32,30 +34,18 @@ __all__ = ["ImageSet", "TensorImageSet", "FileImageSet", "train_transform", "eva
            "Benchmark", "BENCHMARKS", "GROUPS", "benchmark_names", "available_benchmarks", "load_benchmark",
            "outlier_pool", "outlier_family", "load_split_list", "check_source", "benchmark_summary", "glyph_cache",
            "emoji_cache", "emoji_classes", "augment_batch", "uint8_batch", "Family", "FAMILIES", "DATASETS",
-           "family_of", "MIRROR_VARIANT", "OUTLIER_FAMILY"]
+           "family_of", "MIRROR_VARIANT", "OUTLIER_FAMILY", "AUGMENTATION"]
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
 # ---------------------------------------------------------------- transforms
-def train_transform(image_size: int, hflip: bool = True):
-    """uint8 (3,H,W) -> float32 normalised (docs/METHOD.md §3): RandomResizedCrop(0.8-1), flip, ColorJitter p=.5, gray .1.
-
-    ``hflip=False`` leaves the flip out, for images whose mirror image is another class (`augmentation`). The crop
-    comes first: a file-backed set hands it the decoded original (`augment_batch`), as the reference does."""
-    from torchvision.transforms import v2
-
-    return v2.Compose([
-        v2.RandomResizedCrop(image_size, scale=(0.8, 1.0), antialias=True),
-        *([v2.RandomHorizontalFlip(0.5)] if hflip else []),
-        v2.RandomApply([v2.ColorJitter(0.8, 0.8, 0.8, 0.1)], p=0.5),
-        v2.RandomGrayscale(0.1),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+def train_transform(image_size: int, hflip: bool = True) -> BatchAugment:
+    """The training augmentation (docs/METHOD.md §3): uint8 (B,3,H,W) or (3,H,W) -> float32 normalised (B,3,S,S),
+    RandomResizedCrop(0.8-1), flip, ColorJitter p=.5, gray .1, each image with its own parameters, applied to the
+    whole batch on its device (`lib.augment.BatchAugment`; the same distributions as torchvision's per-image
+    pipeline, `augment.reference_transform`). ``hflip=False`` leaves the flip out, for images whose mirror image
+    is another class (`augmentation`). It crops first: a file-backed set hands it the decoded original."""
+    return BatchAugment(image_size, hflip=hflip)
 
 
 def augmentation(imageset, image_size: int, transform=train_transform):
@@ -78,17 +68,51 @@ def eval_transform(image_size: int):
 
 
 
-def augment_batch(imageset, idx, transform, num_workers: int = 0, pin_memory: bool = False) -> torch.Tensor:
-    """uint8 images `idx` of `imageset` -> float32 (B,3,S,S), `transform` applied to each image independently
-    (a v2 pipeline on a batched tensor would draw one crop / jitter for the whole batch).
+def augment_batch(imageset, idx, transform, num_workers: int = 0, pin_memory: bool = False,
+                  device: torch.device | str | None = None) -> torch.Tensor:
+    """uint8 images `idx` of `imageset` -> float32 (B,3,S,S), `transform` applied to each image independently.
 
-    In-memory sets transform here, drawing from the global torch RNG image by image. File-backed sets
+    An in-memory set with the training augmentation (`train_transform`, a `BatchAugment`) travels to `device` (None:
+    stays on the CPU) as uint8 and is augmented there as one batch, each image's parameters drawn from the global
+    torch RNG on the CPU. Any other transform (a v2 pipeline: evaluation, CIDER's) runs here image by image (a v2
+    pipeline on a batched tensor would draw one crop / jitter for the whole batch). File-backed sets
     (`FileImageSet.load`) decode in `num_workers` persistent DataLoader workers (pinned with `pin_memory`), each
-    image with its own seed drawn from that RNG; a transform that starts with RandomResizedCrop (`train_transform`)
-    crops the decoded original, as the reference does, instead of the square of image_size."""
+    image with its own seed drawn from that RNG; a transform that crops (`train_transform`) gets the decoded
+    original, as the reference does, instead of the square of image_size. The result of these two lies on the CPU."""
     if isinstance(imageset, FileImageSet):
         return imageset.load(idx, transform, num_workers, pin_memory)
+    if isinstance(transform, BatchAugment):
+        on_device = resident_images(imageset, device) if device is not None else None
+        if on_device is not None:  # the set lives on the device: the batch is gathered there
+            images = on_device[torch.from_numpy(np.asarray(idx, dtype=np.int64)).to(on_device.device)]
+            images = images.expand(-1, 3, -1, -1)
+        else:
+            images = imageset.batch_uint8(idx)
+            if device is not None and torch.device(device).type != "cpu":
+                images = (images.pin_memory() if pin_memory else images).to(device, non_blocking=True)
+        params = transform.sample(len(images), images.shape[-2], images.shape[-1])
+        return transform.apply(images, params)
     return torch.stack([transform(img) for img in imageset.batch_uint8(idx)])
+
+
+RESIDENT_FRACTION = 0.25  # an in-memory training set moves to the GPU when it takes at most this share of its memory
+
+
+def resident_images(imageset, device) -> torch.Tensor | None:
+    """uint8 (N,C,H,W) images of an in-memory set kept on CUDA `device` (C = 1 for a grey set stored as an expanded
+    view: glyphs), copied there once and kept on the set; None on the CPU, for other sets, or when they would take
+    more than RESIDENT_FRACTION of the device's memory (26k glyph images at 224 px: 1.3 GB)."""
+    device = torch.device(device)
+    images = getattr(imageset, "images", None)
+    if device.type != "cuda" or not isinstance(imageset, TensorImageSet) or not isinstance(images, torch.Tensor):
+        return None
+    kept = imageset.__dict__.setdefault("_resident", {})
+    if device not in kept:
+        grey = images.shape[1] == 3 and images.stride(1) == 0  # an expanded (N,1,H,W) view: move one channel
+        base = images[:, :1] if grey else images
+        total = torch.cuda.get_device_properties(device).total_memory
+        kept[device] = base.contiguous().to(device) if base.numel() <= RESIDENT_FRACTION * total else None
+    return kept[device]
 
 
 def uint8_batch(imageset, idx, num_workers: int = 0, pin_memory: bool = False) -> torch.Tensor:

@@ -46,6 +46,7 @@ def recipe(settings) -> dict:
             "batch": BATCH, "seed": settings.pretrain_seed, "weight_decay": settings.weight_decay, "momentum": settings.momentum,
             "channels_last": settings.channels_last,  # the convolutions' layout changes the rounding
             "hflip": settings.dataset not in _data.MIRROR_VARIANT,  # the augmentation (data.augmentation)
+            "augmentation": _data.AUGMENTATION,  # its implementation (lib.augment.VERSION): another draws other views
             "data_root": settings.data_root if settings.dataset == "imagenet" else "",
             # glyph: which characters are source and which are benchmark (a new plan must not reuse old weights)
             "char_plan": _glyphs.plan_fingerprint() if settings.dataset == "glyph" else "",

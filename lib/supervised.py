@@ -63,7 +63,8 @@ class Classifier(nn.Module):
 def load_images(imageset, idx: np.ndarray, transform: Callable, device: torch.device, channels_last: bool,
                 num_workers: int = 0) -> torch.Tensor:
     """`transform`ed images `idx` on `device` (a file-backed set decoded in `num_workers` workers, pinned on CUDA)."""
-    x = data.augment_batch(imageset, idx, transform, num_workers, device.type == "cuda").to(device, non_blocking=True)
+    x = data.augment_batch(imageset, idx, transform, num_workers, device.type == "cuda", device)
+    x = x.to(device, non_blocking=True)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 

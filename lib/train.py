@@ -122,15 +122,17 @@ class PairStep(nn.Module):
 def step_inputs(batch: pairs.PairBatch, source, transform, device: torch.device, memory_format: torch.memory_format,
                 bank_feats: torch.Tensor | None = None,
                 num_workers: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(inputs, a, b, target)`` of one sampled pair batch on `device`: the augmented images of the batch (uint8 ->
-    `transform` -> `memory_format`; a file-backed source decoded in `num_workers` DataLoader workers, see
-    `data.augment_batch`), or with `bank_feats` (K, N, 512) one of the K bank views of each image, drawn from the
-    run's torch RNG (saved in the checkpoint); `a`, `b` index the pairs' rows, `target` their labels."""
+    """``(inputs, a, b, target)`` of one sampled pair batch on `device`: the augmented images of the batch (uint8 on
+    `device` -> `transform` -> `memory_format`: an in-memory source is augmented on the device as one batch, a
+    file-backed one decoded and augmented in `num_workers` DataLoader workers, see `data.augment_batch`), or with
+    `bank_feats` (K, N, 512) one of the K bank views of each image, drawn from the run's torch RNG (saved in the
+    checkpoint); `a`, `b` index the pairs' rows, `target` their labels."""
     if bank_feats is not None:
         pick = torch.randint(bank_feats.shape[0], (len(batch.images),))
         inputs = bank_feats[pick.to(device), torch.from_numpy(batch.images).to(device)]
     else:
-        inputs = data.augment_batch(source, batch.images, transform, num_workers, device.type == "cuda")
+        # uint8 to the device, augmented there as one batch (train_transform); parameters from the run's torch RNG
+        inputs = data.augment_batch(source, batch.images, transform, num_workers, device.type == "cuda", device)
         inputs = inputs.to(device, non_blocking=True)
         inputs = inputs.contiguous(memory_format=memory_format)
     a, b = torch.from_numpy(batch.a).to(device), torch.from_numpy(batch.b).to(device)

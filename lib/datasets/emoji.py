@@ -32,17 +32,19 @@ SPLIT_SEED = 20221
 SETUP_HINT = "run `make setup` (scripts/install_data.sh) to install the emoji npm packages into .cache/npm"
 
 
-def check_packages(npm_dir: Path = NPM_DIR) -> None:
+def check_packages(npm_dir: Path | None = None) -> None:
+    npm_dir = npm_dir or NPM_DIR
     missing = [p for p in PACKAGES if not (Path(npm_dir) / p / "package.json").exists()]
     if missing:
-        raise FileNotFoundError(f"npm package(s) {', '.join(missing)} missing under {npm_dir}: {SETUP_HINT}")
+        raise FileNotFoundError(f"npm package(s) {', '.join(missing)} missing under {npm_dir}: {SETUP_HINT}, or copy "
+                                ".cache/emoji_*.json and .cache/emoji_*.npz from a machine that rendered them")
 
 
-def catalogue(npm_dir: Path = NPM_DIR) -> list[dict]:
+def catalogue(npm_dir: Path | None = None) -> list[dict]:
     """Emoji present in every vendor, as dicts (hex, image, openmoji hex, subcategory, name), sorted by
     subcategory then sort order; only subcategories with >= MIN_PER_CLASS emoji, capped at MAX_PER_CLASS."""
+    npm_dir = Path(npm_dir or NPM_DIR)
     check_packages(npm_dir)
-    npm_dir = Path(npm_dir)
     google = json.loads((npm_dir / "emoji-datasource-google" / "emoji.json").read_text())
     openmoji = {e["hexcode"]: e for e in json.loads((npm_dir / "openmoji" / "data" / "openmoji.json").read_text())}
     rows = []
@@ -76,11 +78,11 @@ def _on_white(rgba, size: int) -> np.ndarray:
     return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"), dtype=np.uint8)
 
 
-def render_emoji(row: dict, vendor: str, size: int, npm_dir: Path = NPM_DIR) -> np.ndarray:
+def render_emoji(row: dict, vendor: str, size: int, npm_dir: Path | None = None) -> np.ndarray:
     """One emoji in one vendor style: uint8 (size, size, 3) on white."""
     from PIL import Image
 
-    npm_dir = Path(npm_dir)
+    npm_dir = Path(npm_dir or NPM_DIR)
     if vendor in ("google", "twitter"):
         with Image.open(npm_dir / f"emoji-datasource-{vendor}/img/{vendor}/64" / row["image"]) as im:
             return _on_white(im, size)
@@ -93,14 +95,37 @@ def render_emoji(row: dict, vendor: str, size: int, npm_dir: Path = NPM_DIR) -> 
         return _on_white(im, size)
 
 
-def build_cache(size: int, cache_dir: Path = CACHE_DIR, npm_dir: Path = NPM_DIR, progress: bool = True) -> dict:
+def index_path(size: int) -> Path:
+    """``.cache/emoji_<size>px_<hash>.json``: which rendered cache (``emoji_<key>.npz``) the pinned packages give at
+    `size`, written whenever the key is computed from the npm packages, so a machine with the cache but without
+    `.cache/npm` (a GPU node) finds it (`build_cache`)."""
+    recipe = {"packages": PACKAGES, "vendors": VENDORS, "min": MIN_PER_CLASS, "max": MAX_PER_CLASS, "size": int(size)}
+    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+    return CACHE_DIR / f"emoji_{size}px_{digest}.json"
+
+
+def build_cache(size: int, cache_dir: Path | None = None, npm_dir: Path | None = None, progress: bool = True) -> dict:
     """Render (or load) every catalogue emoji in every vendor. Returns images (N,3,H,W) uint8, hex (N,),
-    vendor (N,), subcategory (N,)."""
-    rows = catalogue(npm_dir)
-    versions = {p: json.loads((Path(npm_dir) / p / "package.json").read_text())["version"] for p in PACKAGES}
+    vendor (N,), subcategory (N,). Without the npm packages, the cache named by `index_path` is loaded."""
+    npm_dir, cache_dir = Path(npm_dir or NPM_DIR), Path(cache_dir or CACHE_DIR)
+    index = index_path(size)
+    if not all((npm_dir / p / "package.json").exists() for p in PACKAGES) and index.exists():
+        path = cache_dir / json.loads(index.read_text())["file"]
+        if path.exists():
+            with np.load(path) as z:
+                return {k: z[k] for k in z.files}
+    rows = catalogue(npm_dir)  # raises FileNotFoundError naming the missing packages
+    versions = {p: json.loads((npm_dir / p / "package.json").read_text())["version"] for p in PACKAGES}
     recipe = {"v": 1, "versions": versions, "hex": [r["hex"] for r in rows], "size": int(size)}
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
-    path = Path(cache_dir) / f"emoji_{key}.npz"
+    path = cache_dir / f"emoji_{key}.npz"
+    if versions == PACKAGES:  # the pinned packages: record which file they give, for machines without them
+        text = json.dumps({"file": path.name})
+        if not index.exists() or index.read_text() != text:
+            index.parent.mkdir(parents=True, exist_ok=True)
+            tmp = index.with_name(f".{index.stem}.{os.getpid()}.tmp")
+            tmp.write_text(text)
+            tmp.replace(index)
     if path.exists():
         with np.load(path) as z:
             return {k: z[k] for k in z.files}

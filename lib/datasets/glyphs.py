@@ -6,6 +6,7 @@ Classes are CJK Unified Ideographs covered by every chosen font; domains are fon
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -84,7 +85,8 @@ def check_fonts(names) -> None:
     missing = [n for n in names if not font_path(n).exists()]
     if missing:
         pkgs = sorted({FONTS[n][3] for n in missing})
-        raise FileNotFoundError(f"font file(s) missing for {missing} (packages {' '.join(pkgs)}): {SETUP_HINT}")
+        raise FileNotFoundError(f"font file(s) missing for {missing} (packages {' '.join(pkgs)}): {SETUP_HINT}, or "
+                                "copy .cache/glyph_plan_*.json and .cache/glyph_*.npz from a machine that rendered them")
 
 
 def font_coverage(name: str) -> set[int]:
@@ -176,6 +178,35 @@ def make_plan(fonts=None) -> GlyphPlan:
     return GlyphPlan(chars=order[:need + MAX_SOURCE_CHARS], source=source, bench=bench, dropped_fonts=dropped)
 
 
+def plan_path(fonts=None) -> Path:
+    """``.cache/glyph_plan_<hash>.json``: the character plan of `fonts`, written beside the rendered caches whenever
+    it is computed from the font files, so a machine with the cache but without the fonts (a GPU node) reads it
+    instead (`load_plan`). The hash covers everything the plan is computed from besides the fonts' cmaps."""
+    fonts = list(fonts or FONTS)
+    recipe = {"fonts": [(n, FONTS[n][0], FONTS[n][1]) for n in fonts], "bench_chars": BENCH_CHARS,
+              "num_known": NUM_KNOWN, "max_source": MAX_SOURCE_CHARS, "seed": SPLIT_SEED, "benchmarks": BENCHMARKS,
+              "min_coverage": MIN_FONT_COVERAGE, "range": CJK_RANGE}
+    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+    return CACHE_DIR / f"glyph_plan_{digest}.json"
+
+
+def load_plan(fonts=None) -> GlyphPlan:
+    """The character plan: computed from the font files when they are installed (`make_plan`; its file `plan_path`
+    is (re)written when it differs), else read from `plan_path`. Without both: the missing-fonts error."""
+    fonts = list(fonts or FONTS)
+    path = plan_path(fonts)
+    if all(font_path(n).exists() for n in fonts) or not path.exists():
+        plan = make_plan(fonts)  # raises FileNotFoundError naming the font packages when a font is missing
+        text = json.dumps(dataclasses.asdict(plan), ensure_ascii=False, sort_keys=True)
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp")
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(path)
+        return plan
+    return GlyphPlan(**json.loads(path.read_text(encoding="utf-8")))
+
+
 def plan_fingerprint(fonts=None) -> str:
     """Short digest of the character plan (source pool in order + every benchmark's characters): anything cached
     from the source set (the source-pretrained backbone, lib.pretrain) must key on it, so a plan change (e.g. a
@@ -185,7 +216,7 @@ def plan_fingerprint(fonts=None) -> str:
 
 @functools.lru_cache(maxsize=8)
 def _plan_fingerprint(fonts: tuple, *constants) -> str:  # the constants key the cache; make_plan reads them
-    plan = make_plan(list(fonts))
+    plan = load_plan(list(fonts))
     recipe = {"source": "".join(plan.source), "bench": {n: "".join(plan.bench[n]) for n in BENCHMARKS},
               "num_known": NUM_KNOWN}
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
@@ -197,20 +228,21 @@ def cache_key(fonts, chars, size: int, bench_chars) -> str:
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def build_cache(size: int, fonts=None, plan: GlyphPlan | None = None, cache_dir: Path = CACHE_DIR,
+def build_cache(size: int, fonts=None, plan: GlyphPlan | None = None, cache_dir: Path | None = None,
                 progress: bool = True) -> dict[str, np.ndarray]:
     """Render (or load) the glyph cache: printed fonts x every planned character, handwritten fonts x the
-    benchmark characters only. Returns arrays images (N,H,W) uint8, font (N,) str, char (N,) str, domain (N,) str.
+    benchmark characters only. Loading needs no font file (the plan comes from `load_plan`); rendering does. Returns arrays images (N,H,W) uint8, font (N,) str, char (N,) str, domain (N,) str.
     Glyphs that render blank or as .notdef in any font are removed for every font (classes stay complete)."""
     fonts = [f for f in (fonts or FONTS)]
-    plan = plan or make_plan(fonts)
+    plan = plan or load_plan(fonts)
     fonts = [f for f in fonts if f not in plan.dropped_fonts]
     bench_chars = list(dict.fromkeys(c for name in BENCHMARKS for c in plan.bench[name]))
     key = cache_key(fonts, plan.chars, size, bench_chars)
-    path = Path(cache_dir) / f"glyph_{key}.npz"
+    path = Path(cache_dir or CACHE_DIR) / f"glyph_{key}.npz"
     if path.exists():
         with np.load(path) as z:
             return {k: z[k] for k in z.files}
+    check_fonts(fonts)  # rendering needs them: the one-line error names the packages
     bench_set = set(bench_chars)
     jobs = [(f, plan.chars if FONTS[f][2] == "printed" else bench_chars) for f in fonts]
     images, font_col, char_col, bad = [], [], [], set()
@@ -253,7 +285,7 @@ _MEMO: dict[int, tuple[dict, GlyphPlan]] = {}
 def glyph_cache(image_size: int) -> tuple[dict, GlyphPlan]:
     """(arrays of the rendered glyph cache, the character plan), memoised per image size."""
     if image_size not in _MEMO:
-        plan = make_plan()
+        plan = load_plan()
         _MEMO[image_size] = (build_cache(image_size, plan=plan), plan)
     return _MEMO[image_size]
 

@@ -112,10 +112,13 @@ def _verify_image(path: Path) -> bool:
 
 
 def crops_itself(transform) -> bool:
-    """True when `transform` (a v2 pipeline) starts with a RandomResizedCrop: it then gets a file's decoded original,
-    the crop of the full-resolution image of the reference ReSeND code, not the image resized to a square first."""
+    """True when `transform` crops itself (``crops`` True: the training augmentation, `lib.augment.BatchAugment`) or
+    is a v2 pipeline that starts with a RandomResizedCrop: it then gets a file's decoded original, the crop of the
+    full-resolution image of the reference ReSeND code, not the image resized to a square first."""
     from torchvision.transforms import v2
 
+    if getattr(transform, "crops", False):
+        return True
     steps = getattr(transform, "transforms", None)
     return bool(steps) and isinstance(steps[0], v2.RandomResizedCrop)
 
