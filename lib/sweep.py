@@ -47,7 +47,7 @@ from typing import Any
 import submitit
 import torch
 
-from lib import config, pretrain, progress, reference, runs, summary
+from lib import cli, config, data, pretrain, progress, reference, runs, summary
 from lib.paths import NOTEBOOKS_DIR, OUTPUTS_DIR, PARAMS_DIR, REPO_ROOT, shown
 
 CLUSTERS = ("none", "local", "slurm")  # none: this process and its --jobs workers; local / slurm: submitit
@@ -511,4 +511,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli.run(main, prog="lib.sweep"))
