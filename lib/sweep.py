@@ -340,6 +340,23 @@ def _worker_init(threads: int, gpus) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
 
 
+def _die_with_parent() -> None:
+    """Linux: this process gets SIGTERM when the process that started it ends, even by SIGKILL (PR_SET_PDEATHSIG),
+    so a `kill -9` of the sweep takes its workers along (their kernels then end themselves: ipykernel exits when
+    its parent goes). Elsewhere: nothing."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _start_worker(threads: int, gpus) -> None:
+    _die_with_parent()
+    _worker_init(threads, gpus)
+
+
 def _chain_job(chain: list[Job], threads: int) -> list[tuple[str, str]]:
     """`run_chain` inside a submitit job: its kernels on `threads` threads and on the job's GPUs (submitit / Slurm
     set CUDA_VISIBLE_DEVICES)."""
@@ -595,7 +612,7 @@ def run_jobs(planned: list[Job], jobs: int = 1, desc: str = "sweep", cluster: Cl
                 gpus = context.Queue()
                 for gpu in gpu_assignment(jobs, visible_gpus()):
                     gpus.put(gpu)
-                with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init,
+                with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
                                          initargs=(kernel_threads(jobs), gpus)) as pool:
                     for phase in (resend, comparisons):
                         futures = {pool.submit(run_chain, chain): chain for chain in phase}

@@ -12,9 +12,12 @@ only in the batch the sampler draws.
 Run folder outputs: ``history.csv`` (step, loss, acc_same, acc_diff, lr, pairs_per_s, images_per_s, seconds) and
 ``checkpoints/last.pt`` (a dict: model, optimizer, scheduler, step, finished, rng = per-rank list of
 {python, numpy, torch, cuda}, sampler = per-rank list of sampler states, settings, history (list of row dicts),
-model_info, objective {name, params}). Resume is bit-identical in a single process on CPU. A run whose checkpoint says ``finished`` and
-whose folder holds ``metrics.json`` is never retrained: `train` returns its stored history, or raises
-`ValueError` when the requested settings differ from the stored ones in anything that shapes the weights.
+model_info, objective {name, params}, train_seconds = training seconds summed over resumed parts). Resume is
+bit-identical in a single process on CPU, and continues the run it resumes: requested settings that differ from
+the checkpoint's in anything that shapes training (`RESUME_KEYS`: steps, schedule, lr, ...) are refused with a
+one-line `ValueError`. A run whose checkpoint says ``finished`` and whose folder holds ``metrics.json`` is never
+retrained: `train` returns its stored history, or raises `ValueError` when the requested settings differ from the
+stored ones in anything that shapes the weights.
 
 Command line (single process or under torchrun; only rank 0 writes files)::
 
