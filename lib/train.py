@@ -229,10 +229,10 @@ def record_metrics(settings, run_dir: Path | str, history: pd.DataFrame, held_ou
     `history`, ``train_steps``, ``train_seconds`` and the held-out pair metrics of the trained run
     (`pair_eval.pair_metrics` on `held_out`, the model loaded from its checkpoint on ``settings.device``).
 
-    ``train_seconds`` is the time of the runs that did the work: ``history.attrs["train_seconds"]`` (what `train`
-    returns: the checkpoint's seconds, summed over a killed run's resumed parts), else the value already recorded,
-    else `seconds`; never the time of a rerun that only returned the stored history."""
-    stored_seconds = history.attrs.get("train_seconds", runs.read_metrics(run_dir).get("train_seconds"))
+    ``train_seconds`` is the time of the runs that did the work: the value already recorded (the first run's), else
+    ``history.attrs["train_seconds"]`` (what `train` returns: the checkpoint's seconds, summed over a killed run's
+    resumed parts), else `seconds`; never the time of a rerun that only returned the stored history."""
+    stored_seconds = runs.read_metrics(run_dir).get("train_seconds", history.attrs.get("train_seconds"))
     net, objective, _ = load_trained(run_dir, resolve_device(settings))
     pair = pair_eval.pair_metrics(net, objective, held_out, settings)  # held-out pairs 1 : k, same = positive
     return runs.write_metrics(run_dir, {
