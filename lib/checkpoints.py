@@ -46,8 +46,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=False)  # our own file: holds numpy RNG states
     except Exception as error:  # torch's zip reader says only "failed finding central directory"
         raise RuntimeError(f"checkpoint {path} is unreadable (truncated or corrupt: {type(error).__name__}: "
-                           f"{str(error).splitlines()[0] if str(error) else ''}); start the run over with "
-                           "`-p resume False` (--set resume=False), or delete the file") from None
+                           f"{str(error).splitlines()[0] if str(error) else ''}): to train the run again, move its "
+                           f"folder {Path(path).parent.parent} away (or choose another run_dir) and rerun "
+                           "02_train / lib.train") from None
     state["settings"] = config.canonical(state["settings"], str(path), say=lambda _: None)  # older setting names
     return state
 

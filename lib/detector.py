@@ -47,6 +47,9 @@ class ReSeNDDetector(Detector):
                  batch_pairs: int = 1024, cpu_amp: bool = False):
         if prototypes not in PROTOTYPE_KINDS:
             raise ValueError(f"prototypes={prototypes!r} is not one of {', '.join(PROTOTYPE_KINDS)}")
+        for name, value in (("k", k), ("batch_pairs", batch_pairs)):  # as the settings' checks (lib.config)
+            if isinstance(value, bool) or int(value) != value or value < 1:
+                raise ValueError(f"{name}={value!r} must be an integer >= 1")
         self.model, self.objective = model, objective
         self.prototypes, self.k, self.batch_pairs, self.cpu_amp = prototypes, k, batch_pairs, cpu_amp
         self.protos: torch.Tensor | None = None
@@ -65,7 +68,10 @@ class ReSeNDDetector(Detector):
         if isinstance(data, DataLoader):
             if labels is not None:
                 raise ValueError("fit(loader) takes the labels from the loader's (x, y) batches: drop labels=")
-            feats, ys = zip(*[(self.features(batch[0]), torch.as_tensor(batch[1])) for batch in data])
+            batches = [(self.features(batch[0]), torch.as_tensor(batch[1])) for batch in data]
+            if not batches:
+                raise ValueError("fit(loader): the loader yielded no batch: give it the support set's known images")
+            feats, ys = zip(*batches)
             return self.fit_features(torch.cat(feats), torch.cat(ys))
         if labels is None:
             raise ValueError("fit(x) needs the support labels: fit(x, labels) or fit(DataLoader of (x, y))")

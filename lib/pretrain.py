@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lib import config, paths, runs, supervised
+from lib import cli, config, paths, runs, supervised
 from lib import data as _data
 from lib.backbone import find_pretrained, resnet18_features, trunk_of
 from lib.datasets import glyphs as _glyphs
@@ -130,4 +130,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(cli.run(main, prog="lib.pretrain"))

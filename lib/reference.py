@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import yaml
 
-from lib import config, data, evaluate, pretrain, runs
+from lib import cli, config, data, evaluate, pretrain, runs
 from lib import model as model_lib
 from lib.backbone import find_pretrained
 from lib.config import Settings
@@ -182,4 +182,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli.run(main, prog="lib.reference"))

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from lib import data, evaluate, intervals, objectives, reference, runs
+from lib import cli, data, evaluate, intervals, objectives, reference, runs
 from lib.datasets.real import ORIGIN_LABELS
 from lib.plots import evaluate as eval_plots
 from lib.plots import study as study_plots
@@ -501,10 +501,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("study_dir")
     parser.add_argument("--paper", action="store_true", help="put the paper's numbers side by side")
     args = parser.parse_args(argv)
+    if not Path(args.study_dir).is_dir():
+        raise FileNotFoundError(f"no study folder {args.study_dir}: give outputs/<study> of a sweep")
     for path in write_summary(Path(args.study_dir), paper=args.paper):
         print(f"wrote {path}")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli.run(main, prog="lib.summary"))

@@ -8,9 +8,12 @@ A grid YAML holds: ``study``, ``preset``, ``seeds``, ``configs`` (names of param
 ReSeND runs).
 
 A stage is done only when it succeeded: then, and only then, ``<run>/<stage>.done.json`` records a hash of its
-resolved settings and of the stage before it. A rerun skips a done stage, reruns an unfinished one (a killed
-sweep: training resumes from its last checkpoint) and reports, without touching it, a done stage whose settings
-changed since. A failed stage leaves FAILED.txt and its partial notebook (``.failed.ipynb``); the run's later
+resolved settings and of the stage before it, and sha256s of the outputs it vouches for (`stage_outputs`). A rerun
+skips a done stage whose outputs are as recorded, reruns an unfinished one (a killed sweep: training resumes from
+its last checkpoint) or one whose outputs are gone, and reports as CHANGED, without touching it, a done stage whose
+settings or outputs changed since (and then leaves the study's reference rows and tables as they were). The grid is
+checked whole (configs, overrides, benchmark names) before anything runs, ``--dry-run`` included. SIGTERM, SIGINT
+and SIGHUP stop the sweep's workers and kernels before its lock is released. A failed stage leaves FAILED.txt and its partial notebook (``.failed.ipynb``); the run's later
 stages wait, the other runs go on, and a retry redoes only the failed stage onwards. One sweep at a time per
 study (``<study>/.sweep.lock``). ``--jobs N`` runs N run folders at once (their stages still in order), each notebook kernel on
 cpu_count // N threads: on 2 cores, two single-threaded runs overlap one's kernel start-up and Python work
@@ -37,6 +40,8 @@ import json
 import logging
 import os
 import shutil
+import signal
+import threading
 import time
 import traceback
 from contextlib import contextmanager
@@ -47,7 +52,7 @@ from typing import Any
 import submitit
 import torch
 
-from lib import config, pretrain, progress, reference, runs, summary
+from lib import cli, config, data, pretrain, progress, reference, runs, summary
 from lib.paths import NOTEBOOKS_DIR, OUTPUTS_DIR, PARAMS_DIR, REPO_ROOT, shown
 
 CLUSTERS = ("none", "local", "slurm")  # none: this process and its --jobs workers; local / slurm: submitit
@@ -121,14 +126,19 @@ def plan(grid: Grid) -> list[Job]:
             run_dir = study_dir / f"{name}{tag}__seed{seed}"
             params = {"preset": grid.preset, "study": grid.study, "config_name": name, "seed": seed,
                       "run_dir": str(run_dir), **(grid.overrides or {}), **backbone, **objective_values(name)}
-            config.resolve(**params)  # a bad combination fails here, not an hour in
-            jobs += [Job(run_dir, nb, params, f"{name}__seed{seed}") for nb in grid.notebooks]
+            settings = config.resolve(**params)  # a bad combination fails here, not an hour in
+            data.benchmark_names(settings.benchmarks)  # so does an unknown benchmark (03, the reference rows)
+            jobs += [Job(run_dir, nb, params, run_dir.name) for nb in grid.notebooks]
     comparisons = grid.comparisons or {}
     for bench in comparisons.get("benchmarks", []):
+        if bench not in data.BENCHMARKS:
+            raise ValueError(f"grid comparisons name unknown benchmark {bench!r}: choose one of "
+                             f"{', '.join(data.BENCHMARKS)}")
         for seed in comparisons.get("seeds", grid.seeds):
             run_dir = study_dir / f"comparisons_{bench}__seed{seed}"
             params = {"preset": grid.preset, "study": grid.study, "seed": seed, "run_dir": str(run_dir),
                       "benchmark": bench, "resend_study": grid.study, **(grid.overrides or {})}
+            config.resolve(**params, say=_silent)
             jobs.append(Job(run_dir, "06_comparisons", params, f"comparisons_{bench}__seed{seed}"))
     return jobs
 
@@ -148,6 +158,55 @@ def stage_hash(job: Job, upstream: str = "") -> str:
 def stage_marker(job: Job) -> Path:
     """``<run>/<notebook>.done.json``: written when, and only when, the stage succeeded."""
     return job.run_dir / f"{job.notebook}.done.json"
+
+
+# What a stage's marker vouches for: files of its run folder (globs) and the metrics.json keys it writes (02, 03 and 04
+# merge into one metrics.json, so each vouches only for its own keys and a later stage's writes leave it valid);
+# any other notebook (06, a test's) vouches for every key of its metrics.json.
+STAGE_OUTPUTS = {
+    "02_train": (("checkpoints/last.pt",), lambda key: key.startswith(("train_", "pair_"))),
+    "03_evaluate": (("scores/*.npz",), lambda key: "__" in key),
+    "04_r2": ((), lambda key: key.startswith("r2")),
+}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _metrics_digest(metrics: dict[str, Any], keys: list[str]) -> str:
+    return hashlib.sha256(json.dumps({k: metrics[k] for k in keys}, sort_keys=True).encode()).hexdigest()
+
+
+def stage_outputs(job: Job) -> dict[str, Any]:
+    """What the stage's marker records of its outputs: ``files`` {path in the run folder: sha256}, ``keys`` (the
+    metrics.json keys it vouches for, `STAGE_OUTPUTS`) and ``metrics_sha256`` of their values."""
+    globs, mine = STAGE_OUTPUTS.get(job.notebook, ((), lambda key: True))
+    files = sorted({p for pattern in globs for p in job.run_dir.glob(pattern) if p.is_file()})
+    metrics = runs.read_metrics(job.run_dir)
+    keys = sorted(k for k in metrics if mine(k))
+    return {"files": {str(p.relative_to(job.run_dir)): _sha256(p) for p in files}, "keys": keys,
+            "metrics_sha256": _metrics_digest(metrics, keys)}
+
+
+def outputs_state(job: Job, marker: dict[str, Any]) -> str:
+    """'kept' when every output the marker vouches for is there as it recorded it, 'missing' when one is gone (the
+    stage runs again), 'changed' when one differs (reported, kept). A marker older than output hashes is kept while
+    the run's metrics.json exists."""
+    recorded = marker.get("outputs")
+    if recorded is None:
+        return "kept" if job.notebook not in STAGE_OUTPUTS or runs.is_finished(job.run_dir) else "missing"
+    metrics = runs.read_metrics(job.run_dir)
+    if any(not (job.run_dir / name).is_file() for name in recorded["files"]) or \
+            any(key not in metrics for key in recorded["keys"]):
+        return "missing"
+    same = all(_sha256(job.run_dir / name) == sha for name, sha in recorded["files"].items()) and \
+        _metrics_digest(metrics, recorded["keys"]) == recorded["metrics_sha256"]
+    return "kept" if same else "changed"
 
 
 def read_marker(job: Job) -> dict[str, Any] | None:
@@ -171,20 +230,30 @@ class _UnknownParameterFilter(logging.Filter):
         return not record.getMessage().startswith("Passed unknown parameter")
 
 
-def run_job(job: Job, upstream: str = "") -> tuple[str, str]:
+def run_job(job: Job, upstream: str = "", later: list[Job] = ()) -> tuple[str, str]:
     """Execute one stage with papermill unless it is done; returns (outcome, its hash) with outcome one of
-    'done' (ran now), 'skipped' (its marker matches), 'changed' (a marker with other settings or inputs: kept,
-    reported, not rerun) or 'failed' (FAILED.txt written, the partial notebook kept as ``.failed.ipynb``).
+    'done' (ran now), 'skipped' (its marker matches and so do the outputs it vouches for), 'changed' (a marker with
+    other settings or inputs, or outputs changed since: kept, reported, not rerun) or 'failed' (FAILED.txt written,
+    the partial notebook kept as ``.failed.ipynb``).
 
     A stage without a marker was never finished (killed, failed, or interrupted while papermill wrote its
-    notebook) and runs again; training resumes from its last checkpoint.
+    notebook) and runs again; training resumes from its last checkpoint. So does a stage one of whose outputs
+    (`stage_outputs`) is gone. A stage that runs drops the markers of the stages `later` in its run first: they
+    were computed from its previous result.
     """
     import papermill
 
     digest = stage_hash(job, upstream)
     marker = read_marker(job)
     if marker is not None:
-        return ("skipped" if marker.get("hash") == digest else "changed"), digest
+        if marker.get("hash") != digest:
+            return "changed", digest
+        state = outputs_state(job, marker)
+        if state != "missing":
+            return ("skipped" if state == "kept" else "changed"), digest
+        stage_marker(job).unlink()  # an output it vouched for is gone: the stage runs again
+    for stage in later:
+        stage_marker(stage).unlink(missing_ok=True)
     failed = job.run_dir / "FAILED.txt"
     job.run_dir.mkdir(parents=True, exist_ok=True)
     failed.unlink(missing_ok=True)  # a retry of a failed stage
@@ -202,7 +271,7 @@ def run_job(job: Job, upstream: str = "") -> tuple[str, str]:
         job.output.rename(job.output.with_suffix(".failed.ipynb")) if job.output.exists() else None
         return "failed", digest
     record = {"stage": job.notebook, "hash": digest, "upstream": upstream, "seconds": round(time.time() - started, 1),
-              "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+              "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "outputs": stage_outputs(job)}
     runs.atomic_write_text(stage_marker(job), json.dumps(record, indent=2))
     return "done", digest
 
@@ -238,10 +307,7 @@ def run_chain(chain: list[Job]) -> list[tuple[str, str]]:
     results = []
     upstream = ""
     for position, job in enumerate(chain):
-        if read_marker(job) is None:
-            for later in chain[position + 1:]:
-                stage_marker(later).unlink(missing_ok=True)
-        result, upstream = run_job(job, upstream)
+        result, upstream = run_job(job, upstream, chain[position + 1:])
         results.append((f"{job.label}/{job.notebook}", result))
         if result in ("failed", "changed"):
             break
@@ -275,6 +341,23 @@ def _worker_init(threads: int, gpus) -> None:
     gpu = gpus.get() if gpus is not None else None  # one entry of gpu_assignment per worker process
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+
+
+def _die_with_parent() -> None:
+    """Linux: this process gets SIGTERM when the process that started it ends, even by SIGKILL (PR_SET_PDEATHSIG),
+    so a `kill -9` of the sweep takes its workers along (their kernels then end themselves: ipykernel exits when
+    its parent goes). Elsewhere: nothing."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _start_worker(threads: int, gpus) -> None:
+    _die_with_parent()
+    _worker_init(threads, gpus)
 
 
 def _chain_job(chain: list[Job], threads: int) -> list[tuple[str, str]]:
@@ -382,18 +465,103 @@ def study_lock(study_dir: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+SWEEP_TOKEN = "RESEND_SWEEP_TOKEN"  # in the sweep's environment: every worker and kernel it starts inherits it
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """The sweep got SIGTERM / SIGINT / SIGHUP: everything it started is stopped (`stop_processes`); exit status
+    128 + the signal (lib.cli). A KeyboardInterrupt, so no ``except Exception`` of a stage records it as a failure."""
+
+    def __init__(self, signum: int):
+        self.exit_code = 128 + signum
+        super().__init__(f"sweep interrupted by {signal.Signals(signum).name}: its workers and notebook kernels are "
+                         "stopped and the stages they ran have no marker; rerun the same command to continue")
+
+
+def marked_processes(name: str, value: str) -> list[int]:
+    """This user's processes, other than this one and its multiprocessing resource tracker (which ends with this
+    process; killed, it relaunches and complains), whose environment holds ``name=value`` (Linux /proc); the direct
+    children first."""
+    from multiprocessing import resource_tracker
+
+    needle, me = f"{name}={value}".encode(), os.getpid()
+    spared = {me, getattr(resource_tracker._resource_tracker, "_pid", None)}
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) in spared:
+            continue
+        try:
+            environ = Path(entry.path, "environ").read_bytes()  # empty for a zombie: it is gone
+            parent = int(Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if needle in environ.split(b"\0"):
+            found.append((parent != me, int(entry.name)))
+    return [pid for _, pid in sorted(found)]
+
+
+def stop_processes(find, grace_s: float = 10.0) -> None:
+    """SIGTERM every process `find()` returns, SIGKILL those left after `grace_s`; return once `find()` is empty
+    (or 5 s after the SIGKILL)."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        deadline = time.monotonic() + wait_s
+        while (pids := find()) and time.monotonic() < deadline:
+            for pid in pids:
+                try:
+                    os.kill(pid, sig)
+                except OSError:  # gone meanwhile
+                    pass
+            time.sleep(0.2)
+        if not pids:
+            return
+
+
+@contextmanager
+def stopping_everything_on_signals():
+    """While the block runs, SIGTERM, SIGINT and SIGHUP stop the sweep with every process it started: its ``--jobs``
+    workers, their papermill kernels (which jupyter_client starts in sessions of their own, out of reach of a
+    process-group kill) and their children, all found by `SWEEP_TOKEN` in their environment; then
+    `SweepInterrupted` is raised, so a lock held around the block is released only once they are gone. Outside the
+    main thread (no signal handlers there) it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    token, before = f"{os.getpid()}-{time.time_ns()}", os.environ.get(SWEEP_TOKEN)
+    os.environ[SWEEP_TOKEN] = token
+
+    def stop(signum, _frame):
+        for sig in STOP_SIGNALS:  # a second Ctrl-C must not cut the clean-up short
+            signal.signal(sig, signal.SIG_IGN)
+        stop_processes(lambda: marked_processes(SWEEP_TOKEN, token))
+        raise SweepInterrupted(signum)
+
+    handlers = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        if before is None:
+            os.environ.pop(SWEEP_TOKEN, None)
+        else:
+            os.environ[SWEEP_TOKEN] = before
+
+
 def run_grid(grid: Grid, only: list[str] | None = None, jobs: int = 1, cluster: Cluster | None = None
              ) -> dict[str, list[str]]:
     """Run the grid's pending stages (see `run_jobs`) under the study's lock, after building the backbones they
-    need (on the cluster, as a job of its own, when there is one)."""
+    need (on the cluster, as a job of its own, when there is one); then the study's reference rows, unless a stage
+    is CHANGED (the grid no longer describes the study: its records are left as they are). A signal stops
+    everything the sweep started before the lock is released (`stopping_everything_on_signals`)."""
     planned = [j for j in plan(grid) if not only or j.params.get("config_name") in only]
     def call(fn, *args):  # here, or as a job of its own on the cluster (its GPU, its node)
         return cluster.call(fn, *args) if cluster else fn(*args)
 
-    with study_lock(OUTPUTS_DIR / grid.study):
+    with study_lock(OUTPUTS_DIR / grid.study), stopping_everything_on_signals():
         call(build_backbones, planned)
         outcome = run_jobs(planned, jobs, f"sweep {grid.study}", cluster)
-        if grid.configs:  # the floor and ceiling every study table is read against (lib.reference)
+        if grid.configs and not outcome["changed"]:  # the floor and ceiling every study table is read against
             call(reference.write_reference_rows, OUTPUTS_DIR / grid.study,
                  config.resolve(grid.preset, say=_silent, **(grid.overrides or {})))
         return outcome
@@ -429,30 +597,32 @@ def run_jobs(planned: list[Job], jobs: int = 1, desc: str = "sweep", cluster: Cl
         bar.update(len(chain))  # stages not reached after a failure count as handled
         bar.set_postfix_str(results[-1][0], refresh=False)
 
-    with progress.text_mode():  # the kernels' bars: text in the executed notebooks, even when this runs in Jupyter
-        if cluster is not None:
-            for phase in (resend, comparisons):
-                for chain, results in cluster.run_phase(phase):
-                    record([_record_lost_job(chain, results)] if isinstance(results, Exception) else results, chain)
-        elif jobs == 1:
-            for phase in (resend, comparisons):
-                for chain in phase:
-                    record(run_chain(chain), chain)
-        else:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor, as_completed
-
-            context = multiprocessing.get_context("spawn")
-            gpus = context.Queue()
-            for gpu in gpu_assignment(jobs, visible_gpus()):
-                gpus.put(gpu)
-            with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init,
-                                     initargs=(kernel_threads(jobs), gpus)) as pool:
+    try:
+        with progress.text_mode():  # the kernels' bars: text in the executed notebooks, even when this runs in Jupyter
+            if cluster is not None:
                 for phase in (resend, comparisons):
-                    futures = {pool.submit(run_chain, chain): chain for chain in phase}
-                    for future in as_completed(futures):
-                        record(future.result(), futures[future])
-    bar.close()
+                    for chain, results in cluster.run_phase(phase):
+                        record([_record_lost_job(chain, results)] if isinstance(results, Exception) else results, chain)
+            elif jobs == 1:
+                for phase in (resend, comparisons):
+                    for chain in phase:
+                        record(run_chain(chain), chain)
+            else:
+                import multiprocessing
+                from concurrent.futures import ProcessPoolExecutor, as_completed
+
+                context = multiprocessing.get_context("spawn")
+                gpus = context.Queue()
+                for gpu in gpu_assignment(jobs, visible_gpus()):
+                    gpus.put(gpu)
+                with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
+                                         initargs=(kernel_threads(jobs), gpus)) as pool:
+                    for phase in (resend, comparisons):
+                        futures = {pool.submit(run_chain, chain): chain for chain in phase}
+                        for future in as_completed(futures):
+                            record(future.result(), futures[future])
+    finally:  # before any error line: the bar's last state ends its own line
+        bar.close()
     return outcome
 
 
@@ -499,19 +669,23 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     outcome = run_grid(grid, [c for c in args.only.split(",") if c] or None, args.jobs, cluster)
 
-    paths = summary.write_summary(OUTPUTS_DIR / grid.study, paper=grid.preset == "paper")
+    # a CHANGED stage: the grid no longer describes the study, whose tables stay those of the runs it describes
+    paths = [] if outcome["changed"] else summary.write_summary(OUTPUTS_DIR / grid.study, paper=grid.preset == "paper")
     minutes = (time.perf_counter() - start) / 60
     print(f"sweep {grid.study}: {len(outcome['done'])} stages run, {len(outcome['skipped'])} skipped, "
           f"{len(outcome['failed'])} failed, {len(outcome['changed'])} with changed settings in {minutes:.1f} min")
     for item in outcome["failed"]:
         print(f"  FAILED {item} (see its FAILED.txt)")
     for item in outcome["changed"]:
-        print(f"  CHANGED {item}: finished with other settings or inputs; kept as it is, not rerun. To redo it, "
+        print(f"  CHANGED {item}: finished with other settings or inputs, or its outputs changed since; kept as it is, not rerun. To redo it, "
               "move its run folder away; to keep both, run the grid under another study")
+    if outcome["changed"]:
+        print("  the study's reference rows, summary.csv, tables.md and figures are left as they were (a stage is "
+              "CHANGED): rerun the unchanged grid to refresh them")
     for path in paths:
         print(f"  wrote {shown(path)}")
     return 1 if outcome["failed"] or outcome["changed"] else 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli.run(main, prog="lib.sweep"))

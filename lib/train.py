@@ -12,9 +12,12 @@ only in the batch the sampler draws.
 Run folder outputs: ``history.csv`` (step, loss, acc_same, acc_diff, lr, pairs_per_s, images_per_s, seconds) and
 ``checkpoints/last.pt`` (a dict: model, optimizer, scheduler, step, finished, rng = per-rank list of
 {python, numpy, torch, cuda}, sampler = per-rank list of sampler states, settings, history (list of row dicts),
-model_info, objective {name, params}). Resume is bit-identical in a single process on CPU. A run whose checkpoint says ``finished`` and
-whose folder holds ``metrics.json`` is never retrained: `train` returns its stored history, or raises
-`ValueError` when the requested settings differ from the stored ones in anything that shapes the weights.
+model_info, objective {name, params}, train_seconds = training seconds summed over resumed parts). Resume is
+bit-identical in a single process on CPU, and continues the run it resumes: requested settings that differ from
+the checkpoint's in anything that shapes training (`RESUME_KEYS`: steps, schedule, lr, ...) are refused with a
+one-line `ValueError`. A run whose checkpoint says ``finished`` and whose folder holds ``metrics.json`` is never
+retrained: `train` returns its stored history, or raises `ValueError` when the requested settings differ from the
+stored ones in anything that shapes the weights.
 
 Command line (single process or under torchrun; only rank 0 writes files)::
 
@@ -42,7 +45,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from lib import SAME, checkpoints, config, data, objectives, pair_eval, pairs, pretrain, runs
+from lib import SAME, checkpoints, cli, config, data, objectives, pair_eval, pairs, pretrain, runs
 from lib import bank as bank_lib
 from lib import model as model_lib
 from lib.checkpoints import checkpoint_path, load_trained  # noqa: F401 (load_trained: 02_train calls train.load_trained)
@@ -57,6 +60,9 @@ TRAIN_KEYS = ("dataset", "data_root", "image_size", "source_classes", "pretraine
               "pairing", "neg_to_pos_ratio", "class_balance", "images_per_class", "batch_pairs", "lr", "warmup_steps",
               "weight_decay", "momentum", "lars", "lars_trust", "seed", "optimizer", "schedule", "grad_clip",
               "train_backbone", "bank_views", "cpu_amp")
+# what a resumed run must share with its checkpoint: a resume continues the run it resumes (steps and amp change what
+# the remaining steps compute, log_every the history's rows); anything else is a new run, in a new run_dir
+RESUME_KEYS = TRAIN_KEYS + ("steps", "amp", "log_every")
 TIMING_COLUMNS = ("pairs_per_s", "images_per_s", "seconds")
 
 
@@ -181,7 +187,25 @@ def check_writable(folder: Path) -> None:
 def _settings_mismatch(stored: dict[str, Any], settings, keys) -> dict[str, tuple]:
     current = settings.to_dict()
     # a key the stored run predates took its default then (e.g. optimizer, train_backbone)
-    return {k: (stored.get(k), current[k]) for k in keys if stored.get(k, config.DEFAULTS[k]) != current[k]}
+    return {k: (stored.get(k, config.DEFAULTS[k]), current[k]) for k in keys
+            if stored.get(k, config.DEFAULTS[k]) != current[k]}
+
+
+def _differences(diff: dict[str, tuple]) -> str:
+    """``steps 30 → 40, lr 0.008 → 0.01``: each differing setting, stored → requested."""
+    return ", ".join(f"{key} {stored!r} → {requested!r}" for key, (stored, requested) in diff.items())
+
+
+def _history_seconds(history: list[dict]) -> float:
+    """Training seconds of a stored history (checkpoints older than ``train_seconds``): its ``seconds`` column
+    restarts at each resume, so the sum of each part's last value."""
+    total, last = 0.0, 0.0
+    for row in history:
+        seconds = float(row.get("seconds", 0.0))
+        if seconds < last:
+            total += last
+        last = seconds
+    return total + last
 
 
 def training_metrics(history: pd.DataFrame) -> dict[str, float]:
@@ -205,10 +229,13 @@ def training_metrics(history: pd.DataFrame) -> dict[str, float]:
 
 def record_metrics(settings, run_dir: Path | str, history: pd.DataFrame, held_out, seconds: float) -> dict[str, float]:
     """Write and return the training stage's ``metrics.json`` (merged with what is there): `training_metrics` of
-    `history`, ``train_steps``, ``train_seconds`` (the first recorded value is kept: a rerun that returned the
-    stored history took no time) and the held-out pair metrics of the trained run (`pair_eval.pair_metrics` on
-    `held_out`, the model loaded from its checkpoint on ``settings.device``)."""
-    stored_seconds = runs.read_metrics(run_dir).get("train_seconds")
+    `history`, ``train_steps``, ``train_seconds`` and the held-out pair metrics of the trained run
+    (`pair_eval.pair_metrics` on `held_out`, the model loaded from its checkpoint on ``settings.device``).
+
+    ``train_seconds`` is the time of the runs that did the work: the value already recorded (the first run's), else
+    ``history.attrs["train_seconds"]`` (what `train` returns: the checkpoint's seconds, summed over a killed run's
+    resumed parts), else `seconds`; never the time of a rerun that only returned the stored history."""
+    stored_seconds = runs.read_metrics(run_dir).get("train_seconds", history.attrs.get("train_seconds"))
     net, objective, _ = load_trained(run_dir, resolve_device(settings))
     pair = pair_eval.pair_metrics(net, objective, held_out, settings)  # held-out pairs 1 : k, same = positive
     return runs.write_metrics(run_dir, {
@@ -225,10 +252,14 @@ def _write_history(run_dir: Path, history: list[dict]) -> None:
 def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
     """Train ReSeND on `source` (an ImageSet) and return the history (one row per ``log_every`` steps).
 
-    Resumes from ``run_dir/checkpoints/last.pt`` when ``settings.resume``; returns the stored history of a
-    finished run (see the module docstring). Under torchrun, ``batch_pairs`` is the global number of pairs per
-    step, split over the ranks. Raises FloatingPointError on a NaN/inf loss.
+    Resumes from ``run_dir/checkpoints/last.pt`` when ``settings.resume``, only with the settings it was trained
+    with (`RESUME_KEYS`: a resume continues its run; other steps, schedule, lr... are a new run, refused with a
+    ValueError naming the differences); returns the stored history of a finished run (see the module docstring).
+    The history's ``attrs["train_seconds"]`` is the run's training time, summed over its resumed parts. Under
+    torchrun, ``batch_pairs`` is the global number of pairs per step, split over the ranks. Raises
+    FloatingPointError on a NaN/inf loss.
     """
+    called = time.perf_counter()
     run_dir = Path(run_dir)
     ckpt_file = checkpoint_path(run_dir)
     distributed = dist.is_available() and dist.is_initialized()
@@ -243,17 +274,20 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
                                   "not be overwritten; remove metrics.json (or pick another run_dir) to retrain")
         diff = _settings_mismatch(stored["settings"], settings, TRAIN_KEYS + ("steps",))
         if diff:
-            raise ValueError(f"{run_dir} is a finished run trained with other settings {diff} (stored, requested): "
-                             "use another study/config_name/run_dir")
-        return pd.DataFrame(stored["history"])
+            raise ValueError(f"{run_dir} is a finished run trained with other settings ({_differences(diff)}; "
+                             "stored → requested): use another study/config_name/run_dir")
+        return _stored_history(stored)
     if stored is not None:
-        diff = _settings_mismatch(stored["settings"], settings, TRAIN_KEYS)
+        diff = _settings_mismatch(stored["settings"], settings, RESUME_KEYS)
         if diff:
-            raise ValueError(f"cannot resume {ckpt_file}: settings differ {diff} (stored, requested); "
-                             "set resume=False to start over or use another run_dir")
-        if stored.get("finished") and int(stored["step"]) == settings.steps:
+            done = "finished" if stored.get("finished") else "unfinished"
+            raise ValueError(f"cannot resume {ckpt_file} ({done}, step {stored['step']} of "
+                             f"{stored['settings'].get('steps')}): it was trained with other settings "
+                             f"({_differences(diff)}; stored → requested) and a resumed run continues its own run: "
+                             "train these settings in a new run_dir, or rerun with the stored ones")
+        if stored.get("finished"):
             # trained to the end (by any number of processes: torchrun) but not yet recorded: nothing to resume
-            return pd.DataFrame(stored["history"])
+            return _stored_history(stored)
 
     device = resolve_device(settings)
     configure_cpu(settings, device)  # deterministic on the CPU: one thread, the pinned float path (lib.device)
@@ -280,6 +314,7 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
     transform = data.augmentation(source, settings.image_size)
     history: list[dict] = []
     start = 0
+    prior_seconds = 0.0  # training seconds of the parts of this run before a resume
     if stored is not None:
         net.load_state_dict(stored["model"])
         optimizer.load_state_dict(stored["optimizer"])
@@ -294,6 +329,7 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
         if cuda and rng.get("cuda") is not None:
             torch.cuda.set_rng_state(rng["cuda"], device)
         history, start = list(stored["history"]), int(stored["step"])
+        prior_seconds = _stored_seconds(stored)
     bank_feats = None
     if frozen:  # rank 0 builds (or loads) the cached bank; the others wait for it, then load it
         if distributed and rank:
@@ -313,7 +349,9 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
         step_module = nn.parallel.DistributedDataParallel(step_module, device_ids=[device.index] if cuda else None)
     n_anchors = pairs.anchors_per_step(settings.batch_pairs // world, settings.neg_to_pos_ratio)
 
-    def checkpoint(step: int, finished: bool) -> None:
+    def checkpoint(step: int, finished: bool) -> float:
+        """Save the checkpoint of `step` (rank 0; every rank calls it); return the run's training seconds so far."""
+        seconds = prior_seconds + time.perf_counter() - called
         mine = {"sampler": sampler.state_dict(),
                 "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
                         "cuda": torch.cuda.get_rng_state(device) if cuda else None}}
@@ -322,7 +360,7 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
             per_rank = [None] * world
             dist.all_gather_object(per_rank, mine)
         if rank != 0:
-            return
+            return seconds
         _write_history(run_dir, history)  # first: a checkpoint that cannot be written must not take the history along
         state = {
             "model": net.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -330,8 +368,10 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
             "rng": [r["rng"] for r in per_rank],
             "settings": settings.to_dict(), "history": history, "model_info": info, "world_size": world,
             "objective": {"name": objective.name, "params": objective.params},
+            "train_seconds": seconds,
         }
         checkpoints.save_checkpoint(ckpt_file, state)
+        return seconds
 
     net.train()
     if frozen:
@@ -376,8 +416,22 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
         if settings.checkpoint_every and (step + 1) % settings.checkpoint_every == 0 and step + 1 < settings.steps:
             checkpoint(step + 1, finished=False)
     progress.close()
-    checkpoint(settings.steps, finished=True)
-    return pd.DataFrame(history)
+    seconds = checkpoint(settings.steps, finished=True)
+    result = pd.DataFrame(history)
+    result.attrs["train_seconds"] = seconds
+    return result
+
+
+def _stored_seconds(stored: dict[str, Any]) -> float:
+    """Training seconds a checkpoint records (older ones: from their history's ``seconds``)."""
+    return float(stored.get("train_seconds", _history_seconds(stored["history"])))
+
+
+def _stored_history(stored: dict[str, Any]) -> pd.DataFrame:
+    """The history of a checkpoint trained to the end, with its training seconds in ``attrs``."""
+    history = pd.DataFrame(stored["history"])
+    history.attrs["train_seconds"] = _stored_seconds(stored)
+    return history
 
 
 def train_stage(settings) -> tuple[Path, pd.DataFrame, dict[str, float] | None]:
@@ -416,4 +470,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(cli.run(main, prog="lib.train"))

@@ -488,3 +488,14 @@ def test_resend_detector_errors(tiny):
         det.fit(x)
     with pytest.raises(ValueError, match=r"known classes \[1\] have no support images"):
         det.fit(x, torch.tensor([0, 0, 2, 2]))
+    # issue 21: an empty loader said "not enough values to unpack", k = 0 gave NaN scores
+    from torch.utils.data import DataLoader, TensorDataset
+
+    empty = DataLoader(TensorDataset(torch.zeros(0, 3, 16, 16), torch.zeros(0, dtype=torch.long)), batch_size=4)
+    with pytest.raises(ValueError, match=r"^fit\(loader\): the loader yielded no batch"):
+        det.fit(empty)
+    for kind in ("knn", "kcenter"):
+        with pytest.raises(ValueError, match=r"^k=0 must be an integer >= 1$"):
+            detector.ReSeNDDetector(model, objective, prototypes=kind, k=0)
+    with pytest.raises(ValueError, match=r"^batch_pairs=0 must be an integer >= 1$"):
+        detector.ReSeNDDetector(model, objective, batch_pairs=0)

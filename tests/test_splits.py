@@ -6,7 +6,7 @@ import json
 import pytest
 from PIL import Image
 
-from lib import config, data, evaluate, runs, summary
+from lib import cli, config, data, evaluate, runs, summary
 from lib.datasets import real
 from lib.splits import resend
 
@@ -108,9 +108,9 @@ def test_converter_command_line_says_one_line(txt_lists, tmp_path, monkeypatch, 
     assert resend.main([str(txt_lists), "--out", str(tmp_path / "out")]) == 0
     assert f"lists of the paper's splits written to {tmp_path / 'out'}" in capsys.readouterr().out
     monkeypatch.setattr(resend, "PAPER_COUNTS", {("dtd", "images"): (46, 23, 25)})
-    assert resend.main([str(txt_lists), "--out", str(tmp_path / "out2")]) == 1
+    assert cli.run(resend.main, [str(txt_lists), "--out", str(tmp_path / "out2")], prog="lib.splits.resend") == 1
     err = capsys.readouterr().err
-    assert err == ("error: DTD/out_distribution.txt: expected 25 unknown test images (docs/METHOD.md §7), found 24: "
+    assert err == ("lib.splits.resend: error: DTD/out_distribution.txt: expected 25 unknown test images (docs/METHOD.md §7), found 24: "
                    "not the paper's list; point the converter at an unmodified ReSeND data/txt_lists\n")
 
 

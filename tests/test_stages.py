@@ -33,3 +33,15 @@ def test_open_trained_run_without_a_checkpoint_records_nothing(tmp_path):
     with pytest.raises(FileNotFoundError, match="no trained model in .*02_train"):
         stages.open_trained_run(requested, "r2")
     assert not (tmp_path / "bce__seed0").exists()
+
+
+def test_a_refused_evaluation_keeps_the_recorded_parameters(trained_run):
+    """Issue 21, case 8: 03 with an unknown benchmark overwrote params_evaluate.yaml before it refused."""
+    stages.open_trained_run(config.resolve("smoke", run_dir=str(trained_run), device="cpu"), "evaluate")
+    before = (trained_run / "params_evaluate.yaml").read_bytes()
+    for benchmarks in ("nonexistent", "real"):  # unknown; only file-backed ones without a data_root
+        requested = config.resolve("smoke", run_dir=str(trained_run), device="cpu", benchmarks=benchmarks,
+                                   prototypes="knn")
+        with pytest.raises(ValueError, match="unknown benchmark 'nonexistent'|selects no benchmark available"):
+            stages.open_trained_run(requested, "evaluate")
+        assert (trained_run / "params_evaluate.yaml").read_bytes() == before

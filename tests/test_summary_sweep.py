@@ -412,3 +412,186 @@ def test_cluster_options_without_a_cluster_are_refused_naming_the_fix(capsys):
     with pytest.raises(SystemExit):
         sweep.main([grid, "--cluster", "local", "--mem-gb", "8"])
     assert "--partition and --mem-gb are Slurm settings" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- issue 21: a study that cannot lie
+def _fake_stage(input_path, output_path, parameters, **_):
+    """papermill.execute_notebook's stand-in: each stage writes what the real one does (02: checkpoint + train_ and
+    pair_ keys; 03: per-benchmark keys + scores; 04: r2), values from the config and seed, in a second."""
+    import numpy as np
+
+    from lib import runs
+
+    run, stage = __import__("pathlib").Path(parameters["run_dir"]), __import__("pathlib").Path(input_path).stem
+    value = (0.6 if parameters["config_name"] == "bce" else 0.7) + parameters["seed"] / 100
+    if stage == "02_train":
+        (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (run / "checkpoints" / "last.pt").write_bytes(repr(parameters).encode())
+        runs.write_metrics(run, {"train_loss_last": 0.1, "train_acc_same_last": 0.9, "pair_auroc": 0.99,
+                                 "train_seconds": 3.0})
+    elif stage == "03_evaluate":
+        runs.write_metrics(run, {"auroc__glyph_printed": value, "fpr95__glyph_printed": 0.5, "auroc__intra_avg": value,
+                                 "fpr95__intra_avg": 0.5})
+        (run / "scores").mkdir(exist_ok=True)
+        np.savez(run / "scores" / "glyph_printed.npz", normality=np.full(4, value))
+    else:
+        runs.write_metrics(run, {"r2": value / 2, "r2_pairs": 84.0})
+    __import__("pathlib").Path(output_path).write_text("{}")
+
+
+@pytest.fixture
+def fake_sweep(tmp_path, monkeypatch):
+    """``run(**overrides) -> (exit status, printed)``: lib.sweep's command line on a 2-config smoke grid under
+    tmp_path, its stages `_fake_stage`, its reference rows a file written from the grid's benchmarks."""
+    import papermill
+
+    from lib import reference
+
+    monkeypatch.setattr(sweep, "OUTPUTS_DIR", tmp_path)
+    monkeypatch.setattr(papermill, "execute_notebook", _fake_stage)
+
+    def fake_reference(study_dir, settings):
+        (study_dir / "reference").mkdir(exist_ok=True)
+        (study_dir / "reference" / "metrics.json").write_text(json.dumps({"benchmarks": settings.benchmarks}))
+
+    monkeypatch.setattr(reference, "write_reference_rows", fake_reference)
+
+    def run(capsys, **overrides):
+        grid = {"study": "s", "preset": "smoke", "seeds": [0], "configs": ["bce", "hinge_d0.1"],
+                "notebooks": list(sweep.STAGES), "overrides": {"benchmarks": "glyph_printed", **overrides}}
+        (tmp_path / "grid.yaml").write_text(json.dumps(grid))
+        status = sweep.main([str(tmp_path / "grid.yaml")])
+        return status, capsys.readouterr().out
+
+    return run
+
+
+def test_a_deleted_output_reruns_its_stage_and_the_table_keeps_every_run(fake_sweep, tmp_path, capsys):
+    """Issue 21, case 4: deleting a finished run's metrics.json and rerunning gave "0 stages run, 6 skipped", rc 0
+    and a summary without that run. Now the markers vouch for their outputs: the stages whose outputs are gone run
+    again. 03's keys changed by hand are CHANGED; 02's marker stays valid under 03's and 04's writes."""
+    study = tmp_path / "s"
+    assert fake_sweep(capsys)[0] == 0
+    first = pd.read_csv(study / "summary.csv")
+    assert set(first["config"]) == {"bce", "hinge_d0.1"}
+    marker = json.loads((study / "bce__seed0" / "02_train.done.json").read_text())["outputs"]
+    assert list(marker["files"]) == ["checkpoints/last.pt"] and "auroc__glyph_printed" not in marker["keys"]
+    assert fake_sweep(capsys)[1].startswith("sweep s: 0 stages run, 6 skipped")
+    (study / "bce__seed0" / "metrics.json").unlink()
+    status, printed = fake_sweep(capsys)
+    assert status == 0 and printed.startswith("sweep s: 3 stages run, 3 skipped"), printed
+    pd.testing.assert_frame_equal(pd.read_csv(study / "summary.csv"), first)
+    (study / "hinge_d0.1__seed0" / "scores" / "glyph_printed.npz").unlink()  # 03's file: 03 and 04 rerun
+    assert fake_sweep(capsys)[1].startswith("sweep s: 2 stages run, 4 skipped")
+    runs_metrics = json.loads((study / "bce__seed0" / "metrics.json").read_text())
+    (study / "bce__seed0" / "metrics.json").write_text(json.dumps({**runs_metrics, "auroc__glyph_printed": 0.99}))
+    status, printed = fake_sweep(capsys)
+    assert status == 1 and "CHANGED bce__seed0/03_evaluate" in printed and "0 stages run, 4 skipped" in printed
+
+
+def test_a_changed_grid_leaves_the_studys_records_alone(fake_sweep, tmp_path, capsys):
+    """Issue 21, case 7: a grid with other benchmarks on a finished study said CHANGED (rc 1) and rewrote the
+    reference rows and the tables all the same."""
+    study = tmp_path / "s"
+    assert fake_sweep(capsys)[0] == 0
+    records = {p: p.read_bytes() for p in [study / "summary.csv", study / "tables.md",
+                                           study / "reference" / "metrics.json"]}
+    status, printed = fake_sweep(capsys, benchmarks="glyph_printed,glyph_printed_to_handwritten")
+    assert status == 1 and "2 with changed settings" in printed and "left as they were" in printed
+    assert {p: p.read_bytes() for p in records} == records
+
+
+def test_a_grid_is_checked_whole_before_anything_runs(tmp_path, monkeypatch):
+    """Issue 21: a grid naming an unknown benchmark passed --dry-run, trained every run, then died in the reference
+    rows; an unknown comparison benchmark likewise."""
+    monkeypatch.setattr(sweep, "OUTPUTS_DIR", tmp_path)
+    for grid in ({"overrides": {"benchmarks": "glyph_printed,nonexistent"}},
+                 {"comparisons": {"benchmarks": ["nonexistent"]}}):
+        path = tmp_path / "grid.yaml"
+        path.write_text(json.dumps({"study": "s", "preset": "smoke", "seeds": [0], "configs": ["bce"], **grid}))
+        with pytest.raises(ValueError, match="unknown benchmark 'nonexistent'"):
+            sweep.main([str(path), "--dry-run"])
+    assert list(tmp_path.iterdir()) == [tmp_path / "grid.yaml"]
+
+
+def _marked(mark: str) -> list[tuple[int, str]]:
+    """(pid, command line) of every live process whose environment carries RESEND_TEST_MARK=`mark`."""
+    import os
+    from pathlib import Path
+
+    found = []
+    for entry in os.scandir("/proc"):
+        try:
+            if entry.name.isdigit() and f"RESEND_TEST_MARK={mark}".encode() in \
+                    Path(entry.path, "environ").read_bytes().split(b"\0"):
+                found.append((int(entry.name), Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode()))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.notebook
+def test_a_killed_parallel_sweep_stops_everything_it_started_and_a_rerun_completes_it(tmp_path):
+    """Issue 21, case 5: SIGTERM to a `--jobs 2` sweep left its workers and kernels running under PID 1 with the
+    study lock released, so a rerun raced them. Now the sweep stops them all before it exits (and unlocks); the rerun
+    gives the summary of the same runs trained uninterrupted (the smoke grid, shrunk: 02 only, 2 steps of a tiny
+    model)."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+    import uuid
+
+    from lib import paths
+
+    grid = config.load_yaml(PARAMS_DIR / "grids" / "smoke.yaml")
+    grid.update(study="killed", notebooks=["02_train"],
+                overrides={"steps": 2, "device": "cpu", "pretrained": "none", "source_classes": 10, "d_model": 16,
+                           "n_heads": 2, "head_hidden": 8, "image_size": 16, "batch_pairs": 42,
+                           "benchmarks": "glyph_printed"})
+    (tmp_path / "grid.yaml").write_text(json.dumps(grid))
+    mark = uuid.uuid4().hex
+    env = {**os.environ, "PYTHONPATH": str(paths.REPO_ROOT), "RESEND_OUTPUTS": str(tmp_path / "out"),
+           "OMP_NUM_THREADS": "1", "RESEND_TEST_MARK": mark, "RESEND_DEBUG": ""}
+    command = [sys.executable, "-m", "lib.sweep", str(tmp_path / "grid.yaml"), "--jobs", "2"]
+    study = tmp_path / "out" / "killed"
+
+    sweeping = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while sum("ipykernel" in cmd for _, cmd in _marked(mark)) < 2:  # both runs' kernels are up: mid-run
+        assert sweeping.poll() is None and time.time() < deadline, sweeping.communicate()
+        time.sleep(0.2)
+    sweeping.send_signal(signal.SIGTERM)
+    _, err = sweeping.communicate(timeout=60)
+    assert sweeping.returncode == 128 + signal.SIGTERM
+    lines = err.replace("\r", "\n").splitlines()  # the progress bar's states end with \r
+    assert [line for line in lines if "error" in line.lower() or "Traceback" in line] == [
+        "lib.sweep: error: sweep interrupted by SIGTERM: its workers and notebook kernels are stopped and the stages "
+        "they ran have no marker; rerun the same command to continue"], err
+    left = time.time() + 5  # the sweep's resource tracker ends once the sweep has exited
+    while _marked(mark) and time.time() < left:
+        time.sleep(0.1)
+    assert _marked(mark) == []  # no worker, kernel or child of them is left
+    with sweep.study_lock(study):  # and the lock is free
+        pass
+    assert not list(study.glob("*/02_train.done.json"))
+
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+    # the same runs uninterrupted, in-process (train_stage: what 02 runs), beside the same reference rows
+    baseline = tmp_path / "baseline"
+    shutil.copytree(study / "reference", baseline / "reference")
+    for job in sweep.plan(sweep.load_grid(tmp_path / "grid.yaml")):
+        train.train_stage(config.resolve(**{**job.params, "run_dir": str(baseline / job.run_dir.name)}, say=print))
+    summary.write_summary(baseline)
+
+    def table(folder) -> pd.DataFrame:
+        frame = pd.read_csv(folder / "summary.csv")
+        return frame[[c for c in frame.columns if "seconds" not in c and "per_s" not in c]]
+
+    assert set(table(study)["config"]) == {"bce", "hinge_d0.1"}
+    pd.testing.assert_frame_equal(table(study), table(baseline))

@@ -221,10 +221,14 @@ def test_a_truncated_checkpoint_names_the_file_and_the_fix(tmp_path, source):
     train.train(settings, run_dir, source)
     path = checkpoints.checkpoint_path(run_dir)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    with pytest.raises(RuntimeError, match=r"checkpoint .*last\.pt is unreadable \(truncated or corrupt.*-p resume False"):
+    advice = rf"checkpoint .*last\.pt is unreadable \(truncated or corrupt.*move its folder {run_dir} away"
+    with pytest.raises(RuntimeError, match=advice):
         train.train(settings, run_dir, source)
-    history = train.train(tiny(tmp_path, checkpoint_every=2, steps=4, resume=False), run_dir, source)
-    assert len(history) == 4  # resume=False starts over
+    runs.write_metrics(run_dir, {"train_steps": 4})  # a finished run: resume=False would not help it
+    with pytest.raises(RuntimeError, match=advice):
+        train.train(tiny(tmp_path, checkpoint_every=2, steps=4, resume=False), run_dir, source)
+    run_dir.rename(tmp_path / "moved")  # the advice, followed
+    assert len(train.train(settings, run_dir, source)) == 4
 
 
 def test_an_unfinished_checkpoint_is_not_evaluated(tmp_path, source, train_until_killed):
@@ -314,10 +318,49 @@ def test_a_torchrun_trained_run_is_recorded_like_02_and_evaluated_by_03(tmp_path
         pd.testing.assert_frame_equal(again, pd.DataFrame(state["history"]))
         assert {k: metrics_02[k] for k in TRAIN_STAGE_METRICS - {"train_seconds"}} == \
             pytest.approx({k: metrics[k] for k in TRAIN_STAGE_METRICS - {"train_seconds"}})
-        assert (metrics_02["train_seconds"] == metrics["train_seconds"]) == recorded
+        assert metrics_02["train_seconds"] == metrics["train_seconds"]  # the training's, not this rerun's
 
     evaluation = config.resolve("smoke", run_dir=str(run_dir), device="cpu", benchmarks="glyph_printed")
     _, model, objective, merged = stages.open_trained_run(evaluation, "evaluate")  # what 03_evaluate runs
     assert all(torch.equal(v, state["model"][k]) for k, v in model.state_dict().items())
     scores, _ = evaluate.evaluate_benchmarks((model, objective), merged)
     assert 0.0 <= scores["auroc__glyph_printed"] <= 1.0
+
+
+@pytest.mark.parametrize("schedule, stop_at, steps_then", [("constant", 3, 2), ("cosine", 3, 8), ("constant", None, 4)])
+def test_a_resume_with_other_steps_is_refused_in_one_line(tmp_path, source, train_until_killed, schedule, stop_at,
+                                                         steps_then):
+    """Issue 21, cases 1-2: a run killed at step 3 of 6 (or trained to the end but never recorded) rerun with other
+    steps was recorded as a finished run of the new length (fewer steps than it has, or a cosine schedule whose lr
+    jumps back up). A resume continues its own run: anything else is refused, naming stored → requested."""
+    settings = tiny(tmp_path, checkpoint_every=3, schedule=schedule)
+    run_dir = settings.resolved_run_dir()
+    if stop_at:
+        train_until_killed(settings, source, at_step=stop_at)
+    else:
+        train.train(settings, run_dir, source)
+    before = {p.name: p.read_bytes() for p in (run_dir / "params.yaml", checkpoints.checkpoint_path(run_dir))}
+    with pytest.raises(ValueError) as refused:
+        train.train(tiny(tmp_path, checkpoint_every=3, schedule=schedule, steps=steps_then, lr=0.02), run_dir, source)
+    message = str(refused.value)
+    assert "\n" not in message and f"step {stop_at or 6} of 6" in message
+    assert f"steps 6 → {steps_then}" in message and "lr 0.05 → 0.02" in message and "new run_dir" in message
+    assert {p.name: p.read_bytes() for p in (run_dir / "params.yaml", checkpoints.checkpoint_path(run_dir))} == before
+    history = train.train(settings, run_dir, source)  # the stored settings: it resumes (or returns) its own run
+    assert list(history["step"]) == [1, 2, 3, 4, 5, 6]
+
+
+def test_train_seconds_are_the_trainings_not_a_reruns(tmp_path, source, train_until_killed):
+    """Issue 21, case 6: metrics.json of a finished run rebuilt by rerunning 02 recorded the rerun's 0.1 s; a resumed
+    run records the seconds of its parts summed."""
+    settings = tiny(tmp_path, checkpoint_every=3)
+    run_dir = settings.resolved_run_dir()
+    train_until_killed(settings, source, at_step=3)
+    part = checkpoints.load_checkpoint(checkpoints.checkpoint_path(run_dir))["train_seconds"]
+    history = train.train(settings, run_dir, source)
+    assert history.attrs["train_seconds"] > part > 0
+    first = train.record_metrics(settings, run_dir, history, source, seconds=1e6)["train_seconds"]
+    assert first == history.attrs["train_seconds"]
+    (run_dir / "metrics.json").unlink()
+    again = train.train(settings, run_dir, source)  # returns the stored history at once
+    assert train.record_metrics(settings, run_dir, again, source, seconds=1e-3)["train_seconds"] == first

@@ -22,9 +22,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import sys
 from pathlib import Path
 
+from lib import cli
 from lib.datasets import real
 from lib.paths import SPLITS_DIR, shown
 from lib.runs import atomic_write_text
@@ -186,14 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=SPLITS_DIR,
                         help="folder of the converted lists: lib/splits (default) or data_root/splits")
     args = parser.parse_args(argv)
-    try:
-        written = convert(args.source, args.out)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    written = convert(args.source, args.out)  # a refusal: one line on stderr, exit 1 (lib.cli)
     print(f"{len(written) - 1} lists of the paper's splits written to {shown(args.out)} (+ {real.PROVENANCE})")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(cli.run(main, prog="lib.splits.resend"))
