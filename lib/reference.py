@@ -31,6 +31,7 @@ import torch
 import yaml
 
 from lib import cli, config, data, evaluate, pretrain, runs
+from lib.baselines import posthoc
 from lib import model as model_lib
 from lib.backbone import find_pretrained
 from lib.config import Settings
@@ -41,9 +42,11 @@ from lib.metrics import AUROC_SE_RESAMPLES, AUROC_SE_SEED, auroc_bootstrap_se, n
 
 REFERENCE_DIR = "reference"  # outputs/<study>/reference/
 TEMPERATURE = 0.1  # softmax temperature of the cosines of backbone_proto (see the module docstring)
-VERSION = 1  # bump when a row's rule changes: a stored reference of another version is recomputed
+VERSION = 2  # bump when a row's rule changes (2: the kNN and Mahalanobis rows): a stored reference of another version is recomputed
 # Rows shown in every study table (label = how a table names it), then the ones only recorded.
 TABLE_ROWS = {"backbone_proto": f"ref: frozen backbone, cosine to class means, MSP T={TEMPERATURE}",
+              "backbone_knn1": "ref: frozen backbone, kNN k=1 (normalised features)",
+              "backbone_mahalanobis": "ref: frozen backbone, Mahalanobis (class means, tied covariance)",
               "pixels_1nn": "ref: raw pixels, 1-NN max cosine"}
 ROWS = (*TABLE_ROWS, "backbone_proto_t1", "backbone_proto_maxcos")
 
@@ -99,12 +102,17 @@ def benchmark_rows(backbone, benchmark, settings: Settings, memo: FeatureMemo | 
     batch = min(settings.eval_batch_size, IMAGE_BATCH)
     support = features(backbone, benchmark.support, settings.image_size, batch, device, settings.num_workers)
     protos, _ = evaluate.build_prototypes(support, benchmark.support.labels, benchmark.num_known, "mean")
-    sims = cosine(features(backbone, benchmark.test, settings.image_size, batch, device, settings.num_workers), protos)
+    test = features(backbone, benchmark.test, settings.image_size, batch, device, settings.num_workers)
+    sims = cosine(test, protos)
     rows = {"backbone_proto": _metrics(*msp(sims, TEMPERATURE), is_known, labels),
             "backbone_proto_t1": _metrics(*msp(sims, 1.0), is_known, labels)}
     best = sims.max(1)
     rows["backbone_proto_maxcos"] = _metrics(best.values.double().cpu().numpy(),
                                              best.indices.cpu().numpy().astype(np.int64), is_known, labels)
+    # what the support-trained comparison methods start from: the same features, no training (lib.baselines.posthoc)
+    for name, (normality, predictions) in posthoc.backbone_scores(support.float().cpu(), benchmark.support.labels,
+                                                                  test.float().cpu()).items():
+        rows[f"backbone_{name}"] = _metrics(normality, predictions, is_known, labels)
     pixels = cosine(pixel_features(benchmark.test, settings.image_size),
                     pixel_features(benchmark.support, settings.image_size))
     nearest = pixels.max(1)
@@ -138,10 +146,16 @@ def compute_reference_rows(settings: Settings, names: list[str]) -> tuple[dict[s
     return flat, info
 
 
-def write_reference_rows(study_dir: Path | str, settings: Settings) -> Path:
+def backbone_folder(pretrain_seed: int) -> str:
+    """The reference folder of one backbone of a study run on several (a grid's ``pretrain_seeds``)."""
+    return f"{REFERENCE_DIR}__bb{pretrain_seed}"
+
+
+def write_reference_rows(study_dir: Path | str, settings: Settings, folder: str = REFERENCE_DIR) -> Path:
     """Compute the reference rows of a study (its preset's backbone, its benchmarks) into
-    ``<study_dir>/reference/metrics.json`` and return that path; skipped when it holds the same recipe."""
-    out = Path(study_dir) / REFERENCE_DIR
+    ``<study_dir>/<folder>/metrics.json`` and return that path; skipped when it holds the same recipe. A study on
+    several backbones writes one folder per backbone (`backbone_folder`)."""
+    out = Path(study_dir) / folder
     names = data.available_benchmarks(settings.benchmarks, settings)
     wanted = recipe(settings, names)
     stored = out / "recipe.json"
@@ -159,8 +173,14 @@ def write_reference_rows(study_dir: Path | str, settings: Settings) -> Path:
 
 
 def read_reference_rows(study_dir: Path | str) -> dict[str, dict[str, float]]:
-    """{row: {``<metric>__<benchmark>``: value}} from ``<study_dir>/reference/metrics.json`` ({} when absent)."""
+    """{row: {``<metric>__<benchmark>``: value}} from ``<study_dir>/reference/metrics.json``; for a study on several
+    backbones, the mean over its ``reference__bb<b>`` folders of every value they all hold ({} when none)."""
     metrics = runs.read_metrics(Path(study_dir) / REFERENCE_DIR)
+    if not metrics:
+        per_backbone = [runs.read_metrics(f) for f in sorted(Path(study_dir).glob(f"{REFERENCE_DIR}__bb*"))]
+        per_backbone = [m for m in per_backbone if m]
+        shared = set.intersection(*(set(m) for m in per_backbone)) if per_backbone else set()
+        metrics = {k: float(np.mean([m[k] for m in per_backbone])) for k in shared}
     rows: dict[str, dict[str, float]] = {}
     for key, value in metrics.items():
         row, _, rest = key.partition("__")

@@ -39,6 +39,7 @@ HEADLINE_MIN_AUROC = 0.6
 HEADLINE_SE_FACTOR = 2.0
 RHO_RESAMPLES = 1000  # bootstrap resamples (over seeds) of the rho interval
 RHO_SEED = 0  # fixed: the interval never depends on anything but the runs
+REFERENCE_LINES = ("backbone_knn1", "backbone_mahalanobis")  # reference rows drawn across the study's bar figures
 PAPER_RHO = {"intra": -0.85, "cross": -0.60}  # Spearman rho(R^2, avg AUROC) over the paper's 10 configurations
 
 # docs/METHOD.md §8-9: ICIAP 2023, ImageNet-trained ReSeND, seed 000 (each configuration's paper_r2 in lib.objectives).
@@ -480,12 +481,17 @@ def summary_figures(study_dir: Path, df: pd.DataFrame, agg: pd.DataFrame, groups
     import matplotlib.pyplot as plt
 
     written = []
+    refs = reference.read_reference_rows(study_dir)
     for kind, names in groups.items():
         if names:
             for metric, label in (("auroc", "AUROC (higher is better)"), ("fpr95", "FPR95 (lower is better)")):
                 if not any(f"{metric}__{n}" in df.columns for n in names):
                     continue
-                fig = study_plots.benchmark_bars(df, names, metric=metric, title=f"{kind}-domain {label}")
+                lines = {reference.TABLE_ROWS[row].removeprefix("ref: "): {n: refs[row][f"{metric}__{n}"] for n in names
+                                                                            if f"{metric}__{n}" in refs.get(row, {})}
+                         for row in REFERENCE_LINES}
+                fig = study_plots.benchmark_bars(df, names, metric=metric, title=f"{kind}-domain {label}",
+                                                 references={k: v for k, v in lines.items() if v})
                 written.append(runs.save_figure(fig, study_dir, f"{metric}_{kind}"))
                 plt.close(fig)
         column = (averages or {}).get(kind, f"auroc__{kind}_avg")

@@ -562,8 +562,11 @@ def run_grid(grid: Grid, only: list[str] | None = None, jobs: int = 1, cluster: 
         call(build_backbones, planned)
         outcome = run_jobs(planned, jobs, f"sweep {grid.study}", cluster)
         if grid.configs and not outcome["changed"]:  # the floor and ceiling every study table is read against
-            call(reference.write_reference_rows, OUTPUTS_DIR / grid.study,
-                 config.resolve(grid.preset, say=_silent, **(grid.overrides or {})))
+            for backbone in grid.pretrain_seeds or [None]:  # one reference per backbone of the study
+                values = {} if backbone is None else {"pretrain_seed": backbone}
+                call(reference.write_reference_rows, OUTPUTS_DIR / grid.study,
+                     config.resolve(grid.preset, say=_silent, **{**(grid.overrides or {}), **values}),
+                     reference.REFERENCE_DIR if backbone is None else reference.backbone_folder(backbone))
         return outcome
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from lib import config, metrics, pretrain, reference, summary
+from lib import config, metrics, pretrain, reference, runs, summary
 from lib.data import Benchmark, TensorImageSet
 from lib.datasets import glyphs
 
@@ -72,6 +72,11 @@ def test_reference_rows_on_a_copy_benchmark():
     assert pixels["auroc"] == 1.0 and pixels["accuracy"] == 1.0 and pixels["fpr95"] == 0.0 and pixels["auroc_se"] == 0.0
     for row in rows.values():
         assert 0.0 <= row["auroc"] <= 1.0 and row["auroc_se"] >= 0.0
+    # a known test image is a copy of a support image: its nearest normalised support feature is at distance 0,
+    # every unknown one farther, so the backbone's kNN k=1 is perfect and names the right class
+    knn = rows["backbone_knn1"]
+    assert knn["auroc"] == 1.0 and knn["accuracy"] == 1.0 and knn["fpr95"] == 0.0
+    assert {"backbone_knn1", "backbone_mahalanobis"} <= set(reference.TABLE_ROWS)
 
 
 def test_msp_temperature_and_max_cosine():
@@ -202,3 +207,11 @@ def test_pretrained_backbone_key_follows_the_character_plan(monkeypatch):
     monkeypatch.setattr(glyphs, "NUM_KNOWN", glyphs.BENCH_CHARS // 2)
     assert pretrain.weight_path(settings) != now  # a new plan never finds the old plan's weights
     assert pretrain.recipe(config.resolve("mini", dataset="emoji"))["char_plan"] == ""
+
+
+def test_a_study_on_several_backbones_reads_the_mean_of_their_reference_rows(tmp_path):
+    runs.write_metrics(tmp_path / reference.backbone_folder(0), {"backbone_knn1__auroc__b": 0.9, "pixels_1nn__auroc__b": 0.5})
+    runs.write_metrics(tmp_path / reference.backbone_folder(1), {"backbone_knn1__auroc__b": 0.8})
+    assert reference.read_reference_rows(tmp_path) == {"backbone_knn1": {"auroc__b": pytest.approx(0.85)}}
+    runs.write_metrics(tmp_path / reference.REFERENCE_DIR, {"backbone_proto__auroc__b": 0.7})  # one backbone: its own
+    assert reference.read_reference_rows(tmp_path) == {"backbone_proto": {"auroc__b": 0.7}}

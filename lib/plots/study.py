@@ -35,9 +35,11 @@ def loss_shapes(curves: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def benchmark_bars(df: pd.DataFrame, benchmarks: list[str], metric: str = "auroc", title: str = "") -> plt.Figure:
+def benchmark_bars(df: pd.DataFrame, benchmarks: list[str], metric: str = "auroc", title: str = "",
+                   references: dict[str, dict[str, float]] | None = None) -> plt.Figure:
     """Grouped bars: one group per benchmark, one bar per config, mean over seeds with std error bars; the y axis
-    spans [0, 1] (every bar visible, however bad), with the chance line at 0.5 for AUROC."""
+    spans [0, 1] (every bar visible, however bad), with the chance line at 0.5 for AUROC. `references`
+    ({label: {benchmark: value}}, e.g. the frozen backbone's kNN) draw a line across each benchmark's group."""
     columns = [f"{metric}__{b}" for b in benchmarks if f"{metric}__{b}" in df.columns]
     long = df.melt(id_vars=["config", "seed"], value_vars=columns, var_name="benchmark", value_name=metric)
     long["benchmark"] = long["benchmark"].str.split("__", n=1).str[1]
@@ -46,6 +48,12 @@ def benchmark_bars(df: pd.DataFrame, benchmarks: list[str], metric: str = "auroc
     ax.set(ylim=(0, 1), title=title or metric, xlabel="")
     if metric == "auroc":
         ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    shown = [c.split("__", 1)[1] for c in columns]
+    for (label, values), style in zip((references or {}).items(), ("-", "--", ":", "-.")):
+        for i, name in enumerate(shown):
+            if name in values:
+                ax.hlines(values[name], i - 0.45, i + 0.45, colors="black", linestyles=style, lw=1.2,
+                          label=label if i == next(j for j, n in enumerate(shown) if n in values) else None)
     ax.tick_params(axis="x", rotation=20)
     sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     fig.tight_layout()
