@@ -564,9 +564,9 @@ def run_grid(grid: Grid, only: list[str] | None = None, jobs: int = 1, cluster: 
         if grid.configs and not outcome["changed"]:  # the floor and ceiling every study table is read against
             for backbone in grid.pretrain_seeds or [None]:  # one reference per backbone of the study
                 values = {} if backbone is None else {"pretrain_seed": backbone}
+                folder = [] if backbone is None else [reference.backbone_folder(backbone)]
                 call(reference.write_reference_rows, OUTPUTS_DIR / grid.study,
-                     config.resolve(grid.preset, say=_silent, **{**(grid.overrides or {}), **values}),
-                     reference.REFERENCE_DIR if backbone is None else reference.backbone_folder(backbone))
+                     config.resolve(grid.preset, say=_silent, **{**(grid.overrides or {}), **values}), *folder)
         return outcome
 
 
