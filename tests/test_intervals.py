@@ -96,3 +96,34 @@ def test_a_grid_with_pretrain_seeds_runs_every_config_on_every_backbone(tmp_path
     match = runs.RUN_NAME.match("hinge_d0.1__bb2__seed1")
     assert (match["config"], match["backbone"], match["seed"]) == ("hinge_d0.1", "2", "1")
     assert runs.RUN_NAME.match("hinge_d0.1__seed1")["backbone"] is None
+
+
+def test_the_convergence_rule_by_hand():
+    import importlib.util
+
+    from lib.paths import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("convergence", REPO_ROOT / "benchmarks" / "convergence.py")
+    convergence = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(convergence)
+    keys = [{"config": c, "backbone": b, "seed": 0} for c in ("bce", "hinge_d1") for b in (0, 1)]
+    base = pd.DataFrame([{**k, "pair_auroc": 0.99, "r2": 0.5, "auroc__intra_avg": 0.8, "auroc__cross_avg": 0.7}
+                         for k in keys])
+    longer = base.copy()
+    longer.loc[longer["config"] == "hinge_d1", "r2"] = 0.53  # doubling moves hinge's R^2 by 0.03 > 0.02
+    longer.loc[(longer["config"] == "bce") & (longer["backbone"] == 1), "auroc__intra_avg"] = 0.81  # mean +0.005
+    table = convergence.convergence_table(base, longer).set_index("config")
+    assert table.loc["bce", "converged"] and not table.loc["hinge_d1", "converged"]
+    assert table.loc["bce", "delta_auroc__intra_avg"] == pytest.approx(0.005)
+    assert table.loc["hinge_d1", "delta_r2"] == pytest.approx(0.03)
+    base.loc[0, "pair_auroc"] = 0.96  # one run below the 0.97 gate: not converged whatever the deltas
+    assert not convergence.convergence_table(base, longer).set_index("config").loc["bce", "converged"]
+    grid = convergence.doubled(sweep_grid())
+    assert grid.study == "study_2x" and grid.overrides["steps"] == 1600 and grid.overrides["warmup_steps"] == 80
+
+
+def sweep_grid():
+    from lib import sweep
+    from lib.paths import PARAMS_DIR
+
+    return sweep.load_grid(PARAMS_DIR / "grids" / "study.yaml")
