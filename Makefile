@@ -49,7 +49,7 @@ test-tools:
 	@bash scripts/install_test_tools.sh
 
 test: setup test-tools
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider --durations=15 tests
 	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-cell-timeout=600 notebooks/[0-9][0-9]_*.ipynb  # the project's notebooks, not a user's out.ipynb
 
 test-fast: setup

@@ -203,16 +203,19 @@ def hue(x, factor):
 JITTER_OPS = {BRIGHTNESS: brightness, CONTRAST: contrast, SATURATION: saturation, HUE: hue}
 
 
-def reference_transform(image_size: int, hflip: bool = True):
+def reference_transform(image_size: int, hflip: bool = True, scale: tuple[float, float] = (0.8, 1.0),
+                        jitter: float = 0.8, jitter_p: float = 0.5, grayscale: float = 0.1):
     """The per-image torchvision v2 pipeline `BatchAugment` replaces (uint8 (3,H,W) -> float32 normalised): the
-    specification its tests and benchmarks/train_throughput.py compare with; training does not use it."""
+    specification its tests and benchmarks/train_throughput.py compare with; training does not use it. The other
+    arguments give the same pipeline with another recipe's values (CIDER's: `baselines.reweightood.cider_transform`):
+    RandomResizedCrop `scale`, ColorJitter(jitter, jitter, jitter, 0.1) with p `jitter_p`, grayscale p `grayscale`."""
     from torchvision.transforms import v2
 
     return v2.Compose([
-        v2.RandomResizedCrop(image_size, scale=(0.8, 1.0), antialias=True),
+        v2.RandomResizedCrop(image_size, scale=scale, antialias=True),
         *([v2.RandomHorizontalFlip(0.5)] if hflip else []),
-        v2.RandomApply([v2.ColorJitter(0.8, 0.8, 0.8, 0.1)], p=0.5),
-        v2.RandomGrayscale(0.1),
+        v2.RandomApply([v2.ColorJitter(jitter, jitter, jitter, 0.1)], p=jitter_p),
+        v2.RandomGrayscale(grayscale),
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
     ])

@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lib.augment import reference_transform
 from lib.baselines.posthoc import knn_normality, mahalanobis_scores, nearest_support_class
 from lib.config import Settings
-from lib.data import IMAGENET_MEAN, IMAGENET_STD
 from lib.supervised import FEATURE_DIM, Batch, Classifier, Recipe, TrainContext, support_recipe
 
 TAU = 0.1
@@ -39,16 +39,7 @@ def cider_transform(image_size: int, hflip: bool = True):
     """CIDER's training augmentation (non-ImageNet branch), torchvision v2 on uint8 (3,H,W): RandomResizedCrop
     scale .2-1, horizontal flip (left out with ``hflip=False``, see data.augmentation), ColorJitter(.4,.4,.4,.1)
     with p .8, grayscale p .2, ImageNet normalisation."""
-    from torchvision.transforms import v2
-
-    return v2.Compose([
-        v2.RandomResizedCrop(image_size, scale=(0.2, 1.0), antialias=True),
-        *([v2.RandomHorizontalFlip(0.5)] if hflip else []),
-        v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-        v2.RandomGrayscale(0.2),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+    return reference_transform(image_size, hflip, scale=(0.2, 1.0), jitter=0.4, jitter_p=0.8, grayscale=0.2)
 
 
 def recipe(settings: Settings) -> Recipe:
