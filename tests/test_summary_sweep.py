@@ -536,7 +536,7 @@ def test_a_killed_parallel_sweep_stops_everything_it_started_and_a_rerun_complet
     """Issue 21, case 5: SIGTERM to a `--jobs 2` sweep left its workers and kernels running under PID 1 with the
     study lock released, so a rerun raced them. Now the sweep stops them all before it exits (and unlocks); the rerun
     gives the summary of the same runs trained uninterrupted (the smoke grid, shrunk: 02 only, 2 steps of a tiny
-    model)."""
+    model), and so does the same grid at --jobs 1 (case 3: a kernel's thread count changes no bit)."""
     import os
     import shutil
     import signal
@@ -595,3 +595,9 @@ def test_a_killed_parallel_sweep_stops_everything_it_started_and_a_rerun_complet
 
     assert set(table(study)["config"]) == {"bce", "hinge_d0.1"}
     pd.testing.assert_frame_equal(table(study), table(baseline))
+
+    # case 3: --jobs 1, each kernel offered both cores, writes the table --jobs 2 (one core each) wrote
+    alone = {**env, "RESEND_OUTPUTS": str(tmp_path / "alone"), "OMP_NUM_THREADS": "2"}
+    done = subprocess.run([*command[:-1], "1"], env=alone, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    pd.testing.assert_frame_equal(table(tmp_path / "alone" / "killed"), table(study))
