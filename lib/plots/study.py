@@ -55,6 +55,7 @@ def benchmark_bars(df: pd.DataFrame, benchmarks: list[str], metric: str = "auroc
                 ax.hlines(values[name], i - 0.45, i + 0.45, colors="black", linestyles=style, lw=1.2,
                           label=label if i == next(j for j, n in enumerate(shown) if n in values) else None)
     ax.tick_params(axis="x", rotation=20)
-    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    ax.legend(*ax.get_legend_handles_labels(), loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False,
+              title="config", fontsize="small")  # the configs, then the reference lines
     fig.tight_layout()
     return fig
