@@ -50,7 +50,7 @@ test-tools:
 
 test: setup test-tools
 	$(PY) -m pytest -q -p no:cacheprovider --durations=15 tests
-	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-cell-timeout=600 notebooks/[0-9][0-9]_*.ipynb  # the project's notebooks, not a user's out.ipynb
+	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-cell-timeout=1200 notebooks/[0-9][0-9]_*.ipynb  # the project's notebooks, not a user's out.ipynb
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not notebook" tests
