@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -364,13 +363,7 @@ def r2_auroc_interval(df: pd.DataFrame, column: str, configs=None, resamples: in
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     means = np.stack([g[rng.integers(0, len(g), (resamples, len(g)))].mean(1) for g in groups], axis=1)  # (R, C, 2)
-    from scipy.stats import rankdata
-
-    ranks = rankdata(means, axis=1)
-    ranks -= ranks.mean(1, keepdims=True)
-    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
-        warnings.simplefilter("ignore")
-        rho = (ranks[..., 0] * ranks[..., 1]).sum(1) / np.sqrt((ranks[..., 0] ** 2).sum(1) * (ranks[..., 1] ** 2).sum(1))
+    rho = intervals.spearman_rows(means[..., 0], means[..., 1])
     rho = rho[np.isfinite(rho)]
     if not len(rho):
         return float("nan"), float("nan")
