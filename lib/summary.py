@@ -39,6 +39,8 @@ HEADLINE_SE_FACTOR = 2.0
 RHO_RESAMPLES = 1000  # bootstrap resamples (over seeds) of the rho interval
 RHO_SEED = 0  # fixed: the interval never depends on anything but the runs
 REFERENCE_LINES = ("backbone_knn1", "backbone_mahalanobis")  # reference rows drawn across the study's bar figures
+CONVERGENCE_CSV = "convergence.csv"  # benchmarks/convergence.py's verdict per config, beside summary.csv
+NOT_CONVERGED = "†"  # marks a config benchmarks/convergence.py found not converged (left out of rho)
 PAPER_RHO = {"intra": -0.85, "cross": -0.60}  # Spearman rho(R^2, avg AUROC) over the paper's 10 configurations
 
 # docs/METHOD.md §8-9: ICIAP 2023, ImageNet-trained ReSeND, seed 000 (each configuration's paper_r2 in lib.objectives).
@@ -142,17 +144,49 @@ def variance_shares(df: pd.DataFrame, column: str) -> dict[str, float]:
     return {"backbone": between / total if total else float("nan"), "seed": within / total if total else float("nan")}
 
 
-def robust_section(study_dir: Path, df: pd.DataFrame, groups: dict[str, list[str]]) -> list[str]:
+def read_convergence(study_dir: Path) -> dict[str, bool] | None:
+    """{config: converged} from ``<study>/convergence.csv`` (benchmarks/convergence.py), None when not measured."""
+    path = Path(study_dir) / CONVERGENCE_CSV
+    if not path.exists():
+        return None
+    table_ = pd.read_csv(path)
+    return dict(zip(table_["config"], table_["converged"].astype(bool)))
+
+
+def counted_configs(agg: pd.DataFrame, converged: dict[str, bool] | None) -> list[str]:
+    """The configs rho is taken over: those that left the label-prior plateau (`learned`) and were not found
+    unconverged (`read_convergence`; a config it did not measure counts)."""
+    return [c for c in agg.index[learned(agg)] if (converged or {}).get(c, True)]
+
+
+def backbones_agreeing(df: pd.DataFrame, a: str, b: str, column: str, sign: float) -> tuple[int, int]:
+    """(backbones on which config `b`'s mean `column` minus config `a`'s, over run seeds, has the sign of `sign`,
+    backbones with both configs)."""
+    means = df[df["config"].isin([a, b])].groupby(["backbone", "config"])[column].mean().unstack()
+    if a not in means or b not in means:
+        return 0, 0
+    delta = (means[b] - means[a]).dropna()
+    return int((np.sign(delta) == np.sign(sign)).sum()), len(delta)
+
+
+def robust_section(study_dir: Path, df: pd.DataFrame, groups: dict[str, list[str]],
+                   converged: dict[str, bool] | None = None) -> list[str]:
     """tables.md's section on what holds across backbones: the contrasts table (ΔR², ΔAUROC with hierarchical
-    intervals beside the paper's Δ), ρ with its hierarchical interval and the backbone / seed variance shares."""
+    intervals beside the paper's Δ), ρ with its hierarchical interval and the backbone / seed variance shares.
+    ρ is taken over `counted_configs` (learned, and converged where `converged` says)."""
     configs = [c for c in CONFIG_ORDER if c in set(df["config"])]
+    agg = aggregate(df)
+    counted = [c for c in configs if c in counted_configs(agg, converged)]
     kinds = [k for k in ("intra", "cross") if groups[k] and f"auroc__{k}_avg" in df]
     replicates = {k: image_replicates(study_dir, df, groups[k]) for k in kinds}
     levels = "backbone → run seed → test images" if all(replicates.values()) else "backbone → run seed"
     parts = [f"\n## What holds across backbones ({df['backbone'].nunique()} backbones × {df['seed'].nunique()} seeds)\n",
              f"Mean Δ from one configuration to the next within a family, with its 95 % hierarchical bootstrap interval "
              f"({levels}, paired: both configurations on the same drawn backbones, seeds and images; lib/intervals.py); "
-             "the paper's Δ beside it (ICIAP 2023, seed 000). ✓ = the interval excludes 0 with the paper's sign.\n",
+             "the paper's Δ beside it (ICIAP 2023, seed 000). ✓ = the interval excludes 0 with the paper's sign; "
+             "k/B = on k of the B backbones alone the mean Δ (over run seeds) has the paper's sign"
+             + (f"; {NOT_CONVERGED} = a step with a configuration that is not converged (benchmarks/convergence.py)"
+                if converged else "") + ".\n",
              "| step | ΔR² | paper | " + " | ".join(f"Δ {k} AUROC | paper" for k in kinds) + " |",
              "|---|---|---|" + "---|---|" * len(kinds)]
     paper = paper_contrasts()
@@ -165,13 +199,17 @@ def robust_section(study_dir: Path, df: pd.DataFrame, groups: dict[str, list[str
             mean, lo, hi = row[k]
             ref = paper[(a, b)][position]
             agrees = (lo > 0 and ref > 0) or (hi < 0 and ref < 0)
-            cells += [f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}]{' ✓' if agrees else ''}", f"{ref:+.3f}"]
-        parts.append(f"| {a} → {b} | " + " | ".join(cells) + " |")
+            k_of_b = "%d/%d" % backbones_agreeing(df, a, b, "r2" if k == "r2" else f"auroc__{k}_avg", ref)
+            cells += [f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}] {k_of_b}{' ✓' if agrees else ''}", f"{ref:+.3f}"]
+        mark = f" {NOT_CONVERGED}" if not all((converged or {}).get(c, True) for c in (a, b)) else ""
+        parts.append(f"| {a} → {b}{mark} | " + " | ".join(cells) + " |")
+    left_out = [c for c in configs if c not in counted]
     for kind in kinds:
-        rho, lo, hi = rho_hierarchical(df, configs, kind, replicates[kind])
-        parts.append(f"\nSpearman ρ(R², avg {kind} AUROC) over {len(configs)} configs: {rho:.3f} (95 % hierarchical "
-                     f"interval [{lo:.3f}, {hi:.3f}]{'; its sign is not determined' if lo < 0 < hi else ''}); "
-                     f"paper: {PAPER_RHO[kind]:.2f}.")
+        rho, lo, hi = rho_hierarchical(df, counted, kind, replicates[kind])
+        parts.append(f"\nSpearman ρ(R², avg {kind} AUROC) over {len(counted)} configs"
+                     + (f" (left out: {', '.join(left_out)})" if left_out else "")
+                     + f": {rho:.3f} (95 % hierarchical interval [{lo:.3f}, {hi:.3f}]"
+                     f"{'; its sign is not determined' if lo < 0 < hi else ''}); paper: {PAPER_RHO[kind]:.2f}.")
     for column in ["r2"] + [f"auroc__{k}_avg" for k in kinds]:
         shares = variance_shares(df, column)
         if np.isfinite(shares["backbone"]):
@@ -230,10 +268,10 @@ def _ref_cell(values: dict[str, float], keys: list[str]) -> str:
 
 
 def table(agg: pd.DataFrame, benchmarks: list[str], kind: str, paper: bool, avg: str | None = None,
-          references: dict[str, dict[str, float]] | None = None) -> str:
+          references: dict[str, dict[str, float]] | None = None, marks: dict[str, str] | None = None) -> str:
     """Markdown table: one row per config, AUROC / FPR95 per benchmark, their averages (columns
     ``<metric>__<avg>``, default ``<kind>_avg``), R^2; then the reference rows of `references` (see
-    `reference.read_reference_rows`), averaged over the same `benchmarks`."""
+    `reference.read_reference_rows`), averaged over the same `benchmarks`. `marks`: {config: suffix of its name}."""
     avg = avg or f"{kind}_avg"
     header = ["config"] + [f"{b} AUROC / FPR95" for b in benchmarks] + ["avg AUROC / FPR95", "R²", "pair AUROC",
                                                                           "train acc same"]
@@ -241,7 +279,7 @@ def table(agg: pd.DataFrame, benchmarks: list[str], kind: str, paper: bool, avg:
         header += ["paper avg AUROC", "paper R²"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for config in agg.index:
-        cells = [config] + [f"{_cell(agg, config, f'auroc__{b}')} / {_cell(agg, config, f'fpr95__{b}')}" for b in benchmarks]
+        cells = [f"{config} {marks[config]}" if config in (marks or {}) else config] + [f"{_cell(agg, config, f'auroc__{b}')} / {_cell(agg, config, f'fpr95__{b}')}" for b in benchmarks]
         cells += [f"{_cell(agg, config, f'auroc__{avg}')} / {_cell(agg, config, f'fpr95__{avg}')}",
                   _cell(agg, config, "r2"), _cell(agg, config, "pair_auroc"), _cell(agg, config, "train_acc_same_last")]
         if paper:
@@ -371,12 +409,14 @@ def r2_auroc_interval(df: pd.DataFrame, column: str, configs=None, resamples: in
     return float(lo), float(hi)
 
 
-def _rho_text(agg: pd.DataFrame, df: pd.DataFrame, kind: str, column: str, learned_only: bool) -> str:
-    rho, n = r2_auroc_correlation(agg, kind, learned_only, column)
-    lo, hi = r2_auroc_interval(df, column, agg.index[learned(agg)] if learned_only else None)
+def _rho_text(agg: pd.DataFrame, df: pd.DataFrame, kind: str, column: str, configs: list[str] | None = None) -> str:
+    """The table's ρ line: over every config, or over `configs` (those `counted_configs` keeps) when given."""
+    sub = agg if configs is None else agg.loc[configs]
+    rho, n = r2_auroc_correlation(sub, kind, False, column)
+    lo, hi = r2_auroc_interval(df, column, configs)
     interval = f" (95 % bootstrap interval over seeds: [{lo:.3f}, {hi:.3f}])" if not np.isnan(lo) else ""
-    if learned_only:
-        return f"Spearman ρ over the {n} configs that left the prior plateau: {rho:.3f}{interval}"
+    if configs is not None:
+        return f"Spearman ρ over the {n} configs that left the prior plateau and are not found unconverged: {rho:.3f}{interval}"
     return f"Spearman ρ(R², avg {kind} AUROC) over {n} configs: {rho:.3f}{interval}"
 
 
@@ -389,6 +429,7 @@ def write_summary(study_dir: Path, paper: bool = False) -> list[Path]:
     written = [study_dir / "summary.csv"]
     df.to_csv(written[0], index=False)
     groups = benchmarks_in(df)
+    converged = read_convergence(study_dir)
     backbones = sorted(int(b) for b in df["backbone"].unique())
     over = "seeds" if len(backbones) == 1 else f"the {len(backbones)} backbones × {df['seed'].nunique()} seeds"
     parts = [f"# Study `{study_dir.name}`: {df['config'].nunique()} configs, seeds {sorted(int(s) for s in df['seed'].unique())}"
@@ -398,6 +439,16 @@ def write_summary(study_dir: Path, paper: bool = False) -> list[Path]:
              f"lib/pair_eval.py); a config with a seed below {LEARNED_PAIR_AUROC} did not leave the label-prior plateau "
              "(it calls every pair different) and is left out of the 'learned' ρ. `train acc same`: fraction of same "
              "pairs called same over the last fifth of training (a calibration, not the gate)."]
+    if converged is None:
+        parts.append(f"Convergence: not measured for this study (benchmarks/convergence.py writes {CONVERGENCE_CSV}); "
+                     "every config that left the plateau enters ρ.")
+    else:
+        unconverged = [c for c in CONFIG_ORDER if converged.get(c) is False]
+        parts.append(f"Convergence ({CONVERGENCE_CSV}, benchmarks/convergence.py; docs/convergence.md): "
+                     f"{sum(converged.values())} of {len(converged)} configs converged"
+                     + (f"; {NOT_CONVERGED} marks the others ({', '.join(unconverged)}): their numbers are a property "
+                        "of the training budget, and they are left out of ρ." if unconverged else "."))
+    marks = {c: NOT_CONVERGED for c, ok in (converged or {}).items() if not ok}
     regimes = sorted({r for r in df.get("train_regime", pd.Series(dtype=str)).fillna("") if r})
     if regimes:  # docs/METHOD.md §5: every table made on a frozen backbone says so
         parts.append(f"Training regime (env.json of the runs): {'; '.join(regimes)}"
@@ -430,13 +481,15 @@ def write_summary(study_dir: Path, paper: bool = False) -> list[Path]:
     for kind in ("intra", "cross"):
         shown = [b for b in groups[kind] if b in clear]
         if shown:
-            parts += [f"\n## {kind}-domain\n", table(agg, shown, kind, paper, averages[kind][len("auroc__"):], refs)]
+            parts += [f"\n## {kind}-domain\n", table(agg, shown, kind, paper, averages[kind][len("auroc__"):], refs, marks)]
             line = se_line(df, shown, refs)
             parts += [f"\n{line}"] if line else []
             note = split_line(df, shown)
             parts += [f"\n{note}"] if note else []
-            parts.append(("\n" if not line else "") + _rho_text(agg, df, kind, averages[kind], learned_only=False))
-            parts.append(_rho_text(agg, df, kind, averages[kind], learned_only=True))
+            parts.append(("\n" if not line else "") + _rho_text(agg, df, kind, averages[kind]))
+            counted = counted_configs(agg, converged)
+            if len(counted) < len(agg):
+                parts.append(_rho_text(agg, df, kind, averages[kind], counted))
     if near:
         parts.append("\n## Benchmarks where even the backbone is near chance\n\nNot in the headline averages or ρ: "
                      f"the frozen-backbone reference has AUROC − {HEADLINE_SE_FACTOR:g}·SE < {HEADLINE_MIN_AUROC} "
@@ -444,13 +497,13 @@ def write_summary(study_dir: Path, paper: bool = False) -> list[Path]:
         for kind in ("intra", "cross"):
             names = [b for b in groups[kind] if b in near]
             if names:
-                parts += [f"\n### {kind}-domain\n", table(agg, names, kind, paper, f"{kind}_near_chance", refs)]
+                parts += [f"\n### {kind}-domain\n", table(agg, names, kind, paper, f"{kind}_near_chance", refs, marks)]
                 line = se_line(df, names, refs)
                 parts += [f"\n{line}"] if line else []
                 note = split_line(df, names)
                 parts += [f"\n{note}"] if note else []
     if "backbone" in df and df["backbone"].nunique() >= 2:
-        parts += robust_section(study_dir, df, groups)
+        parts += robust_section(study_dir, df, groups, converged)
     if not paper:
         parts += ["\n## Paper reference (ICIAP 2023, ImageNet, seed 000; not comparable in scale)\n",
                   "| config | R² | intra avg AUROC | cross avg AUROC |", "|---|---|---|---|"]

@@ -116,10 +116,46 @@ def test_the_convergence_rule_by_hand():
     assert table.loc["bce", "converged"] and not table.loc["hinge_d1", "converged"]
     assert table.loc["bce", "delta_auroc__intra_avg"] == pytest.approx(0.005)
     assert table.loc["hinge_d1", "delta_r2"] == pytest.approx(0.03)
+    # a base run with no doubled twin: outside the means (runs = 2), inside the pair-AUROC gate
+    extra = pd.DataFrame([{"config": "bce", "backbone": 0, "seed": 1, "pair_auroc": 0.96, "r2": 0.0,
+                           "auroc__intra_avg": 0.0, "auroc__cross_avg": 0.0}])
+    table = convergence.convergence_table(pd.concat([base, extra]), longer).set_index("config")
+    assert table.loc["bce", "runs"] == 2 and table.loc["bce", "delta_r2"] == pytest.approx(0.0)
+    assert table.loc["bce", "worst_pair_auroc"] == 0.96 and not table.loc["bce", "converged"]
     base.loc[0, "pair_auroc"] = 0.96  # one run below the 0.97 gate: not converged whatever the deltas
     assert not convergence.convergence_table(base, longer).set_index("config").loc["bce", "converged"]
     grid = convergence.doubled(sweep_grid())
     assert grid.study == "study_2x" and grid.overrides["steps"] == 1600 and grid.overrides["warmup_steps"] == 80
+    assert grid.seeds == [0, 1] and convergence.doubled(sweep_grid(), [0]).seeds == [0]
+    with pytest.raises(ValueError, match=r"--seeds \[5\] are not all run seeds of the grid \[0, 1\]"):
+        convergence.doubled(sweep_grid(), [5])
+
+
+def test_an_unconverged_config_is_marked_and_left_out_of_rho(tmp_path):
+    import json
+
+    df = _study(backbone_shift=0.03, backbones=(0, 1))
+    df.loc[(df["config"] == "mse_c10") & (df["backbone"] == 1), "auroc__intra_avg"] -= 0.08  # mse_c1 -> c10 flips on bb1
+    for _, r in df.iterrows():
+        run = tmp_path / f"{r['config']}__bb{r['backbone']}__seed{r['seed']}"
+        run.mkdir()
+        run.joinpath("metrics.json").write_text(json.dumps({"auroc__glyph_printed": r["auroc__intra_avg"],
+                                                            "auroc__intra_avg": r["auroc__intra_avg"], "r2": r["r2"],
+                                                            "pair_auroc": 0.99}))
+    pd.DataFrame({"config": ["mse_c1", "mse_c10", "mse_c50", "bce"],
+                  "converged": [True, True, True, False]}).to_csv(tmp_path / summary.CONVERGENCE_CSV, index=False)
+    summary.write_summary(tmp_path)
+    tables = (tmp_path / "tables.md").read_text()
+    assert "3 of 4 configs converged; † marks the others (bce)" in tables
+    assert "| bce † | " in tables and "| mse_c1 | " in tables
+    # R² falls and AUROC rises along mse_c1, c10, c50, bce: rho = -1 over all four and over the three counted
+    assert "Spearman ρ(R², avg intra AUROC) over 4 configs: -1.000" in tables
+    assert "Spearman ρ over the 3 configs that left the prior plateau and are not found unconverged: -1.000" in tables
+    assert "Spearman ρ(R², avg intra AUROC) over 3 configs (left out: bce): -1.000" in tables
+    # per backbone: mse_c1 -> c10 gains .05 on bb0 and loses .03 on bb1, so 1 of 2 backbones has the paper's sign (+)
+    row = next(line for line in tables.splitlines() if line.startswith("| mse_c1 → mse_c10 |"))
+    assert " 1/2" in row.split("|")[4] and " 2/2" in row.split("|")[2]  # ΔR² -0.2 on both: the paper's sign
+    assert "| bce → bce_focal" not in tables  # bce_focal was not run
 
 
 def sweep_grid():

@@ -79,7 +79,8 @@ def test_plateau_configs_are_flagged_and_left_out_of_the_learned_correlation(tmp
     summary.write_summary(tmp_path)
     tables = (tmp_path / "tables.md").read_text()
     assert "| bce | 0.600 / – | 0.600 / – | 0.600 | – | 0.400 |" in tables  # no pair AUROC recorded: the old gate
-    assert "Spearman ρ over the 3 configs that left the prior plateau: -1.000" in tables
+    assert "Spearman ρ over the 3 configs that left the prior plateau and are not found unconverged: -1.000" in tables
+    assert "Convergence: not measured for this study" in tables
 
 
 def test_plan_covers_configs_seeds_stages(tmp_path):
