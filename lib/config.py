@@ -101,11 +101,11 @@ class Settings:
     # --- comparisons (docs/METHOD.md §10) ---
     methods: str = "all"  # comma list of msp,maxlogit,energy,odin,mahalanobis,knn,mixoe_mixup,mixoe_cutmix,ssod,reweightood | all
     budget_s: float = 0.0  # 06: seconds per trained method of the budget-matched setting (beside the converged one); 0 = resend_study's ReSeND eval seconds, none: no such setting
-    baseline_epochs: int = 2  # epochs on the support set in the converged setting
+    baseline_epochs: int = 1  # epochs on the support set in the converged setting (smoke; mini: 10)
     baseline_lr: float = 0.05  # SGD lr of the support-set classifiers
     baseline_batch: int = 64  # images per batch for the support-set classifiers
     ssod_epochs: int = 1  # SSOD fine-tuning epochs from a CE classifier at its input size (mini, paper: 5)
-    mixoe_epochs: int = 2  # MixOE fine-tuning epochs from the converged CE classifier; smoke scales down the official 10 (mini, paper: 10)
+    mixoe_epochs: int = 1  # MixOE fine-tuning epochs from the converged CE classifier; smoke scales down the official 10 (mini, paper: 10)
     comparison_seeds: int = 1  # 06: seeds per method (seed, seed+1, ...), reported as mean ± std over them
     resend_study: str = ""  # 06: study folder (under outputs/) whose ReSeND runs are compared; empty = baselines only
 
