@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,14 @@ import pytest
 import torch
 
 from lib import evaluate
+
+
+def pytest_configure(config):
+    """On a pytest-xdist worker (make test), torch shares the cores with the other workers instead of taking them
+    all in each."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 @pytest.fixture(autouse=True)
