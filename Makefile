@@ -35,7 +35,7 @@ cpu-paths: $(STAMP)
 data:
 	@bash scripts/install_data.sh
 
-# The main job: the whole mini study (11 objectives x 3 seeds, the 4 glyph benchmarks) on the embedded data.
+# The preview: the 11 objectives on one source backbone x one run seed (params/grids/mini.yaml), the 4 glyph benchmarks.
 demo: setup
 	$(PY) -m lib.sweep $(GRID) --jobs $(JOBS)
 

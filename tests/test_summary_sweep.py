@@ -86,7 +86,7 @@ def test_plateau_configs_are_flagged_and_left_out_of_the_learned_correlation(tmp
 def test_plan_covers_configs_seeds_stages(tmp_path):
     grid = sweep.load_grid(PARAMS_DIR / "grids" / "mini.yaml")
     jobs = sweep.plan(grid)
-    assert len(jobs) == 11 * 3 * 3  # configs x seeds x stages
+    assert len(jobs) == 11 * 1 * 3  # configs x seeds x stages (the demo: one backbone, one seed)
     first = jobs[0]
     assert first.run_dir.name == "resend_eccv__seed0" and first.notebook == "02_train"
     assert first.params["head"] == "fc" and first.params["preset"] == "mini"
@@ -159,10 +159,11 @@ def test_parallel_runs_keep_stage_order_stop_a_failed_run_and_share_the_cores(tm
 
 
 def test_chains_group_stages_by_run_in_plan_order():
-    jobs = sweep.plan(sweep.load_grid(PARAMS_DIR / "grids" / "mini.yaml"))
+    jobs = sweep.plan(sweep.load_grid(PARAMS_DIR / "grids" / "study.yaml"))
     chains = sweep.chains(jobs)
-    assert len(chains) == 33 and all([j.notebook for j in c] == list(sweep.STAGES) for c in chains)
-    assert [c[0].run_dir.name for c in chains[:2]] == ["resend_eccv__seed0", "resend_eccv__seed1"]
+    assert len(chains) == 66 and all([j.notebook for j in c] == list(sweep.STAGES) for c in chains)
+    assert [c[0].run_dir.name for c in chains[:3]] == ["resend_eccv__bb0__seed0", "resend_eccv__bb0__seed1",
+                                                       "resend_eccv__bb1__seed0"]
 
 
 def test_comparison_grid_plans_one_06_run_per_benchmark():
