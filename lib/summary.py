@@ -486,10 +486,14 @@ def write_summary(study_dir: Path, paper: bool = False) -> list[Path]:
             parts += [f"\n{line}"] if line else []
             note = split_line(df, shown)
             parts += [f"\n{note}"] if note else []
-            parts.append(("\n" if not line else "") + _rho_text(agg, df, kind, averages[kind]))
-            counted = counted_configs(agg, converged)
-            if len(counted) < len(agg):
-                parts.append(_rho_text(agg, df, kind, averages[kind], counted))
+            if df["backbone"].nunique() >= 2:  # one interval per rho: the hierarchical one, over backbones too
+                parts.append(("\n" if not line else "") + f"Spearman ρ(R², avg {kind} AUROC), with its interval over "
+                             "backbones, run seeds and test images: in 'What holds across backbones' below.")
+            else:
+                parts.append(("\n" if not line else "") + _rho_text(agg, df, kind, averages[kind]))
+                counted = counted_configs(agg, converged)
+                if len(counted) < len(agg):
+                    parts.append(_rho_text(agg, df, kind, averages[kind], counted))
     if near:
         parts.append("\n## Benchmarks where even the backbone is near chance\n\nNot in the headline averages or ρ: "
                      f"the frozen-backbone reference has AUROC − {HEADLINE_SE_FACTOR:g}·SE < {HEADLINE_MIN_AUROC} "
