@@ -48,16 +48,10 @@ study: setup
 test-tools:
 	@bash scripts/install_test_tools.sh
 
-# Two runs side by side, so both cores work (most tests compute on one thread): nbval over the project's notebooks
-# (in order, in one process: 03 and 04 read the run 02 wrote; not a user's out.ipynb), its report kept until the end,
-# and the tests on TEST_JOBS pytest-xdist workers, a test file per worker (module fixtures are built once).
+# nbval over the notebooks beside the tests on TEST_JOBS pytest-xdist workers, both cores busy (scripts/run_tests.sh)
 TEST_JOBS ?= 2
 test: setup test-tools
-	@log=$$(mktemp); \
-	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-cell-timeout=1200 notebooks/[0-9][0-9]_*.ipynb > $$log 2>&1 & nbval=$$!; \
-	$(PY) -m pytest -q -p no:cacheprovider --durations=15 -n $(TEST_JOBS) --dist loadfile tests; tests=$$?; \
-	wait $$nbval; notebooks=$$?; echo "--- nbval over notebooks/, run beside the tests:"; cat $$log; rm -f $$log; \
-	exit $$(( tests || notebooks ))
+	TEST_JOBS=$(TEST_JOBS) PY=$(PY) bash scripts/run_tests.sh
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not notebook" tests
