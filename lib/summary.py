@@ -144,13 +144,15 @@ def variance_shares(df: pd.DataFrame, column: str) -> dict[str, float]:
     return {"backbone": between / total if total else float("nan"), "seed": within / total if total else float("nan")}
 
 
-def read_convergence(study_dir: Path) -> dict[str, bool] | None:
-    """{config: converged} from ``<study>/convergence.csv`` (benchmarks/convergence.py), None when not measured."""
+def read_convergence(study_dir: Path) -> pd.DataFrame | None:
+    """``<study>/convergence.csv`` (benchmarks/convergence.py) indexed by config: ``converged``, ``runs`` and each
+    measured column's mean at the study's budget and at twice it (``<column>_2x``); None when not measured."""
     path = Path(study_dir) / CONVERGENCE_CSV
     if not path.exists():
         return None
-    table_ = pd.read_csv(path)
-    return dict(zip(table_["config"], table_["converged"].astype(bool)))
+    table_ = pd.read_csv(path).set_index("config")
+    table_["converged"] = table_["converged"].astype(bool)
+    return table_
 
 
 def counted_configs(agg: pd.DataFrame, converged: dict[str, bool] | None) -> list[str]:
@@ -170,10 +172,12 @@ def backbones_agreeing(df: pd.DataFrame, a: str, b: str, column: str, sign: floa
 
 
 def robust_section(study_dir: Path, df: pd.DataFrame, groups: dict[str, list[str]],
-                   converged: dict[str, bool] | None = None) -> list[str]:
+                   convergence: pd.DataFrame | None = None) -> list[str]:
     """tables.md's section on what holds across backbones: the contrasts table (ΔR², ΔAUROC with hierarchical
     intervals beside the paper's Δ), ρ with its hierarchical interval and the backbone / seed variance shares.
-    ρ is taken over `counted_configs` (learned, and converged where `converged` says)."""
+    ρ is taken over `counted_configs` (learned, and converged where `convergence` says); with `convergence`, each Δ
+    also has its value after twice the training steps (the means of `read_convergence`)."""
+    converged = None if convergence is None else convergence["converged"].to_dict()
     configs = [c for c in CONFIG_ORDER if c in set(df["config"])]
     agg = aggregate(df)
     counted = [c for c in configs if c in counted_configs(agg, converged)]
@@ -185,8 +189,9 @@ def robust_section(study_dir: Path, df: pd.DataFrame, groups: dict[str, list[str
              f"({levels}, paired: both configurations on the same drawn backbones, seeds and images; lib/intervals.py); "
              "the paper's Δ beside it (ICIAP 2023, seed 000). ✓ = the interval excludes 0 with the paper's sign; "
              "k/B = on k of the B backbones alone the mean Δ (over run seeds) has the paper's sign"
-             + (f"; {NOT_CONVERGED} = a step with a configuration that is not converged (benchmarks/convergence.py)"
-                if converged else "") + ".\n",
+             + (f"; {NOT_CONVERGED} = a step with a configuration that is not converged (benchmarks/convergence.py); "
+                f"2× = the mean Δ after twice the training steps (over the {int(convergence['runs'].min())}+ runs per "
+                "configuration trained at both budgets)" if convergence is not None else "") + ".\n",
              "| step | ΔR² | paper | " + " | ".join(f"Δ {k} AUROC | paper" for k in kinds) + " |",
              "|---|---|---|" + "---|---|" * len(kinds)]
     paper = paper_contrasts()
@@ -199,17 +204,29 @@ def robust_section(study_dir: Path, df: pd.DataFrame, groups: dict[str, list[str
             mean, lo, hi = row[k]
             ref = paper[(a, b)][position]
             agrees = (lo > 0 and ref > 0) or (hi < 0 and ref < 0)
-            k_of_b = "%d/%d" % backbones_agreeing(df, a, b, "r2" if k == "r2" else f"auroc__{k}_avg", ref)
-            cells += [f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}] {k_of_b}{' ✓' if agrees else ''}", f"{ref:+.3f}"]
+            column = "r2" if k == "r2" else f"auroc__{k}_avg"
+            k_of_b = "%d/%d" % backbones_agreeing(df, a, b, column, ref)
+            longer = ""
+            if convergence is not None and {a, b} <= set(convergence.index) and f"{column}_2x" in convergence:
+                longer = f"; 2×: {convergence.at[b, column + '_2x'] - convergence.at[a, column + '_2x']:+.3f}"
+            cells += [f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}] {k_of_b}{' ✓' if agrees else ''}{longer}", f"{ref:+.3f}"]
         mark = f" {NOT_CONVERGED}" if not all((converged or {}).get(c, True) for c in (a, b)) else ""
         parts.append(f"| {a} → {b}{mark} | " + " | ".join(cells) + " |")
     left_out = [c for c in configs if c not in counted]
+    learned_ones = [c for c in configs if c in set(agg.index[learned(agg)])]
     for kind in kinds:
-        rho, lo, hi = rho_hierarchical(df, counted, kind, replicates[kind])
-        parts.append(f"\nSpearman ρ(R², avg {kind} AUROC) over {len(counted)} configs"
-                     + (f" (left out: {', '.join(left_out)})" if left_out else "")
-                     + f": {rho:.3f} (95 % hierarchical interval [{lo:.3f}, {hi:.3f}]"
-                     f"{'; its sign is not determined' if lo < 0 < hi else ''}); paper: {PAPER_RHO[kind]:.2f}.")
+        if len(counted) >= 3:
+            rho, lo, hi = rho_hierarchical(df, counted, kind, replicates[kind])
+            parts.append(f"\nSpearman ρ(R², avg {kind} AUROC) over {len(counted)} configs"
+                         + (f" (left out: {', '.join(left_out)})" if left_out else "")
+                         + f": {rho:.3f} (95 % hierarchical interval [{lo:.3f}, {hi:.3f}]"
+                         f"{'; its sign is not determined' if lo < 0 < hi else ''}); paper: {PAPER_RHO[kind]:.2f}.")
+        else:  # too few converged configs: rho of the objectives is not defined; say what the budget's rho is
+            rho, lo, hi = rho_hierarchical(df, learned_ones, kind, replicates[kind])
+            parts.append(f"\nSpearman ρ(R², avg {kind} AUROC) over the converged configs: not defined ({len(counted)} "
+                         f"converged). Over the {len(learned_ones)} that left the plateau, a property of this training "
+                         f"budget, not of the objectives: {rho:.3f} (95 % hierarchical interval [{lo:.3f}, {hi:.3f}]"
+                         f"{'; its sign is not determined' if lo < 0 < hi else ''}); paper: {PAPER_RHO[kind]:.2f}.")
     for column in ["r2"] + [f"auroc__{k}_avg" for k in kinds]:
         shares = variance_shares(df, column)
         if np.isfinite(shares["backbone"]):
@@ -429,7 +446,8 @@ def write_summary(study_dir: Path, paper: bool = False) -> list[Path]:
     written = [study_dir / "summary.csv"]
     df.to_csv(written[0], index=False)
     groups = benchmarks_in(df)
-    converged = read_convergence(study_dir)
+    convergence = read_convergence(study_dir)
+    converged = None if convergence is None else convergence["converged"].to_dict()
     backbones = sorted(int(b) for b in df["backbone"].unique())
     over = "seeds" if len(backbones) == 1 else f"the {len(backbones)} backbones × {df['seed'].nunique()} seeds"
     parts = [f"# Study `{study_dir.name}`: {df['config'].nunique()} configs, seeds {sorted(int(s) for s in df['seed'].unique())}"
@@ -507,7 +525,7 @@ def write_summary(study_dir: Path, paper: bool = False) -> list[Path]:
                 note = split_line(df, names)
                 parts += [f"\n{note}"] if note else []
     if "backbone" in df and df["backbone"].nunique() >= 2:
-        parts += robust_section(study_dir, df, groups, converged)
+        parts += robust_section(study_dir, df, groups, convergence)
     if not paper:
         parts += ["\n## Paper reference (ICIAP 2023, ImageNet, seed 000; not comparable in scale)\n",
                   "| config | R² | intra avg AUROC | cross avg AUROC |", "|---|---|---|---|"]

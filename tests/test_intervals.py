@@ -142,8 +142,10 @@ def test_an_unconverged_config_is_marked_and_left_out_of_rho(tmp_path):
         run.joinpath("metrics.json").write_text(json.dumps({"auroc__glyph_printed": r["auroc__intra_avg"],
                                                             "auroc__intra_avg": r["auroc__intra_avg"], "r2": r["r2"],
                                                             "pair_auroc": 0.99}))
-    pd.DataFrame({"config": ["mse_c1", "mse_c10", "mse_c50", "bce"],
-                  "converged": [True, True, True, False]}).to_csv(tmp_path / summary.CONVERGENCE_CSV, index=False)
+    convergence = pd.DataFrame({"config": ["mse_c1", "mse_c10", "mse_c50", "bce"], "runs": 2,
+                                "converged": [True, True, True, False], "r2": 0.0, "r2_2x": [0.9, 0.5, 0.2, 0.1],
+                                "auroc__intra_avg": 0.0, "auroc__intra_avg_2x": [0.70, 0.72, 0.80, 0.81]})
+    convergence.to_csv(tmp_path / summary.CONVERGENCE_CSV, index=False)
     summary.write_summary(tmp_path)
     tables = (tmp_path / "tables.md").read_text()
     assert "3 of 4 configs converged; † marks the others (bce)" in tables
@@ -155,6 +157,15 @@ def test_an_unconverged_config_is_marked_and_left_out_of_rho(tmp_path):
     # per backbone: mse_c1 -> c10 gains .05 on bb0 and loses .03 on bb1, so 1 of 2 backbones has the paper's sign (+)
     row = next(line for line in tables.splitlines() if line.startswith("| mse_c1 → mse_c10 |"))
     assert " 1/2" in row.split("|")[4] and " 2/2" in row.split("|")[2]  # ΔR² -0.2 on both: the paper's sign
+    # after twice the steps (convergence.csv's means): mse_c1 -> c10 moves R² by 0.5 - 0.9, intra AUROC by +0.02
+    assert row.split("|")[2].endswith("; 2×: -0.400 ") and row.split("|")[4].endswith("; 2×: +0.020 ")
+    # no config converged: rho of the objectives is not defined, and the budget's rho is said to be the budget's
+    convergence.assign(converged=False).to_csv(tmp_path / summary.CONVERGENCE_CSV, index=False)
+    summary.write_summary(tmp_path)
+    tables = (tmp_path / "tables.md").read_text()
+    assert "0 of 4 configs converged" in tables and "| mse_c1 † | " in tables
+    assert ("Spearman ρ(R², avg intra AUROC) over the converged configs: not defined (0 converged). Over the 4 that "
+            "left the plateau, a property of this training budget, not of the objectives: -1.000") in tables
     assert "| bce → bce_focal" not in tables  # bce_focal was not run
 
 
