@@ -24,13 +24,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from lib import config, runs, sweep
+from lib import config, runs, summary, sweep
 from lib.paths import OUTPUTS_DIR, REPO_ROOT
 
 PAIR_AUROC_MIN = 0.97
 R2_TOL = 0.02
 AUROC_TOL = 0.01
-CONVERGENCE_CSV = "convergence.csv"  # beside the study's summary.csv; lib.summary reads it
 COLUMNS = {"r2": R2_TOL, "auroc__intra_avg": AUROC_TOL, "auroc__cross_avg": AUROC_TOL}
 
 
@@ -102,7 +101,7 @@ def main(argv=None) -> int:
     table = convergence_table(base, more)
     text = markdown(table, grid.study, steps)
     runs.atomic_write_text(Path(args.out), text)
-    runs.atomic_write_text(OUTPUTS_DIR / grid.study / CONVERGENCE_CSV, table.to_csv(index=False))
+    runs.atomic_write_text(OUTPUTS_DIR / grid.study / summary.CONVERGENCE_CSV, table.to_csv(index=False))
     print(text)
     return 0
 

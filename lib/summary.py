@@ -216,17 +216,13 @@ def robust_section(study_dir: Path, df: pd.DataFrame, groups: dict[str, list[str
     learned_ones = [c for c in configs if c in set(agg.index[learned(agg)])]
     for kind in kinds:
         if len(counted) >= 3:
-            rho, lo, hi = rho_hierarchical(df, counted, kind, replicates[kind])
-            parts.append(f"\nSpearman ρ(R², avg {kind} AUROC) over {len(counted)} configs"
-                         + (f" (left out: {', '.join(left_out)})" if left_out else "")
-                         + f": {rho:.3f} (95 % hierarchical interval [{lo:.3f}, {hi:.3f}]"
-                         f"{'; its sign is not determined' if lo < 0 < hi else ''}); paper: {PAPER_RHO[kind]:.2f}.")
+            over = f"over {len(counted)} configs" + (f" (left out: {', '.join(left_out)})" if left_out else "") + ": "
         else:  # too few converged configs: rho of the objectives is not defined; say what the budget's rho is
-            rho, lo, hi = rho_hierarchical(df, learned_ones, kind, replicates[kind])
-            parts.append(f"\nSpearman ρ(R², avg {kind} AUROC) over the converged configs: not defined ({len(counted)} "
-                         f"converged). Over the {len(learned_ones)} that left the plateau, a property of this training "
-                         f"budget, not of the objectives: {rho:.3f} (95 % hierarchical interval [{lo:.3f}, {hi:.3f}]"
-                         f"{'; its sign is not determined' if lo < 0 < hi else ''}); paper: {PAPER_RHO[kind]:.2f}.")
+            over = (f"over the converged configs: not defined ({len(counted)} converged). Over the {len(learned_ones)} "
+                    "that left the plateau, a property of this training budget, not of the objectives: ")
+        rho, lo, hi = rho_hierarchical(df, counted if len(counted) >= 3 else learned_ones, kind, replicates[kind])
+        parts.append(f"\nSpearman ρ(R², avg {kind} AUROC) {over}{rho:.3f} (95 % hierarchical interval [{lo:.3f}, "
+                     f"{hi:.3f}]{'; its sign is not determined' if lo < 0 < hi else ''}); paper: {PAPER_RHO[kind]:.2f}.")
     for column in ["r2"] + [f"auroc__{k}_avg" for k in kinds]:
         shares = variance_shares(df, column)
         if np.isfinite(shares["backbone"]):
