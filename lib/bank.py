@@ -75,14 +75,19 @@ def source_digest(source) -> str:
     return _sha1(b"ids", labels, "\n".join(map(str, source.ids)).encode())
 
 
-def recipe(backbone: nn.Module, source, settings) -> dict:
-    """Everything that shapes the bank's features."""
-    return {"backbone": backbone_digest(backbone), "dataset": settings.dataset, "image_size": settings.image_size,
-            "source_classes": settings.source_classes, "bank_views": settings.bank_views,
-            "source": source_digest(source), "images": len(source), "seed": BANK_SEED, "format": FORMAT,
-            "hflip": bool(getattr(source, "mirror_invariant", True)),  # the views' augmentation (data.augmentation)
-            "augmentation": data.AUGMENTATION,
-            "cpu_paths": cpu_paths()}  # the float path that computed the features (lib.device)
+def recipe(backbone: nn.Module, source, settings, device=None) -> dict:
+    """Everything that shapes the bank's features, `device` (default CPU) included: a bank a GPU computed (its own
+    float path, bf16 with ``amp``) is another bank than the CPU's, under another name."""
+    r = {"backbone": backbone_digest(backbone), "dataset": settings.dataset, "image_size": settings.image_size,
+         "source_classes": settings.source_classes, "bank_views": settings.bank_views,
+         "source": source_digest(source), "images": len(source), "seed": BANK_SEED, "format": FORMAT,
+         "hflip": bool(getattr(source, "mirror_invariant", True)),  # the views' augmentation (data.augmentation)
+         "augmentation": data.AUGMENTATION,
+         "cpu_paths": cpu_paths()}  # the float path that computed the features (lib.device)
+    kind = torch.device(device or "cpu").type
+    if kind != "cpu":  # only then: a CPU bank keeps the name it always had
+        r["device"] = f"{kind}, amp {bool(settings.amp)}"
+    return r
 
 
 def bank_path(r: dict) -> Path:
@@ -96,7 +101,7 @@ def feature_bank(backbone: nn.Module, source, settings, device=None, verbose: bo
 
     `device` (default CPU) only says where the backbone runs while building; the bank is returned on CPU.
     """
-    r = recipe(backbone, source, settings)
+    r = recipe(backbone, source, settings, device)
     path = bank_path(r)
     if path in _LOADED:
         return _LOADED[path]

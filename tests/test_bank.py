@@ -158,6 +158,19 @@ def test_bank_is_independent_of_the_run_seed_and_views_are_a_prefix(source):
     assert bank.recipe(backbone, other, config.resolve("smoke"))["source"] != four.recipe["source"]
 
 
+def test_a_gpu_bank_is_named_apart_from_the_cpu_bank(source):
+    """A bank computed on a GPU (its float path, bf16 with amp) must never be served to a CPU run, nor the reverse;
+    the CPU bank keeps the name it had before devices entered the recipe (no "device" key)."""
+    backbone = resnet18_features(small_stem=False)
+    settings = config.resolve("smoke", image_size=16)
+    cpu = bank.recipe(backbone, source, settings)
+    assert "device" not in cpu and bank.recipe(backbone, source, settings, "cpu") == cpu
+    gpu = bank.recipe(backbone, source, settings, torch.device("cuda", 1))
+    assert gpu["device"] == f"cuda, amp {bool(settings.amp)}" and bank.bank_path(gpu) != bank.bank_path(cpu)
+    no_amp = bank.recipe(backbone, source, config.resolve("smoke", image_size=16, amp=not settings.amp), "cuda")
+    assert bank.bank_path(no_amp) != bank.bank_path(gpu)
+
+
 # ----------------------------------------------------------------------------- held-out pair AUROC
 def test_held_out_split_is_fixed_per_class_and_disjoint():
     labels = np.repeat(np.arange(5), [13, 13, 30, 3, 4])
