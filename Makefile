@@ -9,6 +9,9 @@ STAMP := $(VENV)/.installed
 GRID ?= params/grids/mini.yaml
 # run folders the sweep executes at once, each notebook kernel on cores / JOBS threads
 JOBS ?= 2
+# DEVICE=cuda: every run on the GPU, as the study <study>_cuda (outputs/mini_cuda); JOBS runs share one GPU
+DEVICE ?=
+ON_DEVICE := $(if $(DEVICE),--device $(DEVICE))
 
 .PHONY: setup cpu-paths data test-tools demo study test test-fast lab strip clean-cache
 
@@ -37,11 +40,11 @@ data:
 
 # The preview: the 11 objectives on one source backbone x one run seed (params/grids/mini.yaml), the 4 glyph benchmarks.
 demo: setup
-	$(PY) -m lib.sweep $(GRID) --jobs $(JOBS)
+	$(PY) -m lib.sweep $(GRID) --jobs $(JOBS) $(ON_DEVICE)
 
 # The robust study: every configuration on 3 source backbones x 2 run seeds (params/grids/study.yaml)
 study: setup
-	$(PY) -m lib.sweep params/grids/study.yaml --jobs $(JOBS)
+	$(PY) -m lib.sweep params/grids/study.yaml --jobs $(JOBS) $(ON_DEVICE)
 
 # The test suite: unit tests, notebook tests (papermill, asserting recorded metrics) and nbval over the notebooks.
 # the browser test's chromium + chromium-driver (apt, as root; otherwise one line says the command)

@@ -45,7 +45,7 @@ import threading
 import time
 import traceback
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +103,17 @@ def load_grid(path: Path | str) -> Grid:
         objective_values(name)  # fail before anything runs
     config.resolve(grid.preset, **(grid.overrides or {}))
     return grid
+
+
+DEVICES = ("cpu", "cuda")  # what --device names (auto would name no device)
+
+
+def on_device(grid: Grid, device: str) -> Grid:
+    """`grid` with every run on `device`, as the study ``<study>_<device>``: another device computes other bits, so
+    its runs are a study of their own and never mix with (or count as changed against) the grid's own runs."""
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r} for a sweep: choose one of {', '.join(DEVICES)}")
+    return replace(grid, study=f"{grid.study}_{device}", overrides={**(grid.overrides or {}), "device": device})
 
 
 def objective_values(name: str) -> dict[str, Any]:
@@ -637,6 +648,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1,
                         help="run folders executed at once, each kernel on cpu_count // jobs threads and worker i on "
                              "GPU i (default 1); with --cluster slurm: at most this many jobs of an array at once")
+    parser.add_argument("--device", default="", choices=DEVICES,
+                        help="every run on this device, as the study <study>_<device> (default: the grid's own "
+                             "device setting and study)")
     parser.add_argument("--cluster", default="none", choices=CLUSTERS,
                         help="none: this machine, --jobs workers (default); local | slurm: one submitit job per run")
     parser.add_argument("--partition", default="", help="slurm partition (default: the cluster's)")
@@ -654,7 +668,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{', '.join(cluster_given)} apply to submitit jobs: add --cluster slurm (or --cluster local)")
     if args.cluster == "local" and (args.partition or args.mem_gb is not None):
         parser.error("--partition and --mem-gb are Slurm settings: use them with --cluster slurm")
+    if args.device == "cuda" and not args.dry_run and args.cluster != "slurm" and not torch.cuda.is_available():
+        parser.error("--device cuda, but torch sees no CUDA GPU here: drop --device (or use --cluster slurm for "
+                     "a cluster's GPU nodes)")
     grid = load_grid(args.grid)
+    if args.device:
+        grid = on_device(grid, args.device)
     if args.dry_run:
         for job in plan(grid):
             print(f"{shown(job.run_dir)}  {job.notebook}")

@@ -516,6 +516,28 @@ def test_a_grid_is_checked_whole_before_anything_runs(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == [tmp_path / "grid.yaml"]
 
 
+def test_device_runs_the_grid_as_a_study_of_its_own(tmp_path, monkeypatch, capsys):
+    """Issue 23: `make demo DEVICE=cuda` (sweep --device cuda) puts every run on the GPU as the study <study>_cuda,
+    never beside the CPU runs of the grid's own study; without a GPU it stops before anything runs."""
+    monkeypatch.setattr(sweep, "OUTPUTS_DIR", tmp_path)
+    path = tmp_path / "grid.yaml"
+    path.write_text(json.dumps({"study": "s", "preset": "smoke", "seeds": [0], "configs": ["bce"],
+                                "overrides": {"steps": 3}}))
+    grid = sweep.on_device(sweep.load_grid(path), "cuda")
+    assert grid.study == "s_cuda" and grid.overrides == {"steps": 3, "device": "cuda"}
+    assert {job.params["device"] for job in sweep.plan(grid)} == {"cuda"}
+    assert {job.run_dir.parent for job in sweep.plan(grid)} == {tmp_path / "s_cuda"}
+    with pytest.raises(ValueError, match="unknown device 'auto' for a sweep: choose one of cpu, cuda"):
+        sweep.on_device(grid, "auto")
+    assert sweep.main([str(path), "--device", "cuda", "--dry-run"]) == 0
+    assert capsys.readouterr().out.split()[:2] == [str(tmp_path / "s_cuda" / "bce__seed0"), "02_train"]
+    monkeypatch.setattr(sweep.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit):
+        sweep.main([str(path), "--device", "cuda"])
+    assert "torch sees no CUDA GPU here" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [path]
+
+
 def _marked(mark: str) -> list[tuple[int, str]]:
     """(pid, command line) of every live process whose environment carries RESEND_TEST_MARK=`mark`."""
     import os
