@@ -7,7 +7,9 @@ runs no backbone at all. The checkpoint holds the full model either way.
 
 One step: sample a `PairBatch` -> load its images (uint8) -> augment each image independently -> one backbone
 pass -> index the feature matrix into pairs -> relate -> objective loss. ``per_pair`` and ``in_batch`` differ
-only in the batch the sampler draws.
+only in the batch the sampler draws. `train` reads as its parts: `stored_state` (checks; a finished run's history)
+-> `setup` (a `Run`: backbone weights resolved first, model, optimiser, sampler, a resumed run's states, bank)
+-> `loop` (the steps) -> `save` (the checkpoint).
 
 Run folder outputs: ``history.csv`` (step, loss, acc_same, acc_diff, lr, pairs_per_s, images_per_s, seconds) and
 ``checkpoints/last.pt`` (a dict: model, optimizer, scheduler, step, finished, rng = per-rank list of
@@ -36,6 +38,7 @@ import math
 import os
 import random
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -249,6 +252,31 @@ def _write_history(run_dir: Path, history: list[dict]) -> None:
     runs.atomic_write_text(run_dir / "history.csv", pd.DataFrame(history).to_csv(index=False))
 
 
+@dataclass
+class Run:
+    """One training run as `setup` builds it: what the loop steps (`loop`) and what a checkpoint saves (`save`)."""
+    settings: Any
+    run_dir: Path
+    objective: objectives.Objective
+    net: model_lib.ReSeND
+    info: dict[str, Any]
+    step_module: nn.Module  # PairStep, or its DDP wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    sampler: pairs.PairSampler
+    transform: Any  # the training augmentation (data.augmentation)
+    device: torch.device
+    memory_format: torch.memory_format
+    bank_feats: torch.Tensor | None  # the frozen regime's bank views (K, N, 512) on the device; None: finetune
+    called: float  # perf_counter when `train` was called: the run's seconds count from there
+    distributed: bool = False
+    rank: int = 0
+    world: int = 1
+    history: list[dict] = field(default_factory=list)
+    start: int = 0  # the first step to run (a resumed run's checkpoint step)
+    prior_seconds: float = 0.0  # training seconds of the parts of this run before a resume
+
+
 def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
     """Train ReSeND on `source` (an ImageSet) and return the history (one row per ``log_every`` steps).
 
@@ -261,11 +289,21 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
     """
     called = time.perf_counter()
     run_dir = Path(run_dir)
-    ckpt_file = checkpoint_path(run_dir)
-    distributed = dist.is_available() and dist.is_initialized()
-    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    objective = objectives.make(settings.loss, **settings.objective_params())
+    stored, done = stored_state(settings, run_dir)
+    if done is not None:
+        return done
+    run = setup(settings, run_dir, source, stored, called)
+    loop(run, source)
+    result = pd.DataFrame(run.history)
+    result.attrs["train_seconds"] = save(run, settings.steps, finished=True)
+    return result
 
+
+def stored_state(settings, run_dir: Path) -> tuple[dict[str, Any] | None, pd.DataFrame | None]:
+    """(checkpoint to resume or None, stored history when the run is already trained to the end or None), after the
+    checks: a finished run (metrics.json) is never retrained nor trained again with other settings, a resume only
+    continues its own run."""
+    ckpt_file = checkpoint_path(run_dir)
     reuse = ckpt_file.exists() and (settings.resume or runs.is_finished(run_dir))
     stored = checkpoints.load_checkpoint(ckpt_file) if reuse else None
     if runs.is_finished(run_dir):
@@ -276,7 +314,7 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
         if diff:
             raise ValueError(f"{run_dir} is a finished run trained with other settings ({_differences(diff)}; "
                              "stored → requested): use another study/config_name/run_dir")
-        return _stored_history(stored)
+        return stored, _stored_history(stored)
     if stored is not None:
         diff = _settings_mismatch(stored["settings"], settings, RESUME_KEYS)
         if diff:
@@ -287,20 +325,34 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
                              "train these settings in a new run_dir, or rerun with the stored ones")
         if stored.get("finished"):
             # trained to the end (by any number of processes: torchrun) but not yet recorded: nothing to resume
-            return _stored_history(stored)
+            return stored, _stored_history(stored)
+    return stored, None
 
-    device = resolve_device(settings)
-    configure_cpu(settings, device)  # deterministic on the CPU: one thread, the pinned float path (lib.device)
-    cuda = device.type == "cuda"
-    if settings.pretrained == "source":  # rank 0 builds the cached backbone once; the others wait for it
+
+def resolve_backbone(settings, rank: int = 0, distributed: bool = False) -> tuple[Path | None, str]:
+    """The backbone weights the run starts from (`pretrain.backbone_weights`), resolved before anything else: a
+    source-pretrained backbone is built (once, cached) by rank 0 while the other ranks wait."""
+    if settings.pretrained == "source":
         if rank == 0:
             pretrain.source_backbone(settings)
         if distributed:
             dist.barrier()
+    return pretrain.backbone_weights(settings)
+
+
+def setup(settings, run_dir: Path, source, stored: dict[str, Any] | None, called: float) -> Run:
+    """Device, backbone weights, model, optimiser, schedule, sampler, a resumed run's states, the frozen regime's
+    bank and the run folder's records: everything the loop needs, in the order that fixes the run's random streams."""
+    distributed = dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    objective = objectives.make(settings.loss, **settings.objective_params())
+    device = resolve_device(settings)
+    configure_cpu(settings, device)  # deterministic on the CPU: one thread, the pinned float path (lib.device)
+    weights = resolve_backbone(settings, rank, distributed)
     if rank == 0:
-        check_writable(ckpt_file.parent)
+        check_writable(checkpoint_path(run_dir).parent)
     seed_everything(settings.seed, settings.deterministic)
-    net, info = model_lib.build(settings, objective.out_dim, pretrain.backbone_weights(settings))
+    net, info = model_lib.build(settings, objective.out_dim, weights)
     if rank:  # augmentation randomness differs per rank; the model init above is shared
         seed_everything(settings.seed + 1000 * rank, settings.deterministic)
     memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
@@ -309,32 +361,17 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
     if frozen:  # r and c train on the bank; the backbone keeps its (pretrained) weights and BN statistics
         net.backbone.requires_grad_(False)
     optimizer = make_optimizer(net, settings)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(settings))
-    sampler = pairs.from_settings(settings, source.labels, rank=rank)
-    transform = data.augmentation(source, settings.image_size)
-    history: list[dict] = []
-    start = 0
-    prior_seconds = 0.0  # training seconds of the parts of this run before a resume
+    run = Run(settings, run_dir, objective, net, info, PairStep(net, frozen), optimizer,
+              torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(settings)),
+              pairs.from_settings(settings, source.labels, rank=rank), data.augmentation(source, settings.image_size),
+              device, memory_format, None, called, distributed, rank, world)
     if stored is not None:
-        net.load_state_dict(stored["model"])
-        optimizer.load_state_dict(stored["optimizer"])
-        scheduler.load_state_dict(stored["scheduler"])
-        if len(stored["sampler"]) != world:
-            raise ValueError(f"{ckpt_file} was written by {len(stored['sampler'])} process(es): resume with as many")
-        sampler.load_state_dict(stored["sampler"][rank])
-        rng = stored["rng"][rank]
-        random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
-        torch.set_rng_state(rng["torch"])
-        if cuda and rng.get("cuda") is not None:
-            torch.cuda.set_rng_state(rng["cuda"], device)
-        history, start = list(stored["history"]), int(stored["step"])
-        prior_seconds = _stored_seconds(stored)
-    bank_feats = None
+        restore(run, stored)
     if frozen:  # rank 0 builds (or loads) the cached bank; the others wait for it, then load it
         if distributed and rank:
             dist.barrier()
-        bank_feats = bank_lib.feature_bank(net.backbone, source, settings, device, verbose=rank == 0).train.to(device)
+        bank = bank_lib.feature_bank(net.backbone, source, settings, device, verbose=rank == 0)
+        run.bank_feats = bank.train.to(device)
         if distributed and not rank:
             dist.barrier()
     regime = f"frozen backbone, feature bank of {settings.bank_views} views" if frozen else "finetune"
@@ -343,83 +380,116 @@ def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
         runs.update_env(run_dir, {"pretrained": info["pretrained"], "model_parameters": info["parameters"],
                                   "train_device": str(device), "world_size": world, "train_regime": regime,
                                   "source_skipped_images": len(getattr(source, "skipped", []))})
-
-    step_module = PairStep(net, frozen)
     if distributed:
-        step_module = nn.parallel.DistributedDataParallel(step_module, device_ids=[device.index] if cuda else None)
-    n_anchors = pairs.anchors_per_step(settings.batch_pairs // world, settings.neg_to_pos_ratio)
+        ids = [device.index] if device.type == "cuda" else None
+        run.step_module = nn.parallel.DistributedDataParallel(run.step_module, device_ids=ids)
+    return run
 
-    def checkpoint(step: int, finished: bool) -> float:
-        """Save the checkpoint of `step` (rank 0; every rank calls it); return the run's training seconds so far."""
-        seconds = prior_seconds + time.perf_counter() - called
-        mine = {"sampler": sampler.state_dict(),
-                "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-                        "cuda": torch.cuda.get_rng_state(device) if cuda else None}}
-        per_rank = [mine]
-        if distributed:  # every rank calls this: gather each rank's sampler and RNG states on all
-            per_rank = [None] * world
-            dist.all_gather_object(per_rank, mine)
-        if rank != 0:
-            return seconds
-        _write_history(run_dir, history)  # first: a checkpoint that cannot be written must not take the history along
-        state = {
-            "model": net.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "step": step, "finished": finished, "sampler": [r["sampler"] for r in per_rank],
-            "rng": [r["rng"] for r in per_rank],
-            "settings": settings.to_dict(), "history": history, "model_info": info, "world_size": world,
-            "objective": {"name": objective.name, "params": objective.params},
-            "train_seconds": seconds,
-        }
-        checkpoints.save_checkpoint(ckpt_file, state)
+
+def restore(run: Run, stored: dict[str, Any]) -> None:
+    """Continue `stored` (a checkpoint of this run): weights, optimiser, schedule, this rank's sampler and RNG states,
+    the history so far."""
+    run.net.load_state_dict(stored["model"])
+    run.optimizer.load_state_dict(stored["optimizer"])
+    run.scheduler.load_state_dict(stored["scheduler"])
+    if len(stored["sampler"]) != run.world:
+        raise ValueError(f"{checkpoint_path(run.run_dir)} was written by {len(stored['sampler'])} process(es): "
+                         "resume with as many")
+    run.sampler.load_state_dict(stored["sampler"][run.rank])
+    rng = stored["rng"][run.rank]
+    random.setstate(rng["python"])
+    np.random.set_state(rng["numpy"])
+    torch.set_rng_state(rng["torch"])
+    if run.device.type == "cuda" and rng.get("cuda") is not None:
+        torch.cuda.set_rng_state(rng["cuda"], run.device)
+    run.history, run.start = list(stored["history"]), int(stored["step"])
+    run.prior_seconds = _stored_seconds(stored)
+
+
+def save(run: Run, step: int, finished: bool) -> float:
+    """Save the checkpoint of `step` (rank 0 writes; every rank calls it: the ranks' sampler and RNG states are
+    gathered); return the run's training seconds so far."""
+    seconds = run.prior_seconds + time.perf_counter() - run.called
+    cuda = run.device.type == "cuda"
+    mine = {"sampler": run.sampler.state_dict(),
+            "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state(run.device) if cuda else None}}
+    per_rank = [mine]
+    if run.distributed:
+        per_rank = [None] * run.world
+        dist.all_gather_object(per_rank, mine)
+    if run.rank != 0:
         return seconds
+    _write_history(run.run_dir, run.history)  # first: a checkpoint that cannot be written must not take the history
+    state = {
+        "model": run.net.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(), "step": step, "finished": finished,
+        "sampler": [r["sampler"] for r in per_rank], "rng": [r["rng"] for r in per_rank],
+        "settings": run.settings.to_dict(), "history": run.history, "model_info": run.info, "world_size": run.world,
+        "objective": {"name": run.objective.name, "params": run.objective.params},
+        "train_seconds": seconds,
+    }
+    checkpoints.save_checkpoint(checkpoint_path(run.run_dir), state)
+    return seconds
 
-    net.train()
-    if frozen:
-        net.backbone.eval()  # never run, but kept in eval mode so no BN statistic could move
-    trainable = [p for p in net.parameters() if p.requires_grad]
+
+def loop(run: Run, source) -> None:
+    """Steps ``run.start`` .. ``steps``: sample pairs -> inputs on the device -> `train_step` -> schedule; a history
+    row every ``log_every`` steps, a checkpoint every ``checkpoint_every``."""
+    settings = run.settings
+    n_anchors = pairs.anchors_per_step(settings.batch_pairs // run.world, settings.neg_to_pos_ratio)
+    run.net.train()
+    if run.bank_feats is not None:
+        run.net.backbone.eval()  # never run, but kept in eval mode so no BN statistic could move
+    trainable = [p for p in run.net.parameters() if p.requires_grad]
     began = time.perf_counter()
-    progress = progress_bar(total=settings.steps, initial=start, disable=rank != 0, desc=f"train {objective.label()}")
-    for step in range(start, settings.steps):
+    progress = progress_bar(total=settings.steps, initial=run.start, disable=run.rank != 0,
+                            desc=f"train {run.objective.label()}")
+    for step in range(run.start, settings.steps):
         tic = time.perf_counter()
-        batch = sampler.sample(n_anchors)
-        inputs, a, b, target = step_inputs(batch, source, transform, device, memory_format, bank_feats,
-                                           settings.num_workers)
+        batch = run.sampler.sample(n_anchors)
+        inputs, a, b, target = step_inputs(batch, source, run.transform, run.device, run.memory_format,
+                                           run.bank_feats, settings.num_workers)
         try:
-            output, loss_value = train_step(step_module, objective, optimizer, inputs, a, b, target, settings, device,
-                                            trainable, step)
+            output, loss_value = train_step(run.step_module, run.objective, run.optimizer, inputs, a, b, target,
+                                            settings, run.device, trainable, step)
         except FloatingPointError:
-            if rank == 0 and history:
-                _write_history(run_dir, history)
+            if run.rank == 0 and run.history:
+                _write_history(run.run_dir, run.history)
             raise
-        lr = scheduler.get_last_lr()[0]
-        scheduler.step()
+        lr = run.scheduler.get_last_lr()[0]
+        run.scheduler.step()
         if (step + 1) % settings.log_every == 0 or step + 1 == settings.steps:
-            with torch.no_grad():
-                same = target == SAME
-                said_same = objective.predicts_same(output)
-                stats = torch.tensor([loss_value, (said_same & same).sum().item(), same.sum().item(),
-                                      (~said_same & ~same).sum().item(), (~same).sum().item()], dtype=torch.float64)
-            if distributed:
-                stats = stats.to(device)
-                dist.all_reduce(stats)
-                stats = stats.cpu()
-                stats[0] /= world
-            seconds = time.perf_counter() - tic
-            history.append({"step": step + 1, "loss": float(stats[0]), "acc_same": float(stats[1] / max(stats[2], 1)),
-                            "acc_diff": float(stats[3] / max(stats[4], 1)), "lr": lr,
-                            "pairs_per_s": batch.num_pairs * world / seconds,
-                            "images_per_s": len(batch.images) * world / seconds,
-                            "seconds": time.perf_counter() - began})
-            progress.set_postfix(loss=f"{history[-1]['loss']:.4f}", same=f"{history[-1]['acc_same']:.2f}",
-                                 diff=f"{history[-1]['acc_diff']:.2f}", refresh=False)
+            run.history.append(history_row(run, step, batch, output, target, loss_value, lr, tic, began))
+            last = run.history[-1]
+            progress.set_postfix(loss=f"{last['loss']:.4f}", same=f"{last['acc_same']:.2f}",
+                                 diff=f"{last['acc_diff']:.2f}", refresh=False)
         progress.update(1)
         if settings.checkpoint_every and (step + 1) % settings.checkpoint_every == 0 and step + 1 < settings.steps:
-            checkpoint(step + 1, finished=False)
+            save(run, step + 1, finished=False)
     progress.close()
-    seconds = checkpoint(settings.steps, finished=True)
-    result = pd.DataFrame(history)
-    result.attrs["train_seconds"] = seconds
-    return result
+
+
+def history_row(run: Run, step: int, batch: pairs.PairBatch, output: torch.Tensor, target: torch.Tensor,
+                loss_value: float, lr: float, tic: float, began: float) -> dict[str, float]:
+    """The history row of `step`: loss and the objective's same/different accuracies (summed over the ranks), lr,
+    throughput of this step and seconds since the loop began."""
+    with torch.no_grad():
+        same = target == SAME
+        said_same = run.objective.predicts_same(output)
+        stats = torch.tensor([loss_value, (said_same & same).sum().item(), same.sum().item(),
+                              (~said_same & ~same).sum().item(), (~same).sum().item()], dtype=torch.float64)
+    if run.distributed:
+        stats = stats.to(run.device)
+        dist.all_reduce(stats)
+        stats = stats.cpu()
+        stats[0] /= run.world
+    seconds = time.perf_counter() - tic
+    return {"step": step + 1, "loss": float(stats[0]), "acc_same": float(stats[1] / max(stats[2], 1)),
+            "acc_diff": float(stats[3] / max(stats[4], 1)), "lr": lr,
+            "pairs_per_s": batch.num_pairs * run.world / seconds,
+            "images_per_s": len(batch.images) * run.world / seconds,
+            "seconds": time.perf_counter() - began}
 
 
 def _stored_seconds(stored: dict[str, Any]) -> float:
