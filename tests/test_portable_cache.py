@@ -1,5 +1,6 @@
 """The rendered caches travel: a machine with `.cache/glyph_*` and `.cache/emoji_*` but without the Debian fonts and
-the npm packages (a GPU node) loads every glyph and emoji benchmark and the source sets from them, identical."""
+the npm packages (a GPU node) loads every glyph and emoji benchmark and the source sets from them, identical, and
+trains on them."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import hashlib
 
 import pytest
 
-from lib import config, data, pretrain
+from lib import config, data, pretrain, train
 from lib.datasets import emoji, glyphs
 
 
@@ -48,6 +49,10 @@ def test_the_caches_load_without_fonts_and_npm_packages(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="npm package"):
         emoji.check_packages()
     assert everything(settings) == with_sources
+    # and a smoke training runs on the glyph source read from the caches alone (issue 23: a GPU node without fonts)
+    run = config.resolve("smoke", pretrained="none", steps=2, log_every=1, device="cpu", run_dir=str(tmp_path / "run"))
+    history = train.train(run, run.resolved_run_dir(), data.load_source(run))
+    assert list(history["step"]) == [1, 2] and history["loss"].notna().all()
     glyphs._plan_fingerprint.cache_clear()
     monkeypatch.setattr(glyphs, "CACHE_DIR", tmp_path / "empty-cache")  # neither fonts nor a plan file: the hint
     with pytest.raises(FileNotFoundError, match="copy .cache/glyph_plan"):
