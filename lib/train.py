@@ -129,20 +129,22 @@ class PairStep(nn.Module):
 
 
 def step_inputs(batch: pairs.PairBatch, source, transform, device: torch.device, memory_format: torch.memory_format,
-                bank_feats: torch.Tensor | None = None,
-                num_workers: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                bank_feats: torch.Tensor | None = None, num_workers: int = 0,
+                images: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(inputs, a, b, target)`` of one sampled pair batch on `device`: the augmented images of the batch (uint8 on
     `device` -> `transform` -> `memory_format`: an in-memory source is augmented on the device as one batch, a
-    file-backed one decoded and augmented in `num_workers` DataLoader workers, see `data.augment_batch`), or with
-    `bank_feats` (K, N, 512) one of the K bank views of each image, drawn from the run's torch RNG (saved in the
-    checkpoint); `a`, `b` index the pairs' rows, `target` their labels."""
+    file-backed one decoded and augmented in `num_workers` DataLoader workers, see `data.augment_batch`; `images`:
+    the batch already decoded and augmented, by a `Prefetch`), or with `bank_feats` (K, N, 512) one of the K bank
+    views of each image, drawn from the run's torch RNG (saved in the checkpoint); `a`, `b` index the pairs' rows,
+    `target` their labels."""
     if bank_feats is not None:
         pick = torch.randint(bank_feats.shape[0], (len(batch.images),))
         inputs = bank_feats[pick.to(device), torch.from_numpy(batch.images).to(device)]
     else:
         # uint8 to the device, augmented there as one batch (train_transform); parameters from the run's torch RNG
-        inputs = data.augment_batch(source, batch.images, transform, num_workers, device.type == "cuda", device)
-        inputs = inputs.to(device, non_blocking=True)
+        if images is None:
+            images = data.augment_batch(source, batch.images, transform, num_workers, device.type == "cuda", device)
+        inputs = images.to(device, non_blocking=True)
         inputs = inputs.contiguous(memory_format=memory_format)
     a, b = torch.from_numpy(batch.a).to(device), torch.from_numpy(batch.b).to(device)
     target = torch.from_numpy(batch.label).to(device)
@@ -275,6 +277,7 @@ class Run:
     history: list[dict] = field(default_factory=list)
     start: int = 0  # the first step to run (a resumed run's checkpoint step)
     prior_seconds: float = 0.0  # training seconds of the parts of this run before a resume
+    rewind: dict[str, Any] | None = None  # sampler and RNG states before a prefetched step's draws (`Prefetch`)
 
 
 def train(settings, run_dir: Path | str, source) -> pd.DataFrame:
@@ -406,14 +409,20 @@ def restore(run: Run, stored: dict[str, Any]) -> None:
     run.prior_seconds = _stored_seconds(stored)
 
 
+def states(run: Run) -> dict[str, Any]:
+    """This rank's sampler and RNG states, as a checkpoint saves them."""
+    cuda = run.device.type == "cuda"
+    return {"sampler": run.sampler.state_dict(),
+            "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state(run.device) if cuda else None}}
+
+
 def save(run: Run, step: int, finished: bool) -> float:
     """Save the checkpoint of `step` (rank 0 writes; every rank calls it: the ranks' sampler and RNG states are
     gathered); return the run's training seconds so far."""
     seconds = run.prior_seconds + time.perf_counter() - run.called
-    cuda = run.device.type == "cuda"
-    mine = {"sampler": run.sampler.state_dict(),
-            "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state(run.device) if cuda else None}}
+    # a prefetched next step has drawn from the streams already: save them as they were before (a resume redraws it)
+    mine = run.rewind or states(run)
     per_rank = [mine]
     if run.distributed:
         per_rank = [None] * run.world
@@ -445,29 +454,79 @@ def loop(run: Run, source) -> None:
     began = time.perf_counter()
     progress = progress_bar(total=settings.steps, initial=run.start, disable=run.rank != 0,
                             desc=f"train {run.objective.label()}")
-    for step in range(run.start, settings.steps):
-        tic = time.perf_counter()
-        batch = run.sampler.sample(n_anchors)
-        inputs, a, b, target = step_inputs(batch, source, run.transform, run.device, run.memory_format,
-                                           run.bank_feats, settings.num_workers)
-        try:
-            output, loss_value = train_step(run.step_module, run.objective, run.optimizer, inputs, a, b, target,
-                                            settings, run.device, trainable, step)
-        except FloatingPointError:
-            if run.rank == 0 and run.history:
-                _write_history(run.run_dir, run.history)
-            raise
-        lr = run.scheduler.get_last_lr()[0]
-        run.scheduler.step()
-        if (step + 1) % settings.log_every == 0 or step + 1 == settings.steps:
-            run.history.append(history_row(run, step, batch, output, target, loss_value, lr, tic, began))
-            last = run.history[-1]
-            progress.set_postfix(loss=f"{last['loss']:.4f}", same=f"{last['acc_same']:.2f}",
-                                 diff=f"{last['acc_diff']:.2f}", refresh=False)
-        progress.update(1)
-        if settings.checkpoint_every and (step + 1) % settings.checkpoint_every == 0 and step + 1 < settings.steps:
-            save(run, step + 1, finished=False)
-    progress.close()
+    ahead = Prefetch(run, source, n_anchors) if Prefetch.applies(run, source) else None
+    try:
+        for step in range(run.start, settings.steps):
+            tic = time.perf_counter()
+            batch, images = ahead.take(step) if ahead else (run.sampler.sample(n_anchors), None)
+            inputs, a, b, target = step_inputs(batch, source, run.transform, run.device, run.memory_format,
+                                               run.bank_feats, settings.num_workers, images)
+            try:
+                output, loss_value = train_step(run.step_module, run.objective, run.optimizer, inputs, a, b, target,
+                                                settings, run.device, trainable, step)
+            except FloatingPointError:
+                if run.rank == 0 and run.history:
+                    _write_history(run.run_dir, run.history)
+                raise
+            lr = run.scheduler.get_last_lr()[0]
+            run.scheduler.step()
+            if (step + 1) % settings.log_every == 0 or step + 1 == settings.steps:
+                run.history.append(history_row(run, step, batch, output, target, loss_value, lr, tic, began))
+                last = run.history[-1]
+                progress.set_postfix(loss=f"{last['loss']:.4f}", same=f"{last['acc_same']:.2f}",
+                                     diff=f"{last['acc_diff']:.2f}", refresh=False)
+            progress.update(1)
+            if settings.checkpoint_every and (step + 1) % settings.checkpoint_every == 0 and step + 1 < settings.steps:
+                save(run, step + 1, finished=False)
+    finally:
+        progress.close()
+        if ahead is not None:
+            ahead.close()
+
+
+class Prefetch:
+    """A file-backed source's step t+1 decoded while step t trains: its pairs are sampled and its images' seeds drawn
+    here, in the main process, in the streams' order (a training step draws nothing from them: dropout is 0, the
+    augmentation runs in the workers from those seeds), then its images decoded and augmented by the DataLoader
+    workers, pinned, from a background thread while the device runs step t. The run's numbers are those of a run
+    without it, bit for bit. A checkpoint saves the states from before step t+1's draws (``run.rewind``), so a
+    resume draws that step again."""
+
+    def __init__(self, run: Run, source, n_anchors: int):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.run, self.source, self.n_anchors = run, source, n_anchors
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="prefetch")
+        self.pending = None  # (step, batch, future of its images)
+
+    @staticmethod
+    def applies(run: Run, source) -> bool:
+        """Only for file-backed sets decoded in DataLoader workers (other processes: the decoding thread touches no
+        RNG of this one) when training runs the backbone (the frozen regime reads the bank)."""
+        return (isinstance(source, data.FileImageSet) and run.settings.num_workers > 0 and run.bank_feats is None)
+
+    def _submit(self, step: int) -> None:
+        batch = self.run.sampler.sample(self.n_anchors)
+        items = self.source.draw(batch.images, self.run.transform)
+        pin = self.run.device.type == "cuda"
+        self.pending = (step, batch, self.pool.submit(self.source.decode_items, items, self.run.transform,
+                                                      self.run.settings.num_workers, pin))
+
+    def take(self, step: int) -> tuple[pairs.PairBatch, torch.Tensor]:
+        """Step `step`'s batch and its images (CPU, pinned on CUDA); submits step + 1's before returning."""
+        if self.pending is None or self.pending[0] != step:
+            self._submit(step)
+        _, batch, future = self.pending
+        images = future.result()
+        self.run.rewind = None
+        if step + 1 < self.run.settings.steps:
+            self.run.rewind = states(self.run)
+            self._submit(step + 1)
+        return batch, images
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        self.run.rewind = None
 
 
 def history_row(run: Run, step: int, batch: pairs.PairBatch, output: torch.Tensor, target: torch.Tensor,

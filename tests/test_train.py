@@ -251,19 +251,35 @@ def test_skipped_source_images_are_counted_in_env_json(tmp_path, tiny_image_tree
     assert json.loads((settings.resolved_run_dir() / "env.json").read_text())["source_skipped_images"] == 1
 
 
-def test_a_file_backed_source_trains_the_same_with_decoding_workers(tmp_path, tiny_image_tree):
-    """num_workers only moves the decoding: the same seed gives the same losses and weights with 0 or 2 workers."""
+def test_a_file_backed_source_trains_the_same_with_decoding_workers_prefetch_and_resume(tmp_path, tiny_image_tree,
+                                                                                         train_until_killed,
+                                                                                         monkeypatch):
+    """num_workers only moves the decoding: the same seed gives the same losses and weights with 0 workers (decoded in
+    the step) or 2 (step t+1 decoded by the workers while step t trains: `train.Prefetch`), and a prefetching run
+    killed after a checkpoint resumes to the same bits (the checkpoint holds the states from before the prefetched
+    step's draws)."""
     from lib.data import FileImageSet
 
     paths = [tiny_image_tree / "pacs" / "photo" / c / f"img{k}.png" for c in ("dog", "horse", "house") for k in range(3)]
     source = FileImageSet(paths, np.repeat(np.arange(3), 3), image_size=16)
-    histories, weights = [], []
-    for workers in (0, 2):
-        settings = tiny(tmp_path, f"w{workers}", steps=2, batch_pairs=8, neg_to_pos_ratio=1, num_workers=workers)
-        histories.append(train.train(settings, settings.resolved_run_dir(), source)["loss"].tolist())
-        weights.append(torch.load(checkpoints.checkpoint_path(settings.resolved_run_dir()), weights_only=False)["model"])
-    assert histories[0] == histories[1] and np.isfinite(histories[0]).all()
-    assert all(torch.equal(v, weights[1][k]) for k, v in weights[0].items())
+    taken = []
+    take = train.Prefetch.take
+    monkeypatch.setattr(train.Prefetch, "take", lambda self, step: taken.append(step) or take(self, step))
+
+    def run(name, workers, kill_at=None):
+        settings = tiny(tmp_path, name, steps=4, log_every=1, checkpoint_every=2, batch_pairs=8, neg_to_pos_ratio=1,
+                        num_workers=workers)
+        if kill_at:
+            train_until_killed(settings, source, at_step=kill_at)  # then resumed below (resume is the default)
+        history = train.train(settings, settings.resolved_run_dir(), source)
+        model = torch.load(checkpoints.checkpoint_path(settings.resolved_run_dir()), weights_only=False)["model"]
+        return history["loss"].tolist(), model
+
+    plain, prefetched, resumed = run("w0", 0), run("w2", 2), run("w2_killed", 2, kill_at=2)
+    assert taken == [0, 1, 2, 3] + [0, 1] + [2, 3]  # with workers every step is taken from the prefetch
+    assert np.isfinite(plain[0]).all() and plain[0] == prefetched[0] == resumed[0]
+    for other in (prefetched, resumed):
+        assert all(torch.equal(v, other[1][k]) for k, v in plain[1].items())
 
 
 def test_the_throughput_benchmark_times_the_training_step(tmp_path, source, monkeypatch):

@@ -198,8 +198,20 @@ class FileImageSet(ImageSet):
         idx = _as_index(idx)
         if transform is None and num_workers == 0:
             return self.batch_uint8(idx)
+        return self.decode_items(self.draw(idx, transform), transform, num_workers, pin_memory)
+
+    def draw(self, idx, transform) -> list[tuple[int, int]]:
+        """The (index, seed) items `load` decodes: each image's seed taken from the global torch RNG in index order
+        (0 without a transform). Drawn apart from the decoding so a prefetch (`lib.train.Prefetch`) draws them in
+        the stream's order and decodes them elsewhere."""
+        idx = _as_index(idx)
         seeds = torch.randint(0, 2 ** 62, (len(idx),)).tolist() if transform is not None else [0] * len(idx)
-        items = list(zip(idx.tolist(), seeds))
+        return list(zip(idx.tolist(), seeds))
+
+    def decode_items(self, items: list[tuple[int, int]], transform, num_workers: int = 0,
+                     pin_memory: bool = False) -> torch.Tensor:
+        """`draw`'s items through `transform`, stacked, in `num_workers` persistent DataLoader workers (0: here, under
+        a forked RNG). With workers it touches no RNG of this process, so it may run in another thread."""
         if num_workers == 0:
             with torch.random.fork_rng(devices=[]):  # the caller's RNG stream moves by the seeds only
                 return torch.stack([self.transformed(i, seed, transform) for i, seed in items])
