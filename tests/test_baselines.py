@@ -673,8 +673,8 @@ def check_recomputes_from_saved_scores(run_dir):
 
 
 def test_committed_comparison_tables_recompute_from_their_saved_scores():
-    """Every committed comparison table that has its scores (tables from before issue 22 have none: the README
-    says they predate the saved scores)."""
+    """Every committed comparison table comes with its per-image scores, and its AUROCs recompute from them."""
+    assert COMMITTED_TABLES, "no committed comparison table under outputs/*/comparisons_*"
     for run_dir in COMMITTED_TABLES:
-        if (run_dir / baselines.NORMALITY_FILE).exists():
-            check_recomputes_from_saved_scores(run_dir)
+        assert (run_dir / baselines.NORMALITY_FILE).exists(), f"{run_dir} has a table but no {baselines.NORMALITY_FILE}"
+        check_recomputes_from_saved_scores(run_dir)
