@@ -17,10 +17,13 @@ just outside the crop (roi_align samples the image, not the cropped copy).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 import torch
+
+from lib.device import to_device
 
 VERSION = "batched-1"  # in the cache keys of what trains on augmented images (feature banks, pretrained backbones)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -121,20 +124,19 @@ class BatchAugment:
 
         device, n = images.device, len(images)
         x = images.float().div_(255)
-        rois = torch.cat([torch.arange(n, dtype=torch.float32)[:, None], params.boxes], dim=1).to(device)
+        rois = to_device(torch.cat([torch.arange(n, dtype=torch.float32)[:, None], params.boxes], dim=1), device)
         # aligned=True: output pixel p samples the box at x1 + (p + .5) * w / S - .5, torchvision's bilinear resize
         x = roi_align(x, rois, output_size=self.size, spatial_scale=1.0, sampling_ratio=0, aligned=True)
-        flipped = torch.nonzero(params.flip & self.hflip)[:, 0].to(device)  # the subsets are known on the CPU
+        flipped = to_device(torch.nonzero(params.flip & self.hflip)[:, 0], device)  # the subsets are known on the CPU
         if len(flipped):
             x[flipped] = x[flipped].flip(-1)
         if params.jitter.any():
             x = self._jitter(x, params)
-        gray = torch.nonzero(params.gray)[:, 0].to(device)
+        gray = to_device(torch.nonzero(params.gray)[:, 0], device)
         if len(gray):
             x[gray] = grayscale(x[gray]).expand(-1, 3, -1, -1)
-        mean = torch.tensor(IMAGENET_MEAN, device=device)[:, None, None]
-        std = torch.tensor(IMAGENET_STD, device=device)[:, None, None]
-        return x.sub_(mean).div_(std)
+        mean, std = constant(IMAGENET_MEAN, device), constant(IMAGENET_STD, device)
+        return x.sub_(mean[:, None, None]).div_(std[:, None, None])
 
     def _jitter(self, x: torch.Tensor, params: Params) -> torch.Tensor:
         """ColorJitter on the images with ``params.jitter``: in slot k each applies its op ``order[:, k]`` (the
@@ -145,8 +147,8 @@ class BatchAugment:
                 chosen = torch.nonzero(params.jitter & (params.order[:, slot] == op))[:, 0]
                 if len(chosen) == 0:
                     continue
-                factor = params.factors[chosen, op].to(device)[:, None, None, None]
-                chosen = chosen.to(device)
+                factor = to_device(params.factors[chosen, op], device)[:, None, None, None]
+                chosen = to_device(chosen, device)
                 x[chosen] = JITTER_OPS[op](x[chosen], factor)
         return x
 
@@ -155,6 +157,17 @@ class BatchAugment:
         batch = images[None] if single else images
         out = self.apply(batch, self.sample(len(batch), batch.shape[-2], batch.shape[-1], generator))
         return out[0] if single else out
+
+
+@functools.lru_cache(maxsize=None)
+def _constant(values: tuple[float, ...], device: torch.device) -> torch.Tensor:
+    return to_device(torch.tensor(values), device)
+
+
+def constant(values: tuple[float, ...], device) -> torch.Tensor:
+    """float32 `values` on `device`, copied there once (`torch.tensor(..., device=cuda)` at every batch would wait
+    for the GPU each time)."""
+    return _constant(tuple(values), torch.device(device))
 
 
 # ---------------------------------------------------------------- torchvision's colour formulas, one factor per image
@@ -195,7 +208,7 @@ def hue(x, factor):
     offset = torch.where(red, 0.0, torch.where(green, 2.0, 4.0))
     h = numerator.div_(torch.where(equal, 1.0, delta)).add_(offset)
     h = (h.div_(6.0).add_(1.0).fmod_(1.0) + factor[:, 0]).remainder_(1.0)  # (B,H,W)
-    k = (torch.tensor([5.0, 3.0, 1.0], device=x.device)[:, None, None] + 6.0 * h[:, None]).remainder_(6.0)
+    k = (constant((5.0, 3.0, 1.0), x.device)[:, None, None] + 6.0 * h[:, None]).remainder_(6.0)
     chroma = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
     return chroma.mul_(-(maxc * s)[:, None]).add_(maxc[:, None])
 

@@ -19,6 +19,7 @@ import torch
 
 from lib.augment import IMAGENET_MEAN, IMAGENET_STD, BatchAugment
 from lib.augment import VERSION as AUGMENTATION
+from lib.device import to_device
 from lib.datasets import emoji as _emoji
 from lib.datasets import fashion as _fashion
 from lib.datasets import glyphs as _glyphs
@@ -84,7 +85,7 @@ def augment_batch(imageset, idx, transform, num_workers: int = 0, pin_memory: bo
     if isinstance(transform, BatchAugment):
         on_device = resident_images(imageset, device) if device is not None else None
         if on_device is not None:  # the set lives on the device: the batch is gathered there
-            images = on_device[torch.from_numpy(np.asarray(idx, dtype=np.int64)).to(on_device.device)]
+            images = on_device[to_device(torch.from_numpy(np.asarray(idx, dtype=np.int64)), on_device.device)]
             images = images.expand(-1, 3, -1, -1)
         else:
             images = imageset.batch_uint8(idx)

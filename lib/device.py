@@ -17,6 +17,16 @@ import lib
 DETERMINISTIC_THREADS = 1
 
 
+def to_device(tensor: torch.Tensor, device) -> torch.Tensor:
+    """A CPU `tensor` on `device` without making the host wait: on CUDA through pinned memory and a non-blocking copy
+    (a copy from pageable memory blocks the host until every kernel queued before it has run, so a training step's
+    input preparation would drain the GPU at each small copy); elsewhere plain `.to`."""
+    device = torch.device(device)
+    if device.type != "cuda" or tensor.device.type != "cpu":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def resolve_device(settings) -> torch.device:
     """auto -> cuda if available else cpu; under torchrun the cuda device is cuda:LOCAL_RANK."""
     if settings.device == "cuda" and not torch.cuda.is_available():

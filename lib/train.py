@@ -52,7 +52,7 @@ from lib import SAME, checkpoints, cli, config, data, objectives, pair_eval, pai
 from lib import bank as bank_lib
 from lib import model as model_lib
 from lib.checkpoints import checkpoint_path, load_trained  # noqa: F401 (load_trained: 02_train calls train.load_trained)
-from lib.device import autocast, configure_cpu, resolve_device
+from lib.device import autocast, configure_cpu, resolve_device, to_device
 from lib.progress import bar as progress_bar
 
 # settings that shape the trained weights: a stored run must match them to be reused or resumed; the objective's
@@ -139,15 +139,16 @@ def step_inputs(batch: pairs.PairBatch, source, transform, device: torch.device,
     `target` their labels."""
     if bank_feats is not None:
         pick = torch.randint(bank_feats.shape[0], (len(batch.images),))
-        inputs = bank_feats[pick.to(device), torch.from_numpy(batch.images).to(device)]
+        inputs = bank_feats[to_device(pick, device), to_device(torch.from_numpy(batch.images), device)]
     else:
         # uint8 to the device, augmented there as one batch (train_transform); parameters from the run's torch RNG
         if images is None:
             images = data.augment_batch(source, batch.images, transform, num_workers, device.type == "cuda", device)
         inputs = images.to(device, non_blocking=True)
         inputs = inputs.contiguous(memory_format=memory_format)
-    a, b = torch.from_numpy(batch.a).to(device), torch.from_numpy(batch.b).to(device)
-    target = torch.from_numpy(batch.label).to(device)
+    # every copy non-blocking (lib.device.to_device): preparing a step never waits for the GPU
+    a, b = to_device(torch.from_numpy(batch.a), device), to_device(torch.from_numpy(batch.b), device)
+    target = to_device(torch.from_numpy(batch.label), device)
     return inputs, a, b, target
 
 

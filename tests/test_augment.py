@@ -125,3 +125,24 @@ def test_a_set_kept_on_the_device_gives_the_batches_of_the_host_path(monkeypatch
     monkeypatch.setattr(data, "resident_images", lambda imageset, device: imageset.images[:, :1].contiguous())
     torch.manual_seed(0)
     assert torch.equal(data.augment_batch(grey, idx, tf, device="cpu"), host)
+
+
+def test_constants_are_copied_to_a_device_once():
+    first = augment.constant((0.5, 2.0), "cpu")
+    assert augment.constant([0.5, 2.0], torch.device("cpu")) is first and first.tolist() == [0.5, 2.0]
+
+
+def test_inputs_go_to_cuda_pinned_and_without_blocking(monkeypatch):
+    """lib.device.to_device: a CPU tensor bound for CUDA is pinned, then copied with non_blocking=True (a pageable copy
+    would make the host wait for the GPU's queue); for the CPU it is a plain .to (CUDA is faked: no GPU here)."""
+    from lib.device import to_device
+
+    calls = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: calls.append("pin") or self)
+    monkeypatch.setattr(torch.Tensor, "to", lambda self, *args, **kwargs: calls.append((args, kwargs)) or self)
+    x = torch.arange(3)
+    assert to_device(x, "cuda:1") is x
+    assert calls == ["pin", ((torch.device("cuda", 1),), {"non_blocking": True})]
+    calls.clear()
+    to_device(x, "cpu")
+    assert calls == [((torch.device("cpu"),), {})]
