@@ -131,6 +131,43 @@ def test_the_convergence_rule_by_hand():
         convergence.doubled(sweep_grid(), [5])
 
 
+def test_the_convergence_ladder_applies_the_rule_to_each_doubling(tmp_path, monkeypatch):
+    import importlib.util
+    import sys
+
+    from lib.paths import REPO_ROOT
+
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("convergence_ladder", REPO_ROOT / "benchmarks" / "convergence_ladder.py")
+    ladder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ladder)
+    monkeypatch.setattr(ladder, "OUTPUTS_DIR", tmp_path)
+
+    def rung(study, steps, r2, intra, runs=(("bce", 0), ("hinge_d1", 0))):
+        rows = [{"config": c, "backbone": b, "seed": 0, "train_steps": steps, "pair_auroc": 0.99, "r2": r2.get(c, 0.5),
+                 "auroc__intra_avg": intra.get(c, 0.8), "auroc__cross_avg": 0.7} for c, b in runs]
+        (tmp_path / study).mkdir()
+        pd.DataFrame(rows).to_csv(tmp_path / study / "summary.csv", index=False)
+
+    # hinge: R^2 .1 -> .5 -> .51 (moves, then holds); bce: intra .80 -> .80 -> .82 (holds, then moves by .02 > .01)
+    rung("a", 800, {"hinge_d1": 0.1}, {}, runs=(("bce", 0), ("hinge_d1", 0), ("bce", 1)))  # bce bb1: in a only
+    rung("b", 1600, {"hinge_d1": 0.5}, {})
+    rung("c", 3200, {"hinge_d1": 0.51}, {"bce": 0.82})
+    table, steps = ladder.ladder([ladder.load(s) for s in "abc"])
+    table = table.set_index("config")
+    assert steps == [800, 1600, 3200] and list(table["runs"]) == [1, 1]  # bce bb1 left out: not in every rung
+    assert table.loc["hinge_d1", ["r2_0", "r2_1", "r2_2"]].tolist() == pytest.approx([0.1, 0.5, 0.51])
+    assert [table.loc["hinge_d1", "ok_0"], table.loc["hinge_d1", "ok_1"]] == [False, True]
+    assert [table.loc["bce", "ok_0"], table.loc["bce", "ok_1"]] == [True, False]
+    text = ladder.markdown(table.reset_index(), steps, list("abc"))
+    assert "| hinge_d1 | 0.100 | 0.500 | 0.510 | 0.800 | 0.800 | 0.800 | 0.700 | 0.700 | 0.700 | ✗ | ✓ |" in text
+    with pytest.raises(SystemExit, match=r"steps \[800, 3200\] are not a ladder of doublings"):
+        ladder.ladder([ladder.load("a"), ladder.load("c")])
+    with pytest.raises(SystemExit, match=r"no .*missing/summary.csv: run that study first"):
+        ladder.load("missing")
+    sys.modules.pop("convergence", None)
+
+
 def test_an_unconverged_config_is_marked_and_left_out_of_rho(tmp_path):
     import json
 
