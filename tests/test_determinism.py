@@ -1,4 +1,4 @@
-"""Same bits on any x86-64 CPU with AVX2 and at any thread count (lib/__init__.py's pinned CPU paths,
+"""Same bits on any Intel x86-64 CPU with AVX2 and at any thread count (lib/__init__.py's pinned CPU paths,
 lib.device.configure_cpu): a tiny source pretraining + feature bank + relational training runs in fresh
 interpreters under two emulated CPUs, and their weights hash the same."""
 

@@ -168,6 +168,38 @@ def test_the_convergence_ladder_applies_the_rule_to_each_doubling(tmp_path, monk
     sys.modules.pop("convergence", None)
 
 
+def test_cross_machine_bounds_the_difference_of_the_same_runs_against_the_seed_spread():
+    import importlib.util
+
+    from lib.paths import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("cross_machine", REPO_ROOT / "benchmarks" / "cross_machine.py")
+    cross = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cross)
+    keys = [{"config": c, "backbone": 0, "seed": 0} for c in ("bce", "ce", "hinge_d1")]
+    a = pd.DataFrame([{**k, "r2": 0.5, "auroc__intra_avg": 0.8} for k in keys])
+    b = a.copy()
+    b.loc[b["config"] == "ce", "r2"] = 0.503  # one run moved by .003, the others bit-identical
+    b.loc[b["config"] == "bce", "auroc__intra_avg"] = 0.79
+    b.loc[b["config"] == "hinge_d1", "auroc__intra_avg"] = 0.806
+    extra = pd.DataFrame([{"config": "ce_focal", "backbone": 0, "seed": 0, "r2": 0.0, "auroc__intra_avg": 0.0}])
+    # the yardstick: seed 1 - seed 0 per (config, backbone) = .01, .02, .04 in R^2 -> median .02
+    spread = pd.DataFrame([{"config": c, "backbone": 0, "seed": s, "r2": r, "auroc__intra_avg": 0.8}
+                           for c, r in (("bce", 0.01), ("ce", 0.02), ("ce_focal", 0.04)) for s, r in ((0, 0.0), (1, r))])
+    table = cross.compare(a, pd.concat([b, extra]), spread).set_index("metric")
+    assert list(table.index) == ["r2", "auroc__intra_avg"]  # metrics absent from the tables are left out
+    assert table.loc["r2", "runs"] == 3 and table.loc["r2", "identical"] == 2  # ce_focal: only in one study
+    assert table.loc["r2", "max_abs_diff"] == pytest.approx(0.003) and table.loc["r2", "seed_spread"] == pytest.approx(0.02)
+    assert table.loc["auroc__intra_avg", "identical"] == 1
+    assert table.loc["auroc__intra_avg", "mean_abs_diff"] == pytest.approx((0.01 + 0.006) / 3)
+    assert table.loc["auroc__intra_avg", "seed_spread"] == 0.0
+    text = cross.markdown(table.reset_index(), ["x", "y"], ["AMD", "Intel"], "s")
+    assert "| r2 | 3 | 2 | 0.003 | 0.001 | 0.02 | 0.15 |" in text
+    assert "| auroc__intra_avg | 3 | 1 | 0.01 | 0.005333 | 0 | nan |" in text  # no spread: no ratio
+    with pytest.raises(SystemExit, match="share no .config, backbone, seed. run"):
+        cross.compare(a, extra)
+
+
 def test_an_unconverged_config_is_marked_and_left_out_of_rho(tmp_path):
     import json
 

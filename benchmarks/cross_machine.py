@@ -1,0 +1,89 @@
+"""How far apart are the same runs on two machines? A bound for what the pinned CPU path does not make identical.
+
+Reads two studies' committed tables (``outputs/<study>/summary.csv``) holding the same runs (same commit's training
+code, same grid) made on two machines, and prints, per metric, how many runs are bit-identical and the largest and
+mean |difference|, beside the run-seed spread of a reference study (the median |seed 1 - seed 0| of a config on one
+backbone): a machine difference well below it moves the study's numbers less than drawing another run seed does.
+Trains nothing::
+
+    .venv/bin/python benchmarks/cross_machine.py probe_4x probe_4x_xeon --spread study --out docs/cross_machine.md
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from lib import runs
+from lib.paths import OUTPUTS_DIR
+
+KEYS = ["config", "backbone", "seed"]
+METRICS = ["r2", "auroc__intra_avg", "auroc__cross_avg", "fpr95__intra_avg", "fpr95__cross_avg", "pair_auroc",
+           "train_loss_init", "train_loss_last"]
+
+
+def read(study: str) -> pd.DataFrame:
+    path = OUTPUTS_DIR / study / "summary.csv"
+    if not path.exists():
+        raise SystemExit(f"no {path}: name a study in outputs/ that has its summary.csv")
+    return pd.read_csv(path)
+
+
+def seed_spread(study: pd.DataFrame, metric: str) -> float:
+    """Median over (config, backbone) of |seed 1 - seed 0|; NaN without two seeds."""
+    seeds = sorted(study["seed"].unique())
+    if len(seeds) < 2:
+        return float("nan")
+    wide = study.pivot_table(index=["config", "backbone"], columns="seed", values=metric)
+    return float((wide[seeds[1]] - wide[seeds[0]]).abs().median())
+
+
+def compare(a: pd.DataFrame, b: pd.DataFrame, spread: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per metric of `METRICS`: runs compared, bit-identical runs, max and mean |b - a|, and the seed spread."""
+    both = a.merge(b, on=KEYS, suffixes=("_a", "_b"))
+    if both.empty:
+        raise SystemExit("the two studies share no (config, backbone, seed) run: compare the same grid's runs")
+    rows = []
+    for metric in METRICS:
+        if f"{metric}_a" not in both:
+            continue
+        diff = (both[f"{metric}_b"] - both[f"{metric}_a"]).abs()
+        rows.append({"metric": metric, "runs": len(both), "identical": int((diff == 0).sum()),
+                     "max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
+                     "seed_spread": seed_spread(spread, metric) if spread is not None else float("nan")})
+    return pd.DataFrame(rows)
+
+
+def markdown(table: pd.DataFrame, studies: list[str], labels: list[str], spread_study: str) -> str:
+    lines = [f"# The same runs on two machines: `{studies[0]}` ({labels[0]}) vs `{studies[1]}` ({labels[1]})", "",
+             "`benchmarks/cross_machine.py` made this table from the two studies' `summary.csv`. `identical`: the "
+             "runs whose value is bit-for-bit the same. `seed spread`: the median |seed 1 − seed 0| of one "
+             f"configuration on one backbone in `{spread_study}`, which is the size of drawing another run seed.", "",
+             "| metric | runs | identical | max abs diff | mean abs diff | seed spread | max diff / seed spread |",
+             "|---|---|---|---|---|---|---|"]
+    for _, r in table.iterrows():
+        ratio = r["max_abs_diff"] / r["seed_spread"] if r["seed_spread"] > 0 else float("nan")
+        lines.append(f"| {r['metric']} | {r['runs']} | {r['identical']} | {r['max_abs_diff']:.4g} | "
+                     f"{r['mean_abs_diff']:.4g} | {r['seed_spread']:.4g} | {ratio:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("studies", nargs=2, help="two studies in outputs/ with the same runs, made on two machines")
+    parser.add_argument("--labels", nargs=2, default=["machine A", "machine B"], help="what each machine was")
+    parser.add_argument("--spread", default="", help="a study with two run seeds whose seed spread is the yardstick")
+    parser.add_argument("--out", default="", help="also write the markdown table here (e.g. docs/cross_machine.md)")
+    args = parser.parse_args(argv)
+    table = compare(read(args.studies[0]), read(args.studies[1]), read(args.spread) if args.spread else None)
+    text = markdown(table, args.studies, args.labels, args.spread or "(none given)")
+    if args.out:
+        runs.atomic_write_text(Path(args.out), text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
