@@ -81,6 +81,13 @@ def markdown(table: pd.DataFrame, steps: list[int], studies: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def emit(text: str, out: str = "") -> None:
+    """Print a benchmark's markdown table, and write it to `out` too when given."""
+    if out:
+        runs.atomic_write_text(Path(out), text)
+    print(text)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("studies", nargs="+", help="studies in outputs/, shortest budget first, each twice the last")
@@ -89,10 +96,7 @@ def main(argv=None) -> int:
     if len(args.studies) < 2:
         parser.error("name at least two studies: the ladder compares each budget with the next")
     table, steps = ladder([load(s) for s in args.studies])
-    text = markdown(table, steps, args.studies)
-    if args.out:
-        runs.atomic_write_text(Path(args.out), text)
-    print(text)
+    emit(markdown(table, steps, args.studies), args.out)
     return 0
 
 

@@ -12,23 +12,17 @@ Trains nothing::
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import pandas as pd
 
-from lib import runs
-from lib.paths import OUTPUTS_DIR
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from convergence_ladder import emit, load  # noqa: E402
 
 KEYS = ["config", "backbone", "seed"]
 METRICS = ["r2", "auroc__intra_avg", "auroc__cross_avg", "fpr95__intra_avg", "fpr95__cross_avg", "pair_auroc",
            "train_loss_init", "train_loss_last"]
-
-
-def read(study: str) -> pd.DataFrame:
-    path = OUTPUTS_DIR / study / "summary.csv"
-    if not path.exists():
-        raise SystemExit(f"no {path}: name a study in outputs/ that has its summary.csv")
-    return pd.read_csv(path)
 
 
 def seed_spread(study: pd.DataFrame, metric: str) -> float:
@@ -77,11 +71,8 @@ def main(argv=None) -> int:
     parser.add_argument("--spread", default="", help="a study with two run seeds whose seed spread is the yardstick")
     parser.add_argument("--out", default="", help="also write the markdown table here (e.g. docs/cross_machine.md)")
     args = parser.parse_args(argv)
-    table = compare(read(args.studies[0]), read(args.studies[1]), read(args.spread) if args.spread else None)
-    text = markdown(table, args.studies, args.labels, args.spread or "(none given)")
-    if args.out:
-        runs.atomic_write_text(Path(args.out), text)
-    print(text)
+    table = compare(load(args.studies[0]), load(args.studies[1]), load(args.spread) if args.spread else None)
+    emit(markdown(table, args.studies, args.labels, args.spread or "(none given)"), args.out)
     return 0
 
 
