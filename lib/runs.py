@@ -85,6 +85,27 @@ def git_commit() -> str:
         return "unknown"
 
 
+def cpu_model(cpuinfo: Path | str = "/proc/cpuinfo") -> str:
+    """The CPU that computed, as ``<vendor> <model name> (family F model M)`` from the first processor of
+    `cpuinfo` (Linux); elsewhere what `platform` knows. Seeded CPU runs are bit-identical across Intel CPUs only
+    (README "Across CPU vendors"), so a run records which CPU it ran on."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip() and fields:
+            break  # the first processor's block is enough
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip(), value.strip())
+    name = " ".join(fields[k] for k in ("vendor_id", "model name") if fields.get(k))
+    if "cpu family" in fields:
+        name += f" (family {fields['cpu family']} model {fields.get('model', '?')})"
+    return name or platform.processor() or platform.machine()
+
+
 def environment() -> dict[str, Any]:
     import torch
     import torchvision
@@ -100,8 +121,9 @@ def environment() -> dict[str, Any]:
         "gpu": torch.cuda.get_device_name(0) if cuda else "",
         "gpu_count": torch.cuda.device_count() if cuda else 0,
         "cpu_threads": torch.get_num_threads(),
-        "cpu_paths": cpu_paths(),  # avx2-cnr (pinned, the same bits on any AVX2 CPU) | native (lib.device)
+        "cpu_paths": cpu_paths(),  # avx2-cnr (pinned: the same bits on Intel AVX2 CPUs) | native (lib.device)
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu": cpu_model(),
     }
 
 

@@ -112,3 +112,14 @@ def test_runs_record_their_cpu_path_and_caches_are_keyed_on_it(monkeypatch):
     pinned = pretrain.weight_path(settings)
     monkeypatch.setattr(lib, "CPU_PATHS_PINNED", False)
     assert runs.environment()["cpu_paths"] == "native" and pretrain.weight_path(settings) != pinned
+
+
+def test_a_run_records_the_cpu_it_ran_on(tmp_path):
+    from lib import runs
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\n"
+                    "model name\t: AMD EPYC 7B13\nflags\t\t: fpu avx2\n\nprocessor\t: 1\nvendor_id\t: Other\n")
+    assert runs.cpu_model(info) == "AuthenticAMD AMD EPYC 7B13 (family 25 model 1)"  # the first processor only
+    assert runs.cpu_model(tmp_path / "absent") != ""  # no /proc/cpuinfo: what platform knows
+    assert runs.environment()["cpu"] == runs.cpu_model()
