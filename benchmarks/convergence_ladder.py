@@ -21,7 +21,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from convergence import AUROC_TOL, COLUMNS, PAIR_AUROC_MIN, R2_TOL, convergence_table  # noqa: E402
 
-from lib import runs  # noqa: E402
+from lib import intervals, runs, summary  # noqa: E402
 from lib.paths import OUTPUTS_DIR  # noqa: E402
 
 KEYS = ["config", "backbone", "seed"]
@@ -61,6 +61,30 @@ def ladder(tables: list[pd.DataFrame]) -> tuple[pd.DataFrame, list[int]]:
     return out.reset_index(), steps
 
 
+def contrasts(table: pd.DataFrame, steps: list[int]) -> str:
+    """The paper's within-family steps (`intervals.CONTRASTS`) at each budget: Δ intra / cross AUROC of the means
+    (to - from), with the paper's Δ beside; a markdown table (the sign is what the paper argues from)."""
+    means = table.set_index("config")
+    paper = summary.paper_contrasts()
+    rungs = [f"{s:,}" for s in steps]
+    lines = ["", "## The paper's within-family contrasts at each budget", "",
+             "Δ = mean of the second configuration − mean of the first, over the same runs as above; paper: its seed "
+             "000 tables (docs/METHOD.md). No interval: a probe's runs are too few for one (the study's tables give "
+             "them at 800 and 1,600 steps).", "",
+             "| contrast | " + " | ".join(f"Δ intra {r}" for r in rungs) + " | paper Δ intra | "
+             + " | ".join(f"Δ cross {r}" for r in rungs) + " | paper Δ cross |",
+             "|---" * (3 + 2 * len(rungs)) + "|"]
+    for a, b in intervals.CONTRASTS:
+        if a not in means.index or b not in means.index:
+            continue
+        cells = []
+        for kind, paper_delta in (("auroc__intra_avg", paper[(a, b)][1]), ("auroc__cross_avg", paper[(a, b)][2])):
+            cells += [f"{means.loc[b, f'{kind}_{i}'] - means.loc[a, f'{kind}_{i}']:+.3f}" for i in range(len(rungs))]
+            cells.append(f"{paper_delta:+.3f}")
+        lines.append(f"| {a} → {b} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown(table: pd.DataFrame, steps: list[int], studies: list[str]) -> str:
     head = " → ".join(f"{s:,}" for s in steps)
     lines = [f"# Convergence ladder ({head} steps)", "",
@@ -96,7 +120,7 @@ def main(argv=None) -> int:
     if len(args.studies) < 2:
         parser.error("name at least two studies: the ladder compares each budget with the next")
     table, steps = ladder([load(s) for s in args.studies])
-    emit(markdown(table, steps, args.studies), args.out)
+    emit(markdown(table, steps, args.studies) + contrasts(table, steps), args.out)
     return 0
 
 

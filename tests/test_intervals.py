@@ -165,6 +165,13 @@ def test_the_convergence_ladder_applies_the_rule_to_each_doubling(tmp_path, monk
         ladder.ladder([ladder.load("a"), ladder.load("c")])
     with pytest.raises(SystemExit, match=r"no .*missing/summary.csv: run that study first"):
         ladder.load("missing")
+    # the paper's contrasts at each budget: mse c=1 -> c=10 gains .10 then .05 intra (paper: .702 - .660 = +.042)
+    means = pd.DataFrame({"config": ["mse_c1", "mse_c10", "bce"], "auroc__intra_avg_0": [0.70, 0.80, 0.5],
+                          "auroc__intra_avg_1": [0.75, 0.80, 0.5], "auroc__cross_avg_0": [0.6, 0.6, 0.5],
+                          "auroc__cross_avg_1": [0.6, 0.62, 0.5]})
+    rows = [line for line in ladder.contrasts(means, [800, 1600]).splitlines() if line.startswith("| mse_c1 → ")]
+    assert rows == ["| mse_c1 → mse_c10 | +0.100 | +0.050 | +0.042 | +0.000 | +0.020 | +0.044 |"]
+    assert "| bce → bce_focal" not in ladder.contrasts(means, [800, 1600])  # bce_focal not in the ladder
     sys.modules.pop("convergence", None)
 
 
