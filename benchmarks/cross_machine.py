@@ -1,12 +1,13 @@
 """How far apart are the same runs on two machines? A bound for what the pinned CPU path does not make identical.
 
-Reads two studies' committed tables (``outputs/<study>/summary.csv``) holding the same runs (same commit's training
-code, same grid) made on two machines, and prints, per metric, how many runs are bit-identical and the largest and
+For each pair ``A:B`` of studies whose committed tables (``outputs/<study>/summary.csv``) hold the same runs (same
+training code, same grid) made on two machines, prints per metric how many runs are bit-identical and the largest and
 mean |difference|, beside the run-seed spread of a reference study (the median |seed 1 - seed 0| of a config on one
 backbone): a machine difference well below it moves the study's numbers less than drawing another run seed does.
 Trains nothing::
 
-    .venv/bin/python benchmarks/cross_machine.py probe_4x probe_4x_xeon --spread study --out docs/cross_machine.md
+    .venv/bin/python benchmarks/cross_machine.py mini:mini_xeon probe_4x:probe_4x_xeon --spread study \
+        --labels "AMD EPYC, AVX2 only" "Intel Xeon, AVX-512 + AMX" --out docs/cross_machine.md
 """
 
 from __future__ import annotations
@@ -51,10 +52,8 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, spread: pd.DataFrame | None = None
 
 
 def markdown(table: pd.DataFrame, studies: list[str], labels: list[str], spread_study: str) -> str:
-    lines = [f"# The same runs on two machines: `{studies[0]}` ({labels[0]}) vs `{studies[1]}` ({labels[1]})", "",
-             "`benchmarks/cross_machine.py` made this table from the two studies' `summary.csv`. `identical`: the "
-             "runs whose value is bit-for-bit the same. `seed spread`: the median |seed 1 − seed 0| of one "
-             f"configuration on one backbone in `{spread_study}`, which is the size of drawing another run seed.", "",
+    """One pair's section: its table of `compare`."""
+    lines = [f"## `{studies[0]}` ({labels[0]}) vs `{studies[1]}` ({labels[1]})", "",
              "| metric | runs | identical | max abs diff | mean abs diff | seed spread | max diff / seed spread |",
              "|---|---|---|---|---|---|---|"]
     for _, r in table.iterrows():
@@ -64,15 +63,30 @@ def markdown(table: pd.DataFrame, studies: list[str], labels: list[str], spread_
     return "\n".join(lines) + "\n"
 
 
+def header(labels: list[str], spread_study: str) -> str:
+    return "\n".join([f"# The same runs on two machines: {labels[0]} vs {labels[1]}", "",
+                      "`benchmarks/cross_machine.py` made these tables from the studies' `summary.csv`. `identical`: "
+                      "the runs whose value is bit-for-bit the same. `seed spread`: the median |seed 1 − seed 0| of "
+                      f"one configuration on one backbone in `{spread_study}`, which is the size of drawing another "
+                      "run seed.", ""]) + "\n"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("studies", nargs=2, help="two studies in outputs/ with the same runs, made on two machines")
+    parser.add_argument("pairs", nargs="+", help="A:B, two studies in outputs/ with the same runs made on two machines")
     parser.add_argument("--labels", nargs=2, default=["machine A", "machine B"], help="what each machine was")
     parser.add_argument("--spread", default="", help="a study with two run seeds whose seed spread is the yardstick")
     parser.add_argument("--out", default="", help="also write the markdown table here (e.g. docs/cross_machine.md)")
     args = parser.parse_args(argv)
-    table = compare(load(args.studies[0]), load(args.studies[1]), load(args.spread) if args.spread else None)
-    emit(markdown(table, args.studies, args.labels, args.spread or "(none given)"), args.out)
+    spread = load(args.spread) if args.spread else None
+    sections = []
+    for pair in args.pairs:
+        studies = pair.split(":")
+        if len(studies) != 2 or not all(studies):
+            parser.error(f"{pair!r} is not A:B: name two studies joined by a colon, e.g. probe_4x:probe_4x_xeon")
+        sections.append(markdown(compare(load(studies[0]), load(studies[1]), spread), studies, args.labels,
+                                 args.spread or "(none given)"))
+    emit(header(args.labels, args.spread or "(none given)") + "\n".join(sections), args.out)
     return 0
 
 
