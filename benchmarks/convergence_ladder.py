@@ -35,7 +35,7 @@ def load(study: str) -> pd.DataFrame:
     table = pd.read_csv(path)
     steps = table["train_steps"].unique()
     if len(steps) != 1:
-        raise SystemExit(f"{path} mixes step budgets {sorted(steps)}: a ladder rung must be one budget")
+        raise SystemExit(f"{path} mixes step budgets {sorted(steps)}: a study compared here must be one budget")
     return table
 
 
@@ -51,10 +51,10 @@ def ladder(tables: list[pd.DataFrame]) -> tuple[pd.DataFrame, list[int]]:
     steps = [int(table["train_steps"].iloc[0]) for table in tables]
     if any(b != 2 * a for a, b in zip(steps, steps[1:])):
         raise SystemExit(f"the studies' steps {steps} are not a ladder of doublings: order them by budget, each twice the last")
-    out = tables[0].groupby("config", sort=False)[list(COLUMNS)].mean().add_suffix("_0")
-    out["runs"] = tables[0].groupby("config", sort=False).size()
-    for i, (short, long) in enumerate(zip(tables, tables[1:])):
-        verdict = convergence_table(short, long).set_index("config")
+    verdicts = [convergence_table(short, long).set_index("config") for short, long in zip(tables, tables[1:])]
+    out = verdicts[0][list(COLUMNS)].add_suffix("_0")  # the first budget's means, over the same runs
+    out["runs"] = verdicts[0]["runs"]
+    for i, verdict in enumerate(verdicts):
         out[[f"{c}_{i + 1}" for c in COLUMNS]] = verdict[[f"{c}_2x" for c in COLUMNS]].to_numpy()
         out[f"worst_pair_auroc_{i}"] = verdict["worst_pair_auroc"]
         out[f"ok_{i}"] = verdict["converged"]

@@ -19,9 +19,8 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from convergence_ladder import emit, load  # noqa: E402
+from convergence_ladder import KEYS, emit, load  # noqa: E402
 
-KEYS = ["config", "backbone", "seed"]
 METRICS = ["r2", "auroc__intra_avg", "auroc__cross_avg", "fpr95__intra_avg", "fpr95__cross_avg", "pair_auroc",
            "train_loss_init", "train_loss_last"]
 

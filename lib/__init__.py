@@ -8,8 +8,9 @@ CPU code paths. Importing ``lib`` pins the instruction-set paths of torch's CPU 
 JIT kernels), so a seeded CPU run takes the same float path on every Intel x86-64 CPU with AVX2 instead of the best
 one each CPU offers (AVX-512 kernels sum in another order). On other CPUs oneMKL runs its AUTO branch whatever
 MKL_CBWR names (its documented rule: only AUTO and COMPATIBLE are for non-Intel CPUs): there GEMM and MKL's vector
-math may round otherwise, and runs stay within the bound of docs/cross_machine.md, not bit-identical. The project's venv sets them at interpreter start too (a
-``.pth`` file, `make setup`), which covers a notebook that imports torch before lib. ``RESEND_CPU_PATHS=native``
+math may round otherwise, and runs stay within the bound of docs/cross_machine.md, not bit-identical. The project's
+venv sets them at interpreter start too (a ``.pth`` file, `make setup`), which covers a notebook that imports torch
+before lib. ``RESEND_CPU_PATHS=native``
 leaves every library its own choice (faster on AVX-512 CPUs; bits then depend on the CPU). `lib.device.configure_cpu`
 checks that the pinning took effect before a deterministic run computes.
 """
