@@ -31,9 +31,16 @@ $(STAMP): requirements.txt pyproject.toml
 setup: $(STAMP) cpu-paths data
 
 # Every interpreter of the venv imports lib at start-up (a .pth file), which pins the CPU float paths before anything
-# can load torch: a notebook whose first cell imports torch still computes on the pinned path (lib/__init__.py)
-cpu-paths: $(STAMP)
+# can load torch: a notebook whose first cell imports torch still computes on the pinned path (lib/__init__.py).
+# lib loads the library built here, which puts MKL on the branch it takes on AMD CPUs, on every CPU (a C compiler:
+# scripts/apt_require.sh installs gcc where there is none)
+MKL_BRANCH := $(VENV)/lib/resend_mkl_zen_branch.so
+cpu-paths: $(STAMP) $(MKL_BRANCH)
 	@$(PY) -c "import pathlib, site; pathlib.Path(site.getsitepackages()[0], 'resend_cpu_paths.pth').write_text('import lib\\n')"
+
+$(MKL_BRANCH): lib/csrc/mkl_zen_branch.c $(STAMP)
+	@command -v cc >/dev/null || bash scripts/apt_require.sh compiler gcc
+	cc -shared -fPIC -O2 -o $@ $<
 
 data:
 	@bash scripts/install_data.sh

@@ -50,8 +50,9 @@ def autocast(device: torch.device, enabled: bool = True, cpu: bool = False):
 
 def cpu_paths() -> str:
     """The CPU float path this process computes with, as recorded in env.json and in the cache keys of every
-    backbone, bank and feature file: ``avx2-cnr`` (`lib.CPU_PATHS` pinned) or ``native`` (each CPU its own)."""
-    return "avx2-cnr" if lib.CPU_PATHS_PINNED else "native"
+    backbone, bank and feature file: ``avx2-mkl-zen`` (`lib.CPU_PATHS` pinned: ATen and oneDNN on AVX2, MKL on its
+    AMD Zen branch) or ``native`` (each CPU its own)."""
+    return "avx2-mkl-zen" if lib.CPU_PATHS_PINNED else "native"
 
 
 def configure_cpu(settings, device: torch.device | None = None) -> None:
@@ -71,6 +72,11 @@ def configure_cpu(settings, device: torch.device | None = None) -> None:
         raise RuntimeError("torch was imported before lib, so its CPU libraries may take this CPU's own float path: "
                            "restart the kernel and import lib first (the project's .venv does so at start-up), or "
                            f"set {lib.CPU_PATHS_VARIABLE}=native to accept CPU-dependent bits")
+    if not lib.MKL_ZEN_BRANCH:
+        raise RuntimeError(f"MKL takes this CPU's own branch, not the pinned AMD Zen one ({lib.MKL_BRANCH_LIBRARY} "
+                           "was not loaded before torch): run `make cpu-paths` (it builds lib/csrc/mkl_zen_branch.c; "
+                           f"needs a C compiler) and restart, or set {lib.CPU_PATHS_VARIABLE}=native to accept "
+                           "CPU-dependent bits")
     capability = torch.backends.cpu.get_cpu_capability()
     if capability != "AVX2":
         raise RuntimeError(f"torch computes with {capability} kernels, not the pinned AVX2 ones (a CPU without AVX2, "

@@ -121,7 +121,7 @@ def environment() -> dict[str, Any]:
         "gpu": torch.cuda.get_device_name(0) if cuda else "",
         "gpu_count": torch.cuda.device_count() if cuda else 0,
         "cpu_threads": torch.get_num_threads(),
-        "cpu_paths": cpu_paths(),  # avx2-cnr (pinned: the same bits on Intel AVX2 CPUs) | native (lib.device)
+        "cpu_paths": cpu_paths(),  # avx2-mkl-zen (pinned: the same bits on x86-64 AVX2 CPUs) | native (lib.device)
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu": cpu_model(),
     }

@@ -108,7 +108,7 @@ def test_runs_record_their_cpu_path_and_caches_are_keyed_on_it(monkeypatch):
     from lib import pretrain, runs
 
     settings = config.resolve("mini", say=lambda _: None)
-    assert runs.environment()["cpu_paths"] == "avx2-cnr"
+    assert runs.environment()["cpu_paths"] == "avx2-mkl-zen"
     pinned = pretrain.weight_path(settings)
     monkeypatch.setattr(lib, "CPU_PATHS_PINNED", False)
     assert runs.environment()["cpu_paths"] == "native" and pretrain.weight_path(settings) != pinned
