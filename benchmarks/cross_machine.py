@@ -7,7 +7,10 @@ backbone): a machine difference well below it moves the study's numbers less tha
 Trains nothing::
 
     .venv/bin/python benchmarks/cross_machine.py mini:mini_xeon probe_4x:probe_4x_xeon --spread study \
-        --labels "AMD EPYC, AVX2 only" "Intel Xeon, AVX-512 + AMX" --out docs/cross_machine.md
+        --labels "AMD EPYC" "Intel Xeon, MKL pinned to its Zen branch" "AMD EPYC" "Intel Xeon, MKL's Intel branch" \
+        --title "AMD EPYC (AVX2 only) vs Intel Xeon (AVX-512 + AMX)" --out docs/cross_machine.md
+
+``--labels``: two (every pair) or two per pair.
 """
 
 from __future__ import annotations
@@ -62,8 +65,8 @@ def markdown(table: pd.DataFrame, studies: list[str], labels: list[str], spread_
     return "\n".join(lines) + "\n"
 
 
-def header(labels: list[str], spread_study: str) -> str:
-    return "\n".join([f"# The same runs on two machines: {labels[0]} vs {labels[1]}", "",
+def header(title: str, spread_study: str) -> str:
+    return "\n".join([f"# The same runs on two machines: {title}", "",
                       "`benchmarks/cross_machine.py` made these tables from the studies' `summary.csv`. `identical`: "
                       "the runs whose value is bit-for-bit the same. `seed spread`: the median |seed 1 − seed 0| of "
                       f"one configuration on one backbone in `{spread_study}`, which is the size of drawing another "
@@ -73,19 +76,25 @@ def header(labels: list[str], spread_study: str) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pairs", nargs="+", help="A:B, two studies in outputs/ with the same runs made on two machines")
-    parser.add_argument("--labels", nargs=2, default=["machine A", "machine B"], help="what each machine was")
+    parser.add_argument("--labels", nargs="+", default=["machine A", "machine B"],
+                        help="what each machine was: two for every pair, or two per pair")
+    parser.add_argument("--title", default="", help="the page's title (default: the first two labels)")
     parser.add_argument("--spread", default="", help="a study with two run seeds whose seed spread is the yardstick")
     parser.add_argument("--out", default="", help="also write the markdown table here (e.g. docs/cross_machine.md)")
     args = parser.parse_args(argv)
+    if len(args.labels) not in (2, 2 * len(args.pairs)):
+        parser.error(f"{len(args.labels)} labels for {len(args.pairs)} pairs: give two, or two per pair")
+    labels = args.labels * len(args.pairs) if len(args.labels) == 2 else args.labels
     spread = load(args.spread) if args.spread else None
     sections = []
-    for pair in args.pairs:
+    for i, pair in enumerate(args.pairs):
         studies = pair.split(":")
         if len(studies) != 2 or not all(studies):
             parser.error(f"{pair!r} is not A:B: name two studies joined by a colon, e.g. probe_4x:probe_4x_xeon")
-        sections.append(markdown(compare(load(studies[0]), load(studies[1]), spread), studies, args.labels,
+        sections.append(markdown(compare(load(studies[0]), load(studies[1]), spread), studies, labels[2 * i:2 * i + 2],
                                  args.spread or "(none given)"))
-    emit(header(args.labels, args.spread or "(none given)") + "\n".join(sections), args.out)
+    title = args.title or f"{labels[0]} vs {labels[1]}"
+    emit(header(title, args.spread or "(none given)") + "\n".join(sections), args.out)
     return 0
 
 

@@ -1,6 +1,7 @@
-"""Same bits on any Intel x86-64 CPU with AVX2 and at any thread count (lib/__init__.py's pinned CPU paths,
+"""Same bits on any x86-64 CPU with AVX2, Intel or AMD, and at any thread count (lib/__init__.py's pinned CPU paths,
 lib.device.configure_cpu): a tiny source pretraining + feature bank + relational training runs in fresh
-interpreters under two emulated CPUs, and their weights hash the same."""
+interpreters under two emulated CPUs, and their weights hash the same; MKL computes on an Intel CPU what it
+computes on an AMD Zen CPU."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 import lib
-from lib import config, device
+from lib import config, device, runs
 from lib.paths import REPO_ROOT
 
 # a fresh interpreter: a tiny pretrain (10 glyph classes, 1 epoch) -> feature bank -> 5 relational steps, with every
@@ -67,6 +68,43 @@ def test_pretrain_bank_and_training_give_the_same_bits_on_two_emulated_cpus_and_
     assert native["backbone"] != here["backbone"] and native["model"] != here["model"]
 
 
+# a GEMM (cache-blocked: MKL's kernels differ by vendor) and exp / log (MKL's vector math), hashed
+MKL_OPS = r"""
+import hashlib, lib, torch
+torch.manual_seed(0)
+a, b, x = torch.randn(257, 301), torch.randn(301, 263), torch.randn(1 << 16) * 3
+digest = lambda t: hashlib.sha256(t.numpy().tobytes()).hexdigest()
+print(lib.mkl_zen_branch(), digest(a @ b), digest(torch.exp(x)), digest(torch.log(x.abs() + 1)))
+"""
+
+
+def mkl_ops(**environ) -> list[str]:
+    env = {k: v for k, v in os.environ.items() if k not in (*lib.CPU_PATHS, lib.CPU_PATHS_VARIABLE, "LD_PRELOAD")}
+    done = subprocess.run([sys.executable, "-c", MKL_OPS], cwd=REPO_ROOT, capture_output=True, text=True,
+                          env={**env, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1", **environ}, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.split()
+
+
+def test_mkl_computes_on_every_cpu_what_it_computes_on_an_amd_zen_cpu():
+    assert lib.MKL_ZEN_BRANCH and lib.mkl_zen_branch() and lib.MKL_BRANCH_LIBRARY.exists()
+    pinned = mkl_ops()
+    # an AMD Zen CPU, emulated: MKL left to choose, its vendor checks answered before torch loads as on such a CPU
+    zen = mkl_ops(RESEND_CPU_PATHS="native", LD_PRELOAD=str(lib.MKL_BRANCH_LIBRARY))
+    own = mkl_ops(RESEND_CPU_PATHS="native")  # this CPU's own branch
+    assert pinned[0] == zen[0] == "True" and own[0] == "False"
+    assert pinned[1:] == zen[1:]
+    # the emulation has teeth on an Intel CPU (another GEMM and vector math); on an AMD Zen it is that CPU's own
+    intel = "GenuineIntel" in runs.cpu_model()
+    assert all((p != o) == intel for p, o in zip(pinned[1:], own[1:]))
+
+
+def test_a_deterministic_run_refuses_mkl_on_the_cpu_own_branch(monkeypatch):
+    monkeypatch.setattr(lib, "MKL_ZEN_BRANCH", False)
+    with pytest.raises(RuntimeError, match=r"MKL takes this CPU's own branch, not the pinned AMD Zen one .*make cpu-paths"):
+        device.configure_cpu(config.resolve("smoke", say=lambda _: None, device="cpu"))
+
+
 def test_pinning_overrides_what_the_environment_says_unless_native():
     environ = dict(OTHER_CPU)
     assert lib.pin_cpu_paths(environ) and environ == {**lib.CPU_PATHS}
@@ -105,7 +143,7 @@ def test_torch_loaded_before_lib_is_caught_before_a_deterministic_run(tmp_path):
 
 
 def test_runs_record_their_cpu_path_and_caches_are_keyed_on_it(monkeypatch):
-    from lib import pretrain, runs
+    from lib import pretrain
 
     settings = config.resolve("mini", say=lambda _: None)
     assert runs.environment()["cpu_paths"] == "avx2-mkl-zen"
@@ -115,8 +153,6 @@ def test_runs_record_their_cpu_path_and_caches_are_keyed_on_it(monkeypatch):
 
 
 def test_a_run_records_the_cpu_it_ran_on(tmp_path):
-    from lib import runs
-
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\n"
                     "model name\t: AMD EPYC 7B13\nflags\t\t: fpu avx2\n\nprocessor\t: 1\nvendor_id\t: Other\n")
