@@ -24,7 +24,8 @@ from pathlib import Path
 SAME = 1
 DIFFERENT = 0
 
-# MKL_CBWR: Intel's AVX2 branch had no effect with the Zen branch in force; kept, the committed runs were made with it
+# MKL_CBWR: ignored on the Zen branch (AUTO, AVX2,STRICT, COMPATIBLE, AVX512 and SSE4_2 give the same bits there);
+# it still pins Intel's AVX2 branch where the library is missing (then a deterministic run refuses to start)
 CPU_PATHS = {"MKL_CBWR": "AVX2,STRICT", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 CPU_PATHS_VARIABLE = "RESEND_CPU_PATHS"  # pinned (default) | native
 

@@ -87,8 +87,8 @@ def git_commit() -> str:
 
 def cpu_model(cpuinfo: Path | str = "/proc/cpuinfo") -> str:
     """The CPU that computed, as ``<vendor> <model name> (family F model M)`` from the first processor of
-    `cpuinfo` (Linux); elsewhere what `platform` knows. Seeded CPU runs are bit-identical across Intel CPUs only
-    (README "Across CPU vendors"), so a run records which CPU it ran on."""
+    `cpuinfo` (Linux); elsewhere what `platform` knows. A run records which CPU it ran on: seeded CPU runs are
+    bit-identical across CPUs only on the pinned path (README "Across CPU vendors")."""
     try:
         text = Path(cpuinfo).read_text()
     except OSError:
