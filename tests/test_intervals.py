@@ -175,7 +175,7 @@ def test_the_convergence_ladder_applies_the_rule_to_each_doubling(tmp_path, monk
     sys.modules.pop("convergence", None)
 
 
-def test_cross_machine_bounds_the_difference_of_the_same_runs_against_the_seed_spread():
+def test_cross_machine_bounds_the_difference_of_the_same_runs_against_the_seed_spread(capsys):
     import importlib.util
 
     from lib.paths import REPO_ROOT
@@ -205,6 +205,9 @@ def test_cross_machine_bounds_the_difference_of_the_same_runs_against_the_seed_s
     assert "| auroc__intra_avg | 3 | 1 | 0.01 | 0.005333 | 0 | nan |" in text  # no spread: no ratio
     with pytest.raises(SystemExit, match="share no .config, backbone, seed. run"):
         cross.compare(a, extra)
+    with pytest.raises(SystemExit):  # three labels for two pairs: two, or two per pair
+        cross.main(["mini:mini_xeon", "probe_4x:probe_4x_xeon", "--labels", "a", "b", "c"])
+    assert "3 labels for 2 pairs: give two, or two per pair" in capsys.readouterr().err
 
 
 def test_an_unconverged_config_is_marked_and_left_out_of_rho(tmp_path):
