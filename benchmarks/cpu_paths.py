@@ -20,14 +20,16 @@ import os
 import statistics
 import subprocess
 import sys
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+import lib
+import lib.runs
+from lib.paths import REPO_ROOT
+
+# the old pin is today's environment variables without the library (MKL_CBWR then pins Intel's AVX2 branch)
 PATHS = {
     "pinned": {},
-    "mkl-intel-avx2": {"RESEND_CPU_PATHS": "native", "MKL_CBWR": "AVX2,STRICT", "ATEN_CPU_CAPABILITY": "avx2",
-                       "ONEDNN_MAX_CPU_ISA": "AVX2"},
-    "native": {"RESEND_CPU_PATHS": "native"},
+    "mkl-intel-avx2": {lib.CPU_PATHS_VARIABLE: "native", **lib.CPU_PATHS},
+    "native": {lib.CPU_PATHS_VARIABLE: "native"},
 }
 
 # one fresh interpreter: `steps` timed steps of a workload after 2 untimed ones, on one thread; prints s/step
@@ -73,8 +75,7 @@ print((time.perf_counter() - started) / steps)
 
 
 def seconds_per_step(path: str, kind: str, steps: int) -> float:
-    env = {k: v for k, v in os.environ.items() if k not in ("RESEND_CPU_PATHS", "MKL_CBWR", "ATEN_CPU_CAPABILITY",
-                                                            "ONEDNN_MAX_CPU_ISA")}
+    env = {k: v for k, v in os.environ.items() if k not in (*lib.CPU_PATHS, lib.CPU_PATHS_VARIABLE)}
     env.update(PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS="1", **PATHS[path])
     done = subprocess.run([sys.executable, "-c", WORKLOAD, kind, str(steps)], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=1800)
@@ -88,8 +89,6 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved measurements per path and workload")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
     args = parser.parse_args(argv)
-    import lib.runs  # noqa: PLC0415  (the CPU, for the table's title)
-
     print(f"CPU: {lib.runs.cpu_model()}; {args.repeats} interleaved repeats of {args.steps} steps, 1 thread\n")
     print("| workload | path | s / step (median) | ratio to pinned |")
     print("|---|---|---|---|")

@@ -59,7 +59,7 @@ def mkl_zen_branch() -> bool:
 def load_mkl_zen_branch(library: Path = MKL_BRANCH_LIBRARY) -> bool:
     """Load `library` into the global scope (before torch, or it comes too late) when it exists; returns
     `mkl_zen_branch()`."""
-    if library.exists() and not mkl_zen_branch():
+    if library.exists():
         ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
     return mkl_zen_branch()
 

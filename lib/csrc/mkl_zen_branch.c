@@ -6,7 +6,7 @@
  * MKL_CBWR branch but AUTO and COMPATIBLE and runs its Zen GEMM kernels and its compatible vector math. Those round
  * differently from Intel's AVX2 branch (docs/cross_machine.md), so a run on one vendor did not reproduce a run on
  * the other. With these three answers MKL takes the Zen branch everywhere: on a Zen CPU they are what MKL finds
- * anyway. Built by `make cpu-paths` into the venv's site-packages. */
+ * anyway. Built by `make cpu-paths` into .venv/lib/ (lib.MKL_BRANCH_LIBRARY). */
 int mkl_serv_intel_cpu_true(void) { return 0; }
 int mkl_serv_intel_cpu(void) { return 0; }
 int mkl_serv_cpuiszen(void) { return 1; }
