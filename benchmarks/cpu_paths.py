@@ -16,7 +16,6 @@ library its own choice (AVX-512 and MKL's own branch on CPUs that have them). Ra
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -75,7 +74,7 @@ print((time.perf_counter() - started) / steps)
 
 
 def seconds_per_step(path: str, kind: str, steps: int) -> float:
-    env = {k: v for k, v in os.environ.items() if k not in (*lib.CPU_PATHS, lib.CPU_PATHS_VARIABLE)}
+    env = lib.environ_without_cpu_choices()
     env.update(PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS="1", **PATHS[path])
     done = subprocess.run([sys.executable, "-c", WORKLOAD, kind, str(steps)], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=1800)

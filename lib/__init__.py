@@ -42,6 +42,13 @@ def pin_cpu_paths(environ=os.environ) -> bool:
     return choice == "pinned"
 
 
+def environ_without_cpu_choices(environ=os.environ) -> dict[str, str]:
+    """A copy of `environ` without any choice of CPU float path (`CPU_PATHS`, ``RESEND_CPU_PATHS``, ``LD_PRELOAD``):
+    a child interpreter started with it takes lib's default, pinned, plus whatever its caller adds (tests and
+    benchmarks that emulate other CPUs)."""
+    return {k: v for k, v in environ.items() if k not in (*CPU_PATHS, CPU_PATHS_VARIABLE, "LD_PRELOAD")}
+
+
 # `make cpu-paths` builds lib/csrc/mkl_zen_branch.c here, in the environment's own lib/ (the venv's: .venv/lib)
 MKL_BRANCH_LIBRARY = Path(sys.prefix) / "lib" / "resend_mkl_zen_branch.so"
 

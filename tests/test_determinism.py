@@ -6,7 +6,6 @@ computes on an AMD Zen CPU."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -46,7 +45,7 @@ OTHER_CPU = {"MKL_CBWR": "AVX", "ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CP
 
 
 def run_tiny(tmp_path, name: str, threads: int, **environ) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in (*lib.CPU_PATHS, lib.CPU_PATHS_VARIABLE)}
+    env = lib.environ_without_cpu_choices()
     env.update(PYTHONPATH=str(REPO_ROOT), RESEND_OUTPUTS=str(tmp_path / name / "outputs"), THREADS=str(threads),
                OMP_NUM_THREADS=str(threads), **environ)
     done = subprocess.run([sys.executable, "-c", RUN, str(tmp_path / name)], cwd=REPO_ROOT, env=env,
@@ -79,7 +78,7 @@ print(lib.mkl_zen_branch(), digest(a @ b), digest(torch.exp(x)), digest(torch.lo
 
 
 def mkl_ops(**environ) -> list[str]:
-    env = {k: v for k, v in os.environ.items() if k not in (*lib.CPU_PATHS, lib.CPU_PATHS_VARIABLE, "LD_PRELOAD")}
+    env = lib.environ_without_cpu_choices()
     done = subprocess.run([sys.executable, "-c", MKL_OPS], cwd=REPO_ROOT, capture_output=True, text=True,
                           env={**env, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1", **environ}, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -112,6 +111,9 @@ def test_pinning_overrides_what_the_environment_says_unless_native():
     assert not lib.pin_cpu_paths(environ) and {k: environ[k] for k in OTHER_CPU} == OTHER_CPU
     with pytest.raises(ValueError, match=r"RESEND_CPU_PATHS='avx512' is not pinned or native: unset it"):
         lib.pin_cpu_paths({lib.CPU_PATHS_VARIABLE: "avx512"})
+    # a child given this environment chooses nothing itself: every CPU-path choice is dropped, the rest kept
+    chosen = {**OTHER_CPU, lib.CPU_PATHS_VARIABLE: "native", "LD_PRELOAD": "zen.so", "HOME": "/home/u"}
+    assert lib.environ_without_cpu_choices(chosen) == {"HOME": "/home/u"} and "LD_PRELOAD" in chosen
 
 
 def test_a_deterministic_cpu_run_computes_on_one_thread_and_refuses_cpu_bf16():
@@ -135,7 +137,7 @@ def test_torch_loaded_before_lib_is_caught_before_a_deterministic_run(tmp_path):
             "[sys.modules.pop(m) for m in list(sys.modules) if m == 'lib' or m.startswith('lib.')]\n"
             "import lib\nfrom lib import config, device\n"
             "device.configure_cpu(config.resolve('smoke', say=lambda _: None, device='cpu'))")
-    env = {k: v for k, v in os.environ.items() if k not in (*lib.CPU_PATHS, lib.CPU_PATHS_VARIABLE)}
+    env = lib.environ_without_cpu_choices()
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env={**env, "PYTHONPATH": str(REPO_ROOT)},
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
